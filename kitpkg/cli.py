@@ -1,0 +1,49 @@
+"""The `kitpkg` command: argument parsing only; every subcommand is one call into the library.
+
+Each area registers its own subcommands (`kitpkg/<area>/cli.py: register(subparsers)`); those modules import nothing
+heavy at module level so `kitpkg --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from ._version import __version__
+from .errors import KitError
+
+
+def _areas():
+    from .data import cli as data_cli
+    from .notebook import cli as notebook_cli
+    from .shards import cli as shards_cli
+    from .train import cli as train_cli
+
+    return [shards_cli, data_cli, train_cli, notebook_cli]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="kitpkg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kitpkg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for area in _areas():
+        area.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KitError, FileNotFoundError) as err:
+        print(f"kitpkg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kitpkg {args.command}: interrupted; re-run the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

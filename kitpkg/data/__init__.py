@@ -1,0 +1,1 @@
+"""Streaming data: partition (pure), shard dataset, Lightning DataModule, local cache."""

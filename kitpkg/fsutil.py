@@ -1,0 +1,67 @@
+"""Small file-system helpers: atomic writes, hashing, opening local paths and fsspec URLs."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+_CHUNK = 1 << 20
+
+
+def is_url(path: PathLike) -> bool:
+    """True for fsspec-style URLs such as gs://, s3:// or https://."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def join(base: PathLike, name: str) -> str:
+    """Join a shard file name onto a local folder or a URL prefix."""
+    base = str(base)
+    if is_url(base):
+        return base.rstrip("/") + "/" + name
+    return os.path.join(base, name)
+
+
+def open_binary(path: PathLike) -> IO[bytes]:
+    """Open a local path or an fsspec URL for binary reading (fsspec is imported only for URLs)."""
+    if is_url(path):
+        import fsspec  # lazy: only remote shards need it
+
+        return fsspec.open(str(path), "rb").open()
+    return open(path, "rb", buffering=-1)
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open_binary(path) as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Write to a temporary file beside `path`, fsync it, and rename it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write a text file atomically (temp name, then rename)."""
+    with atomic_write(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,1 @@
+"""Notebook bootstrap helpers: Drive, checkpoint sync, gdown fetch, offline wheelhouse."""

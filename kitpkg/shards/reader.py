@@ -1,0 +1,75 @@
+"""Sample-level reading of one shard, whatever its format: the one place that turns shard bytes into records."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import IO, Any, Dict, Iterator, Optional
+
+from .example import decode_example, scalar
+from .manifest import Manifest
+from .tfrecord import RecordError, iter_records
+from .wds import IMAGE_EXTS, iter_tar_samples
+
+
+@dataclass
+class Record:
+    """One sample as stored: its id, the encoded image bytes, the other columns, and where it starts."""
+
+    id: str
+    image: bytes
+    fields: Dict[str, Any]
+    offset: int
+
+
+def _tfrecord_record(offset: int, data: bytes, image_key: str, id_col: str, shard: str) -> Record:
+    feats = decode_example(data)
+    image = feats.pop(image_key, None)
+    if not image:
+        raise RecordError(shard, offset, f"record has no {image_key!r} feature")
+    fields = {k: scalar(v) for k, v in feats.items()}
+    return Record(str(fields.get(id_col, offset)), bytes(image[0]), fields, offset)
+
+
+def _tar_record(offset: int, sample: Dict[str, bytes], id_col: str, shard: str) -> Record:
+    image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+    if image is None:
+        raise RecordError(shard, offset, f"sample {sample['__key__']!r} has no image member ({'/'.join(IMAGE_EXTS)})")
+    fields: Dict[str, Any] = {}
+    if "json" in sample:
+        fields = json.loads(sample["json"])  # JSON only: nothing from a shard is ever unpickled
+    if "cls" in sample and "cls" not in fields:
+        fields["cls"] = int(sample["cls"].decode().strip())
+    return Record(str(fields.get(id_col, sample["__key__"])), image, fields, offset)
+
+
+def iter_shard_file(
+    f: IO[bytes],
+    fmt: str,
+    shard: str = "",
+    start: int = 0,
+    id_col: str = "image_name",
+    image_key: str = "image",
+    check_crc: bool = True,
+) -> Iterator[Record]:
+    """Yield the records of an open shard from byte offset `start`; damage raises RecordError (shard + offset)."""
+    if fmt == "tfrecord":
+        for offset, data in iter_records(f, shard, start, check_crc):
+            yield _tfrecord_record(offset, data, image_key, id_col, shard)
+    elif fmt == "wds":
+        for offset, sample in iter_tar_samples(f, start, shard):
+            yield _tar_record(offset, sample, id_col, shard)
+    else:
+        raise ValueError(f"unknown shard format {fmt!r}; expected 'tfrecord' or 'wds'")
+
+
+def iter_manifest_shard(manifest: Manifest, index: int, start_sample: int = 0, path: Optional[str] = None,
+                        check_crc: bool = True) -> Iterator[Record]:
+    """Yield records of shard `index` of a manifest from sample `start_sample`, seeking with the stored offsets."""
+    from .. import fsutil
+
+    shard = manifest.shards[index]
+    if start_sample >= shard.samples:
+        return
+    start = shard.offsets[start_sample] if start_sample else 0
+    with fsutil.open_binary(path or manifest.path(shard)) as f:
+        yield from iter_shard_file(f, manifest.format, shard.file, start, manifest.id_col, manifest.image_key, check_crc)

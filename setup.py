@@ -1,0 +1,58 @@
+"""kitpkg: shards, streaming loader and K-fold training for Kaggle/Colab image competitions."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("kitpkg/_version.py").read_text()).group(1)
+
+# Ranges only: Colab and Kaggle ship torch/torchvision already; a pin would force a multi-GB reinstall.
+install_requires = [
+    "torch>=2.1",
+    "torchvision>=0.16",
+    "pytorch-lightning>=2.2,<3",
+    "timm>=0.9.12",
+    "torchmetrics>=1.0",
+    "albumentations>=1.3",
+    "webdataset>=0.2.86",
+    "gdown>=4.7",
+    "simplejpeg>=1.7",
+    "crc32c>=2.3",
+    "protobuf>=3.20",
+    "numpy>=1.23",
+    "pillow>=9.0",
+    "pyyaml>=6.0",
+    "tqdm>=4.64",
+    "matplotlib>=3.6",
+    "pandas>=1.5",
+    "fsspec>=2023.1",
+]
+
+extras_require = {
+    "tf": ["tensorflow-cpu>=2.13"],
+    "test": [
+        "pytest>=7.4",
+        "pytest-timeout>=2.1",
+        "tensorflow-cpu>=2.13",  # interop only; never imported by the torch path
+        "tfrecord>=1.14",  # benchmark peer
+        "scikit-learn>=1.2",  # the benchmarks' photo-like source images
+        "nbclient>=0.9",
+        "nbformat>=5.9",
+        "ipykernel>=6.25",
+    ],
+}
+
+setup(
+    name="kitpkg",
+    version=version,
+    description="Notebook-portable kit for image-classification competitions: shards, loader, K-fold CV on Lightning + timm",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["kitpkg", "kitpkg.*"]),
+    python_requires=">=3.9",
+    install_requires=install_requires,
+    extras_require=extras_require,
+    entry_points={"console_scripts": ["kitpkg=kitpkg.cli:main"]},
+    include_package_data=True,
+    package_data={"kitpkg": ["configs/*.yaml"]},
+)
