@@ -4,5 +4,110 @@ from __future__ import annotations
 import argparse
 
 
+def _common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    p.add_argument("--config", required=config_required, help="experiment YAML (one file = one experiment)")
+    p.add_argument("--run-dir", default=None, help="run directory (default: output.run_dir of the config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=2 (repeatable)")
+
+
+def _load(args: argparse.Namespace):
+    from ..config import load_config
+
+    return load_config(args.config, overrides=args.overrides)
+
+
+def _folds(text: str):
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from .cv import run_cv
+
+    result = run_cv(_load(args), args.run_dir, folds=args.folds)
+    from .runstate import is_rank_zero
+
+    if is_rank_zero():
+        print(result.summary())
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    args.folds = [args.fold]
+    return _cv(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .cv import predict_test
+
+    config = _load(args)
+    if args.tta is not None:
+        config.predict.tta = [v for v in args.tta.split(",") if v]
+        from ..config import validate
+
+        validate(config)
+    path = predict_test(config, args.run_dir, args.out)
+    print(f"submission: {path}")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from .lr_find import run_lr_find
+
+    result = run_lr_find(_load(args), args.run_dir, fold=args.fold, write_config=args.write_config,
+                         min_lr=args.min_lr, max_lr=args.max_lr, num_training=args.steps)
+    print(f"suggested lr: {result['suggestion']}\nplot: {result['plot']}")
+    if args.write_config:
+        print(f"optim.lr written into {args.config}")
+    return 0
+
+
+def _pseudo(args: argparse.Namespace) -> int:
+    from .pseudo import make_pseudo_labels
+
+    manifest = make_pseudo_labels(args.out, run_dir=args.run, predictions=args.predictions, shards=args.shards,
+                                  high=args.threshold, low=args.low)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest.class_counts.items()))
+    print(f"pseudo-labels: {manifest.num_samples('train')} samples ({counts}) in {args.out}; add it to "
+          f"data.extra_train of a later config (training only)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `kitpkg` parser."""
+    p = sub.add_parser("cv", help="K-fold cross-validation: train every fold, OOF, CV score, submission, report",
+                       description="Train every fold not yet finished (resuming a crashed one mid-epoch), then write "
+                                   "oof.csv, submission.csv and report.md into the run directory.")
+    _common(p)
+    p.add_argument("--folds", type=_folds, default=None, help="comma-separated folds to train now (default: all)")
+    p.set_defaults(func=_cv)
+
+    p = sub.add_parser("train", help="train one fold of a config (same run directory as `kitpkg cv`)")
+    _common(p)
+    p.add_argument("--fold", type=int, required=True, help="the fold to train (validated on)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="predict the test split with every finished fold (TTA), write a submission")
+    _common(p)
+    p.add_argument("--tta", default=None, help="comma-separated TTA views (hflip,vflip,transpose,...), '' for none")
+    p.add_argument("--out", default=None, help="submission path (default: RUN_DIR/submission.csv)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("lr-find", help="Lightning's LR finder on fold 0's training data; plot + suggestion")
+    _common(p)
+    p.add_argument("--fold", type=int, default=0, help="the fold whose training data is used (default 0)")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="smallest learning rate tried")
+    p.add_argument("--max-lr", type=float, default=1.0, help="largest learning rate tried")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep")
+    p.add_argument("--write-config", action="store_true", help="write the suggestion into optim.lr of the YAML")
+    p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("pseudo", help="turn confident test predictions into a labelled (training-only) shard set")
+    p.add_argument("--run", default=None, help="a run directory (its test_predictions.csv and shards are used)")
+    p.add_argument("--predictions", default=None, help="a CSV with id and prediction columns (instead of --run)")
+    p.add_argument("--shards", default=None, help="the test shards (manifest folder/json; default: the run's)")
+    p.add_argument("--threshold", type=float, default=0.9, help="keep p >= threshold as positive (binary) or "
+                                                                  "max class prob >= threshold (multi-class)")
+    p.add_argument("--low", type=float, default=None, help="keep p <= low as negative (default: 1 - threshold)")
+    p.add_argument("--out", required=True, help="output folder of the pseudo-label shard set")
+    p.set_defaults(func=_pseudo)

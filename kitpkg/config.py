@@ -1,0 +1,416 @@
+"""Experiment config: nested dataclasses <-> YAML, validated with messages that name the dotted key; the home of defaults.
+
+One YAML file = one experiment. Relative paths resolve against the YAML file's folder. `data.shards` names the output
+folder of `kitpkg convert`; the manifest of `data.image_size` is found under it (OUT/<size>/manifest.json, else
+OUT/manifest.json), so switching 384 -> 512 is a one-line change.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from .errors import KitError
+
+AUTO = "auto"
+TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose")
+
+
+@dataclass
+class AugConfig:
+    """Train-time augmentation done on the device (per-sample random flips/transposes of the uint8 batch)."""
+
+    hflip: bool = True
+    vflip: bool = True
+    transpose: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Where the shards are and how they are batched."""
+
+    shards: str = ""  # OUT folder of `kitpkg convert` (or a folder / manifest.json path)
+    image_size: int = 384
+    batch_size: int = 32
+    num_workers: int = 2
+    folds: Optional[List[int]] = None  # which folds to run; null = every fold in the manifest
+    extra_train: List[str] = field(default_factory=list)  # pseudo-label shard sets: training only, never validation
+    aug: AugConfig = field(default_factory=AugConfig)
+
+
+@dataclass
+class ModelConfig:
+    """The timm model."""
+
+    name: str = "efficientnet_b0"
+    pretrained: bool = False
+    weights: Optional[str] = None  # local .safetensors/.pth/.bin file or a folder holding one (offline pretrained)
+    num_classes: Optional[int] = None  # null = from the manifest: 1 (binary, sigmoid) or the number of classes
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, built by timm.optim.create_optimizer_v2."""
+
+    name: str = "adamw"  # any timm optimizer name: adamw, radam, lamb, sgd, ...
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lookahead: bool = False  # wrap in Lookahead (radam + lookahead = "Over9000"/Ranger)
+
+
+@dataclass
+class SchedConfig:
+    """LR schedule, built by timm.scheduler.create_scheduler_v2."""
+
+    name: str = "cosine"  # cosine, step, multistep, poly, tanh, none
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-6
+    per_update: bool = True  # step the schedule every optimizer update (smooth) instead of every epoch
+
+
+@dataclass
+class TrainConfig:
+    """The fit: precision, speed switches, loss, seeds, devices and checkpointing."""
+
+    epochs: int = 10
+    precision: str = AUTO  # auto = bf16-mixed (GPU with bf16) / 16-mixed (other GPUs) / 32 (CPU)
+    channels_last: Union[bool, str] = AUTO  # auto = on when a GPU exists
+    compile: bool = False
+    accumulate: int = 1
+    grad_clip: Optional[float] = None
+    seed: int = 42
+    deterministic: bool = False
+    loss: str = AUTO  # auto = bce (binary) / ce (multi-class); or focal
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    monitor: str = AUTO  # auto = val_auc (binary) / val_acc (multi-class); or val_loss
+    accelerator: str = AUTO
+    devices: Union[int, str] = AUTO
+    strategy: str = AUTO  # auto; ddp (CLI/subprocess), ddp_notebook (Colab/Kaggle kernels)
+    checkpoint_every_n_steps: int = 50  # a kill mid-epoch loses at most this many steps
+    keep_checkpoints: int = 2  # step checkpoints kept per fold (besides best and end-of-epoch last)
+
+
+@dataclass
+class PredictConfig:
+    """Test-time augmentation and how views are averaged."""
+
+    tta: List[str] = field(default_factory=list)  # extra views: hflip, vflip, transpose, rot90, rot180, rot270, ...
+    average: str = "prob"  # prob: mean of probabilities; logit: mean of logits, then sigmoid/softmax
+
+
+@dataclass
+class OutputConfig:
+    """Where results go and the competition's submission format."""
+
+    run_dir: Optional[str] = None  # null = runs/<name> beside the config file
+    id_col: str = "image_name"
+    pred_col: str = "target"
+
+
+@dataclass
+class Config:
+    """One experiment."""
+
+    name: str = ""  # null/empty = the config file's stem
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    source: Optional[str] = field(default=None, compare=False, repr=False)  # the YAML it came from (not serialized)
+
+
+CHOICES = {
+    "train.precision": (AUTO, "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64"),
+    "train.loss": (AUTO, "bce", "ce", "focal"),
+    "train.monitor": (AUTO, "val_auc", "val_acc", "val_loss"),
+    "predict.average": ("prob", "logit"),
+}
+# Keys that change how a run is executed but not its numbers: excluded from the config hash so a run can be resumed with
+# more workers, other fold selections, another submission format, or moved from Colab to Kaggle (paths differ there;
+# the shard sets' contents are fingerprinted separately by the CV runner).
+NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "model.weights",
+                   "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
+PATH_KEYS = ("data.shards", "model.weights", "output.run_dir")
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the type hint `tp`; return it converted (int -> float, '1e-3' -> float)."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except KitError:
+                continue
+        raise KitError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise KitError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise KitError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _from_dict(tp, value, key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool) and key in CHOICES:
+            return str(value)  # precision: 32 / 16
+    raise KitError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _from_dict(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise KitError(f"{prefix}{key}: unknown key (known keys of {prefix.rstrip('.') or 'the config'}: {known})")
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _set(cfg: Any, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    setattr(cfg, last, value)
+
+
+def validate(config: Config) -> Config:
+    """Check values beyond types (choices, ranges, TTA names); raise KitError naming the key."""
+    for key, choices in CHOICES.items():
+        if _get(config, key) not in choices:
+            raise KitError(f"{key}: expected one of {', '.join(choices)}, got {_get(config, key)!r}")
+    positive = ("data.image_size", "data.batch_size", "train.epochs", "train.accumulate", "train.keep_checkpoints",
+                "train.checkpoint_every_n_steps")
+    for key in positive:
+        if _get(config, key) < 1:
+            raise KitError(f"{key}: must be >= 1, got {_get(config, key)}")
+    if config.data.num_workers < 0:
+        raise KitError(f"data.num_workers: must be >= 0, got {config.data.num_workers}")
+    if not 0.0 <= config.train.label_smoothing < 1.0:
+        raise KitError(f"train.label_smoothing: must be in [0, 1), got {config.train.label_smoothing}")
+    if config.optim.lr <= 0:
+        raise KitError(f"optim.lr: must be > 0, got {config.optim.lr}")
+    if config.model.num_classes is not None and config.model.num_classes < 1:
+        raise KitError(f"model.num_classes: must be >= 1 (1 = binary), got {config.model.num_classes}")
+    if isinstance(config.train.channels_last, str) and config.train.channels_last != AUTO:
+        raise KitError(f"train.channels_last: expected true, false or auto, got {config.train.channels_last!r}")
+    if isinstance(config.train.devices, str) and config.train.devices != AUTO:
+        raise KitError(f"train.devices: expected an int or auto, got {config.train.devices!r}")
+    for i, view in enumerate(config.predict.tta):
+        if view not in TTA_VIEWS:
+            raise KitError(f"predict.tta[{i}]: unknown view {view!r}; use {', '.join(TTA_VIEWS)}")
+    if not config.data.shards:
+        raise KitError("data.shards: required (the output folder of `kitpkg convert`)")
+    return config
+
+
+def _resolve_paths(config: Config, base: Path) -> None:
+    def resolve(p: Optional[str]) -> Optional[str]:
+        if p is None or p == "" or "://" in p:
+            return p
+        return str((base / os.path.expanduser(p)).resolve())
+
+    for key in PATH_KEYS:
+        _set(config, key, resolve(_get(config, key)))
+    config.data.extra_train = [resolve(p) for p in config.data.extra_train]
+    if config.output.run_dir is None:
+        config.output.run_dir = str((base / "runs" / config.name).resolve())
+
+
+def config_from_dict(data: Dict[str, Any], base_dir: Union[str, Path] = ".", name: str = "experiment",
+                     overrides: Sequence[str] = ()) -> Config:
+    """Build a validated Config from a plain dict (YAML content); relative paths resolve against `base_dir`."""
+    if not isinstance(data, dict):
+        raise KitError(f"config must be a mapping of sections (data, model, optim, ...), got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    for item in overrides:
+        _apply_override(data, item)
+    config = _from_dict(Config, data)
+    config.name = config.name or name
+    _resolve_paths(config, Path(base_dir))
+    return validate(config)
+
+
+def _apply_override(data: Dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` override (value parsed as YAML) to a config dict."""
+    import yaml
+
+    if "=" not in item:
+        raise KitError(f"override {item!r}: expected dotted.key=value, e.g. train.epochs=2")
+    key, _, text = item.partition("=")
+    *parents, last = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KitError(f"override {item!r}: {part} is not a section")
+    node[last] = yaml.safe_load(text)
+
+
+def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a YAML experiment config; `overrides` are `dotted.key=value` strings applied on top."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise KitError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise KitError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        config = config_from_dict(data, path.parent.resolve(), path.stem, overrides)
+    except KitError as err:
+        raise KitError(f"{path}: {err}") from None
+    config.source = str(path.resolve())
+    return config
+
+
+def to_dict(config: Config) -> Dict[str, Any]:
+    """The config as a plain dict (what the YAML would hold), without `source`."""
+    data = dataclasses.asdict(config)
+    data.pop("source", None)
+    return data
+
+
+def to_yaml(config: Config) -> str:
+    """The config as YAML text."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def result_dict(config: Config) -> Dict[str, Any]:
+    """{dotted key: value} of every key that changes results (NON_RESULT_KEYS left out; no paths)."""
+    flat = _flatten(to_dict(config))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS)}
+
+
+def config_hash(config: Config) -> str:
+    """sha256 of the canonical JSON of `result_dict(config)`: equal hash = same numbers (given the same shards)."""
+    text = json.dumps(result_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def diff_keys(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """Human-readable `key: old -> new` lines for keys whose values differ between two result dicts."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def resolve_manifest_path(shards: str, image_size: int) -> str:
+    """The manifest for `image_size` under `shards`: OUT/<size>/manifest.json, else OUT/manifest.json (or a .json)."""
+    from .fsutil import is_url, join
+
+    if shards.endswith(".json"):
+        return shards
+    sized = join(join(shards, str(image_size)), "manifest.json")
+    flat = join(shards, "manifest.json")
+    if is_url(shards):
+        return sized  # remote: the sized layout convert writes
+    if os.path.exists(sized):
+        return sized
+    if os.path.exists(flat):
+        return flat
+    sizes = sorted(p.name for p in Path(shards).glob("*") if (p / "manifest.json").exists()) if os.path.isdir(shards) \
+        else []
+    hint = f"; sizes there: {', '.join(sizes)}" if sizes else "; run `kitpkg convert --sizes ...` first"
+    raise KitError(f"data.shards: no manifest for image_size {image_size} at {sized} or {flat}{hint}")
+
+
+def write_config_value(path: Union[str, Path], dotted: str, value: Any) -> None:
+    """Set one scalar key in a YAML config file in place, keeping the rest of the text (comments included)."""
+    from .fsutil import atomic_write_text
+
+    path = Path(path)
+    lines = path.read_text().splitlines(keepends=True)
+    *parents, last = dotted.split(".")
+    depth_indent: List[int] = []  # indentation of the section found at each depth
+    level = 0
+    for i, line in enumerate(lines):
+        stripped = line.lstrip(" ")
+        if not stripped.strip() or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        while depth_indent and indent <= depth_indent[-1]:
+            depth_indent.pop()
+            level -= 1
+        key = stripped.split(":", 1)[0].strip()
+        if level < len(parents) and key == parents[level] and stripped.rstrip().endswith(":"):
+            depth_indent.append(indent)
+            level += 1
+        elif level == len(parents) and key == last and ":" in stripped:
+            comment = ""
+            if " #" in stripped:
+                comment = "  #" + stripped.split(" #", 1)[1].rstrip("\n")
+            lines[i] = f"{' ' * indent}{last}: {value}{comment}\n"
+            atomic_write_text(path, "".join(lines))
+            return
+    # key absent: append the section path at the end (valid YAML only when the parent sections are absent too)
+    import yaml
+
+    data = yaml.safe_load("".join(lines)) or {}
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

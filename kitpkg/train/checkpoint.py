@@ -1,0 +1,167 @@
+"""Crash-safe checkpoints: full Lightning state written locally, then published atomically into the run directory.
+
+The run directory may sit on Google Drive, where Lightning's own save is a non-atomic cross-filesystem move (Lightning
+#21253, #20270). So every checkpoint is saved to a local temp folder first, then copied beside its destination under a
+temp name, size-checked, fsynced and `os.replace`d. Resumable checkpoints are named `ckpt-<global step>-<n>.ckpt`
+(n = 0 mid-epoch, 1 after validation) so their names sort in the order they were written; the newest intact one is
+resumed, a truncated one (Drive sync, full disk) is detected by its zip CRCs and skipped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytorch_lightning as pl
+
+from ..fsutil import atomic_write_text
+
+BEST = "best.ckpt"
+_RESUMABLE = re.compile(r"^ckpt-(\d{8})-([01])\.ckpt$")
+
+
+def publish(local: Path, dest: Path) -> None:
+    """Copy a finished local file to `dest` atomically: temp name beside it, size check, fsync, rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    with open(local, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
+        dst.flush()
+        os.fsync(dst.fileno())
+    if os.path.getsize(tmp) != os.path.getsize(local):
+        os.unlink(tmp)
+        raise OSError(f"{dest}: copy is {os.path.getsize(tmp)} bytes, expected {os.path.getsize(local)}; disk full?")
+    os.replace(tmp, dest)
+
+
+def is_intact(path: Path) -> bool:
+    """True when the file is a complete torch zip archive whose members all pass their CRC check."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def resumable(folder: Path) -> List[Path]:
+    """Resumable checkpoints in `folder`, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _RESUMABLE.match(p.name))
+
+
+def latest_intact(folder: Path) -> Optional[Path]:
+    """The newest resumable checkpoint that is intact (damaged newer ones are reported and skipped)."""
+    for path in reversed(resumable(folder)):
+        if is_intact(path):
+            return path
+        warnings.warn(f"kitpkg: {path} is truncated or damaged; resuming from the checkpoint before it", RuntimeWarning,
+                      stacklevel=2)
+    return None
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Read a checkpoint kitpkg wrote, with torch.load(weights_only=True): tensors and plain containers only."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class RunCheckpoints(pl.Callback):
+    """Saves full-state checkpoints every N optimizer steps and after each validation; keeps the best by `monitor`.
+
+    Its state (best score, per-epoch history) lives in every checkpoint, so a resumed fold continues the same record.
+    """
+
+    def __init__(self, folder: Path, every_n_steps: int, keep: int, monitor: str, mode: str = "max"):
+        self.folder, self.every_n_steps, self.keep = Path(folder), int(every_n_steps), max(2, int(keep))
+        self.monitor, self.mode = monitor, mode
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.history: List[Dict[str, Any]] = []
+        self._last_step = -1
+        self._local: Optional[str] = None
+
+    # -- state carried inside the checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "history": self.history}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.history = list(state.get("history", []))
+
+    # -- hooks --------------------------------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        # only right after an optimizer step: accumulated gradients are not part of a checkpoint
+        if step != self._last_step and step % self.every_n_steps == 0 and step > 0:
+            self._save(trainer, f"ckpt-{step:08d}-0.ckpt")
+        self._last_step = step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": pl_module.current_lr(),
+               "train_loss": pl_module.train_loss_epoch(), **metrics}
+        self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
+        score = metrics.get(self.monitor)
+        improved = score is not None and score == score and (
+            self.best is None or (score > self.best if self.mode == "max" else score < self.best))
+        if improved:
+            self.best, self.best_epoch = score, trainer.current_epoch
+        if trainer.is_global_zero:
+            self._write_history()
+        if improved:
+            self._save(trainer, BEST, prune=False)
+        self._save(trainer, f"ckpt-{trainer.global_step:08d}-1.ckpt")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._local:
+            shutil.rmtree(self._local, ignore_errors=True)
+            self._local = None
+
+    # -- writing ------------------------------------------------------------------------------------------------------
+    def _save(self, trainer: pl.Trainer, name: str, prune: bool = True) -> None:
+        if self._local is None:
+            self._local = tempfile.mkdtemp(prefix="kitpkg-ckpt-")
+        local = Path(self._local) / name
+        trainer.save_checkpoint(local, weights_only=False)  # every rank calls it (collective); rank 0 writes
+        if trainer.is_global_zero:
+            publish(local, self.folder / name)
+            local.unlink()
+            if prune:
+                for old in resumable(self.folder)[:-self.keep]:
+                    old.unlink(missing_ok=True)
+
+    def _write_history(self) -> None:
+        import csv
+        import io
+
+        keys = list(dict.fromkeys(k for row in self.history for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.folder.parent / "metrics.csv", buf.getvalue())
+
+
+class KillSwitch(pl.Callback):
+    """Test hook: KITPKG_TEST_KILL_AT="[fold:]step" SIGKILLs this process after that optimizer step (a real crash)."""
+
+    def __init__(self, fold: int):
+        spec = os.environ.get("KITPKG_TEST_KILL_AT", "")
+        fold_text, _, step_text = spec.rpartition(":")
+        self.step = int(step_text) if step_text and (not fold_text or int(fold_text) == fold) else None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.step is not None and trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,283 @@
+"""K-fold cross-validation from one config: per-fold fit (resumable), OOF, CV score, fold-averaged test predictions.
+
+Run directory layout (relative paths only, so it moves between Colab and Kaggle):
+  state.json            config hash + result keys, shard fingerprints, per-fold status/score
+  fold{k}/ckpt/         ckpt-<step>-<n>.ckpt (full Lightning state incl. the loader's position), best.ckpt
+  fold{k}/metrics.csv   per-epoch history (train loss, val loss/metric, lr)
+  oof_fold{k}.csv       OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
+  test_fold{k}.csv      fold k's test scores                                -> submission.csv (fold average)
+  report.md + *.png     see report.py
+Re-running the same command after a crash skips finished folds and resumes the running one mid-epoch.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..config import Config, resolve_manifest_path
+from ..errors import KitError
+from ..shards.manifest import Manifest, load_manifest
+from . import predict as P
+from .checkpoint import BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint
+from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath
+
+
+@dataclass
+class CVResult:
+    """Scores and output paths of a CV run."""
+
+    run_dir: Path
+    metric: str
+    scores: Dict[int, float] = field(default_factory=dict)
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    oof_score: Optional[float] = None
+    oof_path: Optional[Path] = None
+    submission_path: Optional[Path] = None
+    report_path: Optional[Path] = None
+    pending: List[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Human-readable lines: per-fold scores, mean ± std, where the outputs are."""
+        lines = [f"fold {k}: {self.metric} {v:.4f}" for k, v in sorted(self.scores.items())]
+        if self.mean is not None:
+            lines.append(f"CV {self.metric}: {self.mean:.4f} ± {self.std:.4f} over {len(self.scores)} folds"
+                         + (f" (pooled OOF {self.oof_score:.4f})" if self.oof_score is not None else ""))
+        if self.pending:
+            lines.append(f"folds still to run: {', '.join(map(str, self.pending))}")
+        for label, path in (("OOF", self.oof_path), ("submission", self.submission_path), ("report", self.report_path)):
+            if path is not None:
+                lines.append(f"{label}: {path}")
+        return "\n".join(lines)
+
+
+@dataclass
+class RunData:
+    """The shard sets of a run and what they imply."""
+
+    manifest: Manifest
+    extras: List[Manifest]
+    num_classes: int
+
+    @property
+    def binary(self) -> bool:
+        """One logit (sigmoid) target."""
+        return self.num_classes == 1
+
+    def fingerprints(self) -> Dict[str, Any]:
+        """What state.json records to recognise these shard sets wherever they are mounted."""
+        return {"manifest": manifest_fingerprint(self.manifest), "num_classes": self.num_classes,
+                "extra_train": [manifest_fingerprint(m) for m in self.extras]}
+
+
+def load_data(config: Config) -> RunData:
+    """Load the config's manifest (for data.image_size) and extra training sets; infer num_classes."""
+    manifest = load_manifest(resolve_manifest_path(config.data.shards, config.data.image_size))
+    if not manifest.label_col:
+        raise KitError(f"data.shards: {manifest.root} has no label column; convert with --label-col")
+    if manifest.options.get("pseudo"):
+        raise KitError(f"data.shards: {manifest.root} is a pseudo-label set; add it under data.extra_train "
+                       "(training only), never as the validation data")
+    extras = [load_manifest(resolve_manifest_path(p, config.data.image_size)) for p in config.data.extra_train]
+    num_classes = config.model.num_classes or _infer_classes(manifest)
+    return RunData(manifest, extras, num_classes)
+
+
+def _infer_classes(manifest: Manifest) -> int:
+    labels = set(manifest.class_counts)
+    if not labels:
+        raise KitError("model.num_classes: the manifest has no class counts; set model.num_classes (1 = binary)")
+    if labels <= {"0", "1"}:
+        return 1
+    return len(labels)
+
+
+def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
+    """(metric key, "max"/"min") that picks the best checkpoint."""
+    monitor = config.train.monitor
+    if monitor == "auto":
+        monitor = "val_auc" if binary else "val_acc"
+    return monitor, ("min" if monitor == "val_loss" else "max")
+
+
+def _on_gpu(config: Config) -> bool:
+    import torch
+
+    return config.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def build_trainer(config: Config, callbacks: Sequence[Any] = (), **overrides: Any):
+    """A Lightning Trainer from the config (precision/devices/strategy resolved; kitpkg does its own checkpoints)."""
+    import pytorch_lightning as pl
+
+    from .model import resolve_precision
+
+    devices = 1 if config.train.devices == "auto" else config.train.devices  # auto: one device, DDP only when asked
+    kwargs: Dict[str, Any] = dict(
+        accelerator=config.train.accelerator, devices=devices, strategy=config.train.strategy,
+        precision=resolve_precision(config.train.precision, _on_gpu(config)), max_epochs=config.train.epochs,
+        accumulate_grad_batches=config.train.accumulate, gradient_clip_val=config.train.grad_clip,
+        deterministic=config.train.deterministic, logger=False, enable_checkpointing=False,
+        enable_progress_bar=not P.env_flag("KITPKG_NO_PROGRESS"), enable_model_summary=False,
+        num_sanity_val_steps=0, use_distributed_sampler=False,  # the loader partitions by rank itself
+        default_root_dir=tempfile.gettempdir(), callbacks=list(callbacks))
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def make_module(config: Config, data: RunData, load_pretrained: bool):
+    """The KitModule for this config (channels_last resolved for the accelerator)."""
+    from .model import KitModule, portable_config
+
+    module = KitModule(portable_config(config), data.num_classes, load_pretrained=load_pretrained,
+                       weights=config.model.weights)
+    cl = config.train.channels_last
+    module.channels_last = _on_gpu(config) if cl == "auto" else bool(cl)
+    return module
+
+
+def make_datamodule(config: Config, data: RunData, fold: Optional[int]):
+    """The ShardDataModule of one fold (extra_train sets go to training only)."""
+    from ..data.datamodule import ShardDataModule
+
+    return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
+                           num_workers=config.data.num_workers, seed=config.train.seed, extra_train=data.extras,
+                           image_size=config.data.image_size)
+
+
+def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
+    """Train fold k (resuming from its newest intact checkpoint), then write its OOF and test predictions."""
+    import pytorch_lightning as pl
+    import torch
+
+    fold_dir = state.run_dir / f"fold{k}"
+    ckpt_dir = fold_dir / "ckpt"
+    monitor, mode = monitor_of(config, data.binary)
+    resume = latest_intact(ckpt_dir) if state.fold(k).get("status") == "running" else None
+    trained = state.fold(k).get("status") == "trained"
+    pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
+    module = make_module(config, data, load_pretrained=resume is None and not trained)
+    dm = make_datamodule(config, data, k)
+    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, monitor,
+                            mode)
+    trainer = build_trainer(config, callbacks=[writer, KillSwitch(k)])
+    if not trained:
+        state.update_fold(k, status="running")
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
+        state.update_fold(k, status="trained")
+    best = ckpt_dir / BEST
+    if not best.exists():  # no validation metric was ever finite: fall back to the last weights
+        best = latest_intact(ckpt_dir)
+        if best is None:
+            raise KitError(f"{ckpt_dir}: no intact checkpoint of fold {k}; delete {fold_dir} to retrain the fold")
+    ckpt = load_checkpoint(best)
+    module.load_state_dict(ckpt["state_dict"])
+    best_epoch = ckpt.get("epoch")
+    del ckpt
+    space = config.predict.average
+    frame = P.predict_frame(trainer, module, dm.eval_dataloader("val"), fold_dir / "parts", "oof",
+                            P.fold_ids(data.manifest, "val", k))
+    test_frame = None
+    if data.manifest.select("test"):
+        test_frame = P.predict_frame(trainer, module, dm.test_dataloader(), fold_dir / "parts", "test",
+                                     P.fold_ids(data.manifest, "test"))
+    if is_rank_zero():
+        from .report import fold_score
+
+        oof = P.oof_rows(frame, k, data.binary, space)
+        P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
+        if test_frame is not None:
+            P.write_csv(test_frame.drop(columns=["target"]), state.run_dir / f"test_fold{k}.csv")
+        state.update_fold(k, status="done", score=fold_score(oof, data.binary), best_epoch=best_epoch,
+                          samples=len(oof))
+    trainer.strategy.barrier("kitpkg-fold-done")
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+
+def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = ()
+             ) -> Tuple[RunData, RunState]:
+    """Load the data and the run state (refusing a changed config or other shards)."""
+    data = load_data(config)
+    run_dir = Path(run_dir or config.output.run_dir)
+    state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)
+    shards = relpath(Path(data.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
+    if state.get("shards") != shards:
+        state.set("shards", shards)
+    return data, state
+
+
+def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optional[Sequence[int]] = None) -> CVResult:
+    """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report."""
+    data, state = open_run(config, run_dir)
+    all_folds = list(config.data.folds) if config.data.folds is not None else data.manifest.folds()
+    unknown = sorted(set(folds or all_folds) - set(data.manifest.folds()))
+    if unknown:
+        raise KitError(f"folds {unknown}: the manifest has folds {data.manifest.folds()}")
+    for k in (folds if folds is not None else all_folds):
+        if not state.is_done(k):
+            fit_fold(config, data, state, k)
+    return finish(config, data, state, all_folds)
+
+
+def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
+    """Merge what is done: oof.csv + submission.csv + report once every fold of the selection has finished."""
+    import numpy as np
+
+    monitor = "auc" if data.binary else "accuracy"
+    result = CVResult(state.run_dir, monitor)
+    result.scores = {k: float(state.fold(k)["score"]) for k in all_folds if state.is_done(k)}
+    result.pending = [k for k in all_folds if not state.is_done(k)]
+    if result.scores:
+        values = np.array(list(result.scores.values()))
+        result.mean, result.std = float(values.mean()), float(values.std())
+    if result.pending or not is_rank_zero():
+        return result
+    from .report import fold_score, write_report
+
+    oof = P.pd.concat([P.read_csv(state.run_dir / f"oof_fold{k}.csv") for k in all_folds], ignore_index=True)
+    expected = [i for k in all_folds for i in P.fold_ids(data.manifest, "val", k)]
+    if list(oof["id"]) != expected:
+        raise KitError(f"{state.run_dir}: OOF parts do not hold every sample of folds {list(all_folds)} exactly once; "
+                       f"delete the oof_fold*.csv files and re-run")
+    result.oof_path = state.run_dir / "oof.csv"
+    P.write_csv(oof, result.oof_path)
+    result.oof_score = fold_score(oof, data.binary)
+    tests = [state.run_dir / f"test_fold{k}.csv" for k in all_folds]
+    if all(p.exists() for p in tests) and tests:
+        test = P.average_test([P.read_csv(p) for p in tests], data.binary, config.predict.average)
+        P.write_csv(test, state.run_dir / "test_predictions.csv")
+        result.submission_path = P.write_submission(test, state.run_dir / "submission.csv", config.output.id_col,
+                                                    config.output.pred_col)
+    state.set("cv", {"metric": monitor, "mean": result.mean, "std": result.std, "oof": result.oof_score,
+                     "folds": list(all_folds)})
+    result.report_path = write_report(state.run_dir)
+    return result
+
+
+def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Optional[os.PathLike] = None) -> Path:
+    """Re-predict the test split with every finished fold's best checkpoint (predict.* may differ from the run's)."""
+    data, state = open_run(config, run_dir, allow_changed=("predict.",))
+    done = state.done_folds()
+    if not done:
+        raise KitError(f"{state.run_dir}: no finished fold; run `kitpkg cv` first")
+    if not data.manifest.select("test"):
+        raise KitError(f"data.shards: {data.manifest.root} has no test split")
+    parts = []
+    trainer = build_trainer(config)
+    for k in done:
+        module = make_module(config, data, load_pretrained=False)
+        module.load_state_dict(load_checkpoint(state.run_dir / f"fold{k}" / "ckpt" / BEST)["state_dict"])
+        dm = make_datamodule(config, data, k)
+        frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.run_dir / f"fold{k}" / "parts", "test",
+                                P.fold_ids(data.manifest, "test"))
+        parts.append(frame)
+    if not is_rank_zero():
+        return Path(out or state.run_dir / "submission.csv")
+    test = P.average_test(parts, data.binary, config.predict.average)
+    path = Path(out) if out else state.run_dir / "submission.csv"
+    P.write_csv(test, path.with_name(path.stem + "_predictions.csv")) if out else P.write_csv(
+        test, state.run_dir / "test_predictions.csv")
+    return P.write_submission(test, path, config.output.id_col, config.output.pred_col)

@@ -1,0 +1,46 @@
+"""Losses for binary (one logit) and multi-class targets: BCE / CE with label smoothing, and focal."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _smooth_binary(target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    # symmetric smoothing towards 0.5: 1 -> 1 - s/2, 0 -> s/2
+    return target * (1.0 - smoothing) + 0.5 * smoothing
+
+
+def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: float = 2.0) -> LossFn:
+    """loss(logits, target): `kind` bce/ce/focal; binary when num_classes == 1 (logits B×1, target B float)."""
+    binary = num_classes == 1
+    if kind == "ce" and binary:
+        raise ValueError("train.loss: ce needs model.num_classes >= 2; use bce (or focal) for a binary target")
+    if kind == "bce" and not binary:
+        raise ValueError("train.loss: bce needs a binary target (model.num_classes 1); use ce or focal")
+
+    def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.view(-1).float(),
+                                                  _smooth_binary(target.view(-1).float(), label_smoothing))
+
+    def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target.long().view(-1), label_smoothing=label_smoothing)
+
+    def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # focal = (1 - p_t)^gamma * CE; p_t from the unsmoothed target so the weighting stays a confidence measure
+        if binary:
+            logits, t = logits.view(-1).float(), target.view(-1).float()
+            ce_each = F.binary_cross_entropy_with_logits(logits, _smooth_binary(t, label_smoothing), reduction="none")
+            p = torch.sigmoid(logits)
+            p_t = p * t + (1 - p) * (1 - t)
+        else:
+            logits = logits.float()
+            ce_each = F.cross_entropy(logits, target.long().view(-1), label_smoothing=label_smoothing,
+                                      reduction="none")
+            p_t = logits.softmax(-1).gather(1, target.long().view(-1, 1)).view(-1)
+        return ((1.0 - p_t) ** gamma * ce_each).mean()
+
+    return {"bce": bce, "ce": ce, "focal": focal}[kind]

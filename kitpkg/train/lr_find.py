@@ -1,0 +1,47 @@
+"""LR finder: Lightning's Tuner.lr_find on one fold's training data; plot + suggestion saved into the run directory."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..config import Config, write_config_value
+from ..errors import KitError
+from ..fsutil import atomic_write_text
+
+
+def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int = 0, write_config: bool = False,
+                min_lr: float = 1e-6, max_lr: float = 1.0, num_training: int = 100) -> Dict[str, Any]:
+    """Sweep the learning rate on fold `fold`'s train loader; write lr_find.json/.png; optionally set optim.lr."""
+    import tempfile
+
+    from pytorch_lightning.tuner import Tuner
+
+    from .cv import build_trainer, load_data, make_datamodule, make_module
+    from .report import plot_lr_find
+
+    data = load_data(config)
+    run_dir = Path(run_dir or config.output.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    module = make_module(config, data, load_pretrained=True)
+    dm = make_datamodule(config, data, fold)
+    with tempfile.TemporaryDirectory(prefix="kitpkg-lrfind-") as tmp:  # Tuner's temporary checkpoint stays local
+        # the sweep is num_training steps however short an epoch is (Tuner stops it by max_steps)
+        trainer = build_trainer(config, default_root_dir=tmp, max_epochs=10_000)
+        finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=min_lr, max_lr=max_lr,
+                                        num_training=num_training, update_attr=False, early_stop_threshold=None)
+    if finder is None:
+        raise KitError("lr-find: the LR finder returned nothing (too few training batches?)")
+    suggestion = finder.suggestion()
+    result = {"lr": [float(x) for x in finder.results["lr"]], "loss": [float(x) for x in finder.results["loss"]],
+              "suggestion": float(suggestion) if suggestion is not None else None, "fold": fold}
+    atomic_write_text(run_dir / "lr_find.json", json.dumps(result))
+    result["plot"] = str(run_dir / plot_lr_find(result, run_dir / "lr_find.png"))
+    if write_config:
+        if result["suggestion"] is None:
+            raise KitError("lr-find: no suggestion (loss curve too flat/short); optim.lr left unchanged")
+        if not config.source:
+            raise KitError("lr-find --write-config: the config did not come from a file")
+        write_config_value(config.source, "optim.lr", float(f"{result['suggestion']:.3g}"))
+    return result

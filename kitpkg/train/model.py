@@ -1,0 +1,299 @@
+"""The LightningModule around any timm model: on-device normalisation/augmentation, losses, timm optimizers and schedules.
+
+Batches come from the loader as uint8 B×3×H×W; the module turns them into normalised floats on the device (mean/std from
+timm's data config for the model), so the loader ships 4× fewer bytes and nothing is hard-coded per model.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytorch_lightning as pl
+import torch
+
+from ..config import Config, ModelConfig, config_from_dict
+from ..errors import KitError
+from .losses import make_loss
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")
+PREFERRED_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def find_weights_file(path: str, model_name: str) -> str:
+    """The weights file for `model.weights`: the file itself, or the one file in a folder (e.g. a Kaggle dataset)."""
+    p = Path(path)
+    if p.is_file():
+        return str(p)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+        for name in PREFERRED_WEIGHT_FILES:
+            for f in files:
+                if f.name == name:
+                    return str(f)
+        named = [f for f in files if model_name in f.name]
+        if len(named) == 1 or len(files) == 1:
+            return str((named or files)[0])
+        found = ", ".join(f.name for f in files) or "none"
+        raise KitError(f"model.weights: {p} holds no single weights file for {model_name} (found: {found}); "
+                       f"point model.weights at the file")
+    raise KitError(f"model.weights: {p} not found; expected a .safetensors/.pth/.bin file (or a folder holding "
+                   f"model.safetensors) with {model_name} weights, e.g. an attached Kaggle dataset")
+
+
+def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool = True) -> torch.nn.Module:
+    """timm.create_model from the config; pretrained weights from `cfg.weights` (offline) or timm's hub."""
+    import timm
+
+    kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_rate=cfg.drop_rate)
+    if cfg.drop_path_rate:
+        kwargs["drop_path_rate"] = cfg.drop_path_rate
+    if not (load_pretrained and (cfg.pretrained or cfg.weights)):
+        return _create(cfg.name, pretrained=False, **kwargs)
+    if cfg.weights:
+        file = find_weights_file(cfg.weights, cfg.name)
+        try:  # timm loads with weights_only=True / safetensors and drops a classifier of another size
+            return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=dict(file=file), **kwargs)
+        except (RuntimeError, KeyError, ValueError, OSError) as err:
+            raise KitError(f"model.weights: {file} does not fit {cfg.name} ({str(err).splitlines()[0][:200]})") from err
+    try:
+        return _create(cfg.name, pretrained=True, **kwargs)
+    except (OSError, RuntimeError, ConnectionError) as err:
+        raise KitError(f"model.pretrained: could not fetch {cfg.name} weights ({type(err).__name__}); without "
+                       f"internet set model.weights to a local weights file or folder") from err
+
+
+def _create(name: str, **kwargs: Any) -> torch.nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise KitError(f"model.name: unknown timm model {name!r} (see timm.list_models())") from None
+        raise
+
+
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """`auto` -> bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on the CPU."""
+    if precision != "auto":
+        return {"32": "32-true", "64": "64-true"}.get(precision, precision)
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
+    """One dihedral view of an N×C×H×W batch (identity, flips, transposes, 90° rotations)."""
+    if view in ("transpose", "antitranspose", "rot90", "rot270") and x.shape[-1] != x.shape[-2]:
+        raise KitError(f"predict.tta: {view} needs square images, got {x.shape[-2]}×{x.shape[-1]}")
+    ops = {
+        "identity": lambda t: t,
+        "hflip": lambda t: t.flip(-1),
+        "vflip": lambda t: t.flip(-2),
+        "transpose": lambda t: t.transpose(-1, -2),
+        "antitranspose": lambda t: t.flip(-1).flip(-2).transpose(-1, -2),
+        "rot90": lambda t: t.rot90(1, (-2, -1)),
+        "rot180": lambda t: t.rot90(2, (-2, -1)),
+        "rot270": lambda t: t.rot90(3, (-2, -1)),
+    }
+    return ops[view](x)
+
+
+def step_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed from the run seed and (epoch, batch, rank): randomness is a pure function of the step."""
+    text = ":".join(str(int(p)) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def portable_config(config: Config) -> Dict[str, Any]:
+    """The config as a dict without paths (checkpoints must not hold absolute paths: run dirs move Colab -> Kaggle)."""
+    from ..config import to_dict
+
+    data = to_dict(config)
+    data["data"].update(shards="portable", extra_train=[])
+    data["model"]["weights"] = None
+    data["output"]["run_dir"] = None
+    return data
+
+
+class KitModule(pl.LightningModule):
+    """A timm classifier trained from a kitpkg Config (binary: one logit; multi-class: one logit per class)."""
+
+    def __init__(self, config: Dict[str, Any], num_classes: int, load_pretrained: bool = False,
+                 weights: Optional[str] = None):
+        super().__init__()
+        # the weights path is used once, here, and kept out of the hyperparameters: checkpoints hold no paths
+        self.save_hyperparameters(ignore=["load_pretrained", "weights"])
+        self.cfg = config_from_dict(config)
+        self.cfg.model.weights = weights or self.cfg.model.weights
+        self.num_classes = int(num_classes)
+        self.binary = self.num_classes == 1
+        self.model = create_timm_model(self.cfg.model, self.num_classes, load_pretrained)
+        from timm.data import resolve_model_data_config
+
+        data_cfg = resolve_model_data_config(self.model)
+        self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        loss = self.cfg.train.loss if self.cfg.train.loss != "auto" else ("bce" if self.binary else "ce")
+        self.loss_fn = make_loss(loss, self.num_classes, self.cfg.train.label_smoothing, self.cfg.train.focal_gamma)
+        self.channels_last = False  # set by the runner from train.channels_last and the accelerator
+        self._compiled: Optional[torch.nn.Module] = None
+        self._make_metrics()
+        self._epoch_loss = [-1, 0.0, 0]  # (epoch, loss sum, count) of the running train loss; saved in checkpoints
+
+    def _make_metrics(self) -> None:
+        from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
+
+        if self.binary:
+            self.val_metric = BinaryAUROC()
+            self.metric_name = "val_auc"
+        else:
+            self.val_metric = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+            self.metric_name = "val_acc"
+
+    # --- input pipeline on the device -------------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (0..255) or float (0..1) B×3×H×W -> normalised float, channels_last when enabled."""
+        x = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-sample random flips/transposes (data.aug), drawn from the step-seeded CPU generator."""
+        aug = self.cfg.data.aug
+        draws = torch.rand(images.shape[0], 3)  # CPU draw: the same numbers on any device
+        square = images.shape[-1] == images.shape[-2]
+        for flag, enabled, fn in ((0, aug.hflip, lambda t: t.flip(-1)), (1, aug.vflip, lambda t: t.flip(-2)),
+                                  (2, aug.transpose and square, lambda t: t.transpose(-1, -2))):
+            if enabled:
+                mask = (draws[:, flag] < 0.5).to(images.device).view(-1, 1, 1, 1)
+                images = torch.where(mask, fn(images), images)
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B×num_classes) of a raw image batch."""
+        net = self._compiled or self.model
+        return net(self.preprocess(images))
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.cfg.train.compile and self._compiled is None:
+            # compiled wrapper kept outside the module tree: state_dict keys stay the plain timm names
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
+
+    # --- training ----------------------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # dropout/drop-path/augmentation draws depend only on (seed, epoch, batch, rank): a resumed run repeats them
+        torch.manual_seed(step_seed(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank))
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images = self.augment(batch["image"])
+        loss = self.loss_fn(self(images), batch["target"])
+        if self._epoch_loss[0] != self.current_epoch:  # keyed by epoch: a mid-epoch resume keeps the restored sum
+            self._epoch_loss = [self.current_epoch, 0.0, 0]
+        self._epoch_loss[1] += float(loss.detach()) * len(batch["id"])
+        self._epoch_loss[2] += len(batch["id"])
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["id"]))
+        return loss
+
+    def train_loss_epoch(self) -> Optional[float]:
+        """Mean train loss over this epoch's samples so far (this rank)."""
+        epoch, total, count = self._epoch_loss
+        return total / count if count and epoch == self.current_epoch else None
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        target = batch["target"]
+        loss = self.loss_fn(logits, target)
+        n = len(batch["id"])
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
+        if self.binary:
+            self.val_metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
+        else:
+            self.val_metric.update(logits.float().argmax(-1), target.view(-1).long())
+        self.log(self.metric_name, self.val_metric, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Any]:
+        """Scores averaged over the TTA views: probabilities (predict.average: prob) or logits (logit)."""
+        views = ["identity", *self.cfg.predict.tta]
+        total = None
+        for view in views:
+            logits = self(apply_view(batch["image"], view)).float()
+            score = logits if self.cfg.predict.average == "logit" else to_prob(logits, self.binary)
+            total = score if total is None else total + score
+        return {"id": list(batch["id"]), "target": batch["target"].detach().cpu(), "score": (total / len(views)).cpu()}
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["kitpkg_epoch_loss"] = list(self._epoch_loss)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._epoch_loss = list(checkpoint.get("kitpkg_epoch_loss", [-1, 0.0, 0]))
+
+    # --- optimizer and schedule --------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        o, s = self.cfg.optim, self.cfg.sched
+        name = f"lookahead_{o.name}" if o.lookahead else o.name
+        try:
+            optimizer = create_optimizer_v2(self.model, opt=name, lr=o.lr, weight_decay=o.weight_decay)
+        except (AssertionError, ValueError) as err:
+            raise KitError(f"optim.name: timm has no optimizer {name!r} ({err})") from None
+        if s.name == "none":
+            return optimizer
+        updates = self._updates_per_epoch() if s.per_update else 0
+        per_update = bool(updates)  # unknown epoch length: fall back to per-epoch steps
+        scheduler, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=self.cfg.train.epochs,
+                                           warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr, min_lr=s.min_lr,
+                                           warmup_prefix=True,  # cosine starts at lr after the warmup
+                                           step_on_epochs=not per_update, updates_per_epoch=updates)
+        if scheduler is None:
+            raise KitError(f"sched.name: timm has no scheduler {s.name!r}")
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_update else "epoch"}}
+
+    def _updates_per_epoch(self) -> int:
+        # Not trainer.estimated_stepping_batches: it sets up the train loader before the checkpoint's loops are
+        # restored, so Lightning would never load a stateful loader's position (the resumed epoch would restart).
+        # The datamodule hands out one cached train loader, the same object the fit loop then uses.
+        dm = self.trainer.datamodule
+        if dm is not None:
+            batches = len(dm.train_dataloader())
+        else:
+            total = self.trainer.estimated_stepping_batches  # plain loaders passed to fit(): no resume concern
+            if total == float("inf") or not total:
+                return 0
+            return max(1, int(total) // max(1, self.trainer.max_epochs))
+        return max(1, -(-batches // self.trainer.accumulate_grad_batches))
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        # timm schedulers take the update count / the next epoch explicitly (not torch's step() protocol)
+        if not hasattr(scheduler, "step_update"):  # a torch scheduler, e.g. the LR finder's own
+            scheduler.step()
+        elif self.cfg.sched.per_update and hasattr(scheduler, "step_update") and self._per_update_active():
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            scheduler.step(epoch=self.current_epoch + 1)
+
+    def _per_update_active(self) -> bool:
+        configs = self.trainer.lr_scheduler_configs
+        return bool(configs) and configs[0].interval == "step"
+
+    def current_lr(self) -> float:
+        """Learning rate of the first parameter group."""
+        return float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def to_prob(logits: torch.Tensor, binary: bool) -> torch.Tensor:
+    """Probabilities from logits: sigmoid (binary, B×1) or softmax (multi-class)."""
+    return logits.sigmoid() if binary else logits.softmax(-1)
+
+
+def scores_to_prob(scores: torch.Tensor, binary: bool, space: str) -> torch.Tensor:
+    """Averaged scores (probabilities or logits, per `space`) -> probabilities."""
+    return scores if space == "prob" else to_prob(scores, binary)

@@ -1,0 +1,146 @@
+"""Predictions: a split through `trainer.predict` (TTA inside the module), per-rank parts merged by rank 0, OOF rows,
+fold-averaged test predictions and the submission file.
+
+Averaging (`predict.average`): `prob` = arithmetic mean of probabilities over TTA views and then over folds; `logit` =
+mean of logits over views and folds, then sigmoid/softmax. Part files hold scores in that space (columns s0..s{C-1}).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import KitError
+from ..fsutil import atomic_write_text
+from .model import scores_to_prob
+
+
+def score_columns(num_classes: int) -> List[str]:
+    """Score columns of part files: s0..s{C-1}."""
+    return [f"s{c}" for c in range(num_classes)]
+
+
+def predict_frame(trainer: Any, module: Any, loader: Any, part_dir: Path, name: str,
+                  expected_ids: Sequence[str]) -> Optional[pd.DataFrame]:
+    """Predict `loader` on every rank; rank 0 returns all rows (id, target, s*) in `expected_ids` order, else None.
+
+    Each rank writes its rows to a part file; after a barrier rank 0 merges them and checks every expected id came
+    back exactly once (the loader's exactly-once guarantee, checked rather than trusted).
+    """
+    # handed over as a plain iterable: Lightning re-instantiates DataLoaders for predict (to inject an index sampler),
+    # which a ShardLoader (batches come from its IterableDataset) does not support and does not need
+    outputs = trainer.predict(module, dataloaders=_Iterable(loader), return_predictions=True) or []
+    cols = score_columns(module.num_classes)
+    ids = [str(i) for out in outputs for i in out["id"]]
+    scores = torch.cat([out["score"] for out in outputs]).numpy() if outputs else np.zeros((0, len(cols)))
+    targets = torch.cat([out["target"].view(-1).float() for out in outputs]).numpy() if outputs else np.zeros(0)
+    frame = pd.DataFrame(scores.astype(np.float64), columns=cols)
+    frame.insert(0, "target", targets)
+    frame.insert(0, "id", ids)
+    rank, world = trainer.global_rank, trainer.world_size
+    if world > 1:
+        part_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(frame, part_dir / f"{name}.rank{rank}.csv")
+        trainer.strategy.barrier("kitpkg-predict-parts")
+        if rank != 0:
+            return None
+        parts = [part_dir / f"{name}.rank{r}.csv" for r in range(world)]
+        frame = pd.concat([read_csv(p) for p in parts], ignore_index=True)
+        for p in parts:
+            p.unlink(missing_ok=True)
+    return _in_order(frame, expected_ids, name)
+
+
+class _Iterable:
+    """A loader seen by Lightning as a plain iterable (no sampler injection)."""
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _in_order(frame: pd.DataFrame, expected_ids: Sequence[str], name: str) -> pd.DataFrame:
+    dupes = frame["id"][frame["id"].duplicated()].tolist()
+    missing = set(expected_ids) - set(frame["id"])
+    extra = set(frame["id"]) - set(expected_ids)
+    if dupes or missing or extra:
+        raise KitError(f"{name}: predictions are not exactly once per sample (duplicates {dupes[:3]}, missing "
+                       f"{sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}); damaged shards? run `kitpkg verify`")
+    return frame.set_index("id").loc[list(expected_ids)].reset_index()
+
+
+def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str) -> pd.DataFrame:
+    """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame."""
+    cols = [c for c in frame.columns if c.startswith("s") and c[1:].isdigit()]
+    probs = scores_to_prob(torch.tensor(frame[cols].to_numpy()), binary, space).numpy()
+    out = pd.DataFrame({"id": frame["id"], "fold": fold, "target": frame["target"]})
+    if binary:
+        out["prediction"] = probs[:, 0]
+    else:
+        out["target"] = out["target"].astype(int)
+        out["prediction"] = probs.argmax(1)
+        for c in range(probs.shape[1]):
+            out[f"prob_{c}"] = probs[:, c]
+    return out
+
+
+def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str) -> pd.DataFrame:
+    """Mean over folds of test score frames (same ids, same order) -> id, prediction (+ prob_c)."""
+    if not parts:
+        raise KitError("no test predictions to average (the manifest has no test split?)")
+    cols = [c for c in parts[0].columns if c.startswith("s") and c[1:].isdigit()]
+    for p in parts[1:]:
+        if list(p["id"]) != list(parts[0]["id"]):
+            raise KitError("test predictions of the folds cover different ids; re-run `kitpkg predict`")
+    mean = np.mean([p[cols].to_numpy() for p in parts], axis=0)
+    probs = scores_to_prob(torch.tensor(mean), binary, space).numpy()
+    out = pd.DataFrame({"id": parts[0]["id"].astype(str)})
+    if binary:
+        out["prediction"] = probs[:, 0]
+    else:
+        out["prediction"] = probs.argmax(1)
+        for c in range(probs.shape[1]):
+            out[f"prob_{c}"] = probs[:, c]
+    return out
+
+
+def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
+    """The competition's file: `id_col,pred_col` (one row per test id)."""
+    sub = pd.DataFrame({id_col: test["id"], pred_col: test["prediction"]})
+    write_csv(sub, path)
+    return path
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write a CSV atomically with full float precision (so OOF comparisons to 1e-6 are meaningful)."""
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read a kitpkg CSV with ids kept as strings."""
+    return pd.read_csv(path, dtype={"id": str})
+
+
+def env_flag(name: str) -> bool:
+    """True when an environment variable is set to a truthy value."""
+    return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
+
+
+def fold_ids(manifest: Any, split: str, fold: Optional[int] = None) -> List[str]:
+    """Sample ids of a split (a train fold, or the test split) in manifest order."""
+    shards = manifest.select("test") if split == "test" else manifest.select("train", [fold])
+    return [str(i) for s in shards for i in s.ids]
+
+
+def per_fold_targets(frame: pd.DataFrame) -> Dict[int, pd.DataFrame]:
+    """Split an OOF frame by fold."""
+    return {int(k): g for k, g in frame.groupby("fold")}

@@ -1,0 +1,141 @@
+"""Pseudo-labels: confident test predictions -> a labelled shard set that later configs add to training only.
+
+The records are copied from the test shards (same image bytes, same columns) with the predicted label added and
+`fold = -1`; the manifest is marked `options.pseudo`, so kitpkg refuses it as validation data (`data.shards`) and the
+loader only ever draws it through `data.extra_train`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from ..config import resolve_manifest_path
+from ..errors import KitError
+from ..fsutil import sha256_file
+from ..shards.example import encode_example
+from ..shards.manifest import Manifest, ShardInfo, load_manifest
+from ..shards.reader import iter_manifest_shard
+from ..shards.tfrecord import TFRecordWriter, crc32c
+from ..shards.wds import TarShardWriter
+
+PSEUDO_FOLD = -1
+
+
+def select_confident(pred: pd.DataFrame, high: float, low: Optional[float]) -> Dict[str, int]:
+    """{id: label} of confident rows: binary p >= high -> 1, p <= low -> 0; multi-class max prob >= high -> argmax."""
+    probs = [c for c in pred.columns if c.startswith("prob_")]
+    if probs:
+        p = pred[probs].to_numpy()
+        keep = p.max(1) >= high
+        return dict(zip(pred["id"][keep].astype(str), p.argmax(1)[keep].tolist()))
+    low = 1.0 - high if low is None else low
+    if not 0.0 <= low < high <= 1.0:
+        raise KitError(f"--low {low} / --threshold {high}: need 0 <= low < threshold <= 1")
+    labels = {}
+    for i, p in zip(pred["id"].astype(str), pred["prediction"].astype(float)):
+        if p >= high:
+            labels[i] = 1
+        elif p <= low:
+            labels[i] = 0
+    return labels
+
+
+def _sources(run_dir: Optional[str], predictions: Optional[str], shards: Optional[str]) -> Tuple[pd.DataFrame, str]:
+    if predictions is None:
+        if run_dir is None:
+            raise KitError("give --run RUN_DIR or --predictions CSV")
+        predictions = os.path.join(run_dir, "test_predictions.csv")
+    if not os.path.exists(predictions):
+        raise KitError(f"{predictions}: no test predictions; run `kitpkg cv` (or `kitpkg predict`) first")
+    pred = pd.read_csv(predictions, dtype={"id": str})
+    if "id" not in pred or "prediction" not in pred:
+        raise KitError(f"{predictions}: expected columns id, prediction (as in RUN/test_predictions.csv)")
+    if shards is None:
+        state = json.loads(Path(run_dir or ".", "state.json").read_text()) if run_dir else {}
+        if not state.get("shards"):
+            raise KitError("--shards: which test shards? (the run directory does not say)")
+        shards = os.path.normpath(os.path.join(run_dir, state["shards"]))
+        if not os.path.exists(shards):
+            raise KitError(f"{shards}: the run's shards are not here (moved machine?); pass --shards")
+    return pred, shards
+
+
+def _checksums(path: Path, offsets: List[int]) -> List[int]:
+    data = path.read_bytes()
+    ends = offsets[1:] + [len(data)]
+    return [crc32c(data[a:b]) for a, b in zip(offsets, ends)]
+
+
+def make_pseudo_labels(out: str, run_dir: Optional[str] = None, predictions: Optional[str] = None,
+                       shards: Optional[str] = None, high: float = 0.9, low: Optional[float] = None) -> Manifest:
+    """Write confident test samples (from a run's or a CSV's predictions) as a train-only shard set into `out`."""
+    pred, shards = _sources(run_dir, predictions, shards)
+    path = shards if shards.endswith(".json") or os.path.exists(os.path.join(shards, "manifest.json")) else None
+    test = load_manifest(path or resolve_manifest_path(shards, _only_size(shards)))
+    label_col = test.label_col or "target"
+    labels = select_confident(pred, high, low)
+    if not labels:
+        raise KitError(f"no test prediction is confident at threshold {high}; lower --threshold")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    schema = {**test.schema, label_col: "int64", "fold": "int64"}
+    infos: List[ShardInfo] = []
+    for index, shard in enumerate(test.shards):
+        if shard.split != "test":
+            continue
+        name = f"pseudo-{len(infos):05d}.{'tfrec' if test.format == 'tfrecord' else 'tar'}"
+        info = _copy_shard(test, index, out_dir / name, labels, label_col, schema)
+        if info is not None:
+            infos.append(info)
+    counts: Dict[str, int] = {}
+    for info in infos:
+        for label in info.labels or []:
+            counts[str(label)] = counts.get(str(label), 0) + 1
+    manifest = Manifest(format=test.format, schema=schema, shards=infos, id_col=test.id_col, label_col=label_col,
+                        image_key=test.image_key, image_size=test.image_size, aspect=test.aspect, num_folds=None,
+                        class_counts=counts,
+                        options={"pseudo": {"threshold": high, "low": low, "source_predictions": len(pred)}})
+    manifest.save(str(out_dir))  # written last: its presence means the set is complete
+    return load_manifest(str(out_dir))
+
+
+def _only_size(shards: str) -> int:
+    sizes = [p.name for p in Path(shards).glob("*") if (p / "manifest.json").exists() and p.name.isdigit()]
+    if len(sizes) != 1:
+        raise KitError(f"--shards {shards}: holds sizes {sizes or 'none'}; pass the OUT/<size> folder")
+    return int(sizes[0])
+
+
+def _copy_shard(test: Manifest, index: int, path: Path, labels: Dict[str, int], label_col: str,
+                schema: Dict[str, str]) -> Optional[ShardInfo]:
+    offsets, ids, kept = [], [], []
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "wb") as f:
+        writer = TFRecordWriter(f) if test.format == "tfrecord" else TarShardWriter(f)
+        for record in iter_manifest_shard(test, index):
+            if record.id not in labels:
+                continue
+            label = int(labels[record.id])
+            fields = {**record.fields, label_col: label, "fold": PSEUDO_FOLD}
+            if test.format == "tfrecord":
+                offsets.append(writer.write(encode_example({test.image_key: record.image, **fields}, schema)))
+            else:
+                key = re.sub(r"[./\\\s]", "_", record.id)
+                members = {"jpg": record.image, "json": json.dumps(fields, sort_keys=True).encode(),
+                           "cls": str(label).encode()}
+                offsets.append(writer.write(key, members))
+            ids.append(record.id)
+            kept.append(label)
+        if test.format == "wds":
+            writer.close()
+    if not ids:
+        tmp.unlink()
+        return None
+    os.replace(tmp, path)
+    return ShardInfo(path.name, "train", PSEUDO_FOLD, len(ids), path.stat().st_size, sha256_file(path), offsets, ids,
+                     kept, _checksums(path, offsets))

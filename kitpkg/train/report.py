@@ -1,0 +1,174 @@
+"""The run report: report.md + PNGs (ROC per fold, training curves, per-fold scores, LR-finder curve) from run files.
+
+Everything is read back from the run directory (state.json, oof.csv, fold*/metrics.csv, lr_find.json), so the report
+can be rebuilt at any time with `write_report(run_dir)`. matplotlib runs on the Agg backend (no display needed).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from ..fsutil import atomic_write_text
+
+
+def roc_curve(target: np.ndarray, score: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1)."""
+    order = np.argsort(-score, kind="mergesort")
+    y, s = np.asarray(target)[order] > 0.5, np.asarray(score)[order]
+    last_of_tie = np.r_[np.diff(s) != 0, True]  # one point per distinct score: ties move together
+    tp, fp = np.cumsum(y)[last_of_tie], np.cumsum(~y)[last_of_tie]
+    pos, neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return np.r_[0.0, fp / neg], np.r_[0.0, tp / pos]
+
+
+def auc(target: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC (ties count one half); NaN when only one class is present."""
+    y = np.asarray(target) > 0.5
+    if y.all() or not y.any():
+        return float("nan")
+    fpr, tpr = roc_curve(target, score)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def fold_score(oof: pd.DataFrame, binary: bool) -> float:
+    """The CV metric of OOF rows: ROC AUC (binary) or accuracy (multi-class)."""
+    if binary:
+        return auc(oof["target"].to_numpy(), oof["prediction"].to_numpy())
+    return float((oof["target"].astype(int) == oof["prediction"].astype(int)).mean())
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)  # appears under its final name only when complete
+    _plt().close(fig)
+    return path.name
+
+
+def plot_roc(oof: pd.DataFrame, path: Path) -> str:
+    """ROC curve of every fold and of the pooled OOF."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k, g in oof.groupby("fold"):
+        fpr, tpr = roc_curve(g["target"].to_numpy(), g["prediction"].to_numpy())
+        ax.plot(fpr, tpr, lw=1, label=f"fold {k} (AUC {auc(g['target'], g['prediction']):.3f})")
+    fpr, tpr = roc_curve(oof["target"].to_numpy(), oof["prediction"].to_numpy())
+    ax.plot(fpr, tpr, lw=2, color="black", label=f"OOF (AUC {auc(oof['target'], oof['prediction']):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per fold")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
+    """Train/val loss and the val metric per epoch for every fold."""
+    plt = _plt()
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for k, h in sorted(histories.items()):
+        if "train_loss" in h:
+            ax_loss.plot(h["epoch"], h["train_loss"], ls="--", label=f"fold {k} train")
+        if "val_loss" in h:
+            ax_loss.plot(h["epoch"], h["val_loss"], label=f"fold {k} val")
+        metric = next((c for c in ("val_auc", "val_acc") if c in h), None)
+        if metric:
+            ax_metric.plot(h["epoch"], h[metric], marker="o", label=f"fold {k}")
+            ax_metric.set_ylabel(metric)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_metric.set(xlabel="epoch", title="validation metric")
+    for ax in (ax_loss, ax_metric):
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_scores(scores: Dict[int, float], metric: str, path: Path) -> str:
+    """Bar chart of the per-fold scores with the mean."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    folds = sorted(scores)
+    ax.bar([str(k) for k in folds], [scores[k] for k in folds], color="tab:blue")
+    ax.axhline(float(np.mean(list(scores.values()))), color="black", ls="--", lw=1, label="mean")
+    ax.set(xlabel="fold", ylabel=metric, title="score per fold")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_lr_find(result: Dict, path: Path) -> str:
+    """Loss against learning rate from `kitpkg lr-find`, with the suggestion marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(result["lr"], result["loss"])
+    ax.set_xscale("log")
+    if result.get("suggestion"):
+        ax.axvline(result["suggestion"], color="red", ls="--", label=f"suggestion {result['suggestion']:.2e}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="learning rate", ylabel="loss", title="LR finder")
+    return _save(fig, path)
+
+
+def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:
+    out = {}
+    for path in sorted(run_dir.glob("fold*/metrics.csv")):
+        k = int(path.parent.name[4:])
+        out[k] = pd.read_csv(path)
+    return out
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write report.md and its PNGs into the run directory; return the report path."""
+    run_dir = Path(run_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    folds = {int(k): v for k, v in state.get("folds", {}).items() if v.get("status") == "done"}
+    binary = state.get("data", {}).get("num_classes", 1) == 1
+    metric = "AUC" if binary else "accuracy"
+    lines: List[str] = [f"# CV report: {run_dir.name}", ""]
+    config = state.get("config", {})
+    lines += [f"Model `{config.get('model.name')}` at {config.get('data.image_size')} px, "
+              f"{config.get('train.epochs')} epochs, optimizer `{config.get('optim.name')}` lr {config.get('optim.lr')}, "
+              f"config hash `{state.get('config_hash', '')[:12]}`.", ""]
+    scores = {k: float(v["score"]) for k, v in sorted(folds.items())}
+    lines += ["| fold | " + metric + " | best epoch | samples |", "|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {v['score']:.4f} | {v.get('best_epoch')} | {v.get('samples')} |" for k, v in sorted(folds.items())]
+    cv = state.get("cv") or {}
+    if scores:
+        vals = np.array(list(scores.values()))
+        lines += [f"| **mean ± std** | **{vals.mean():.4f} ± {vals.std():.4f}** | | |", ""]
+        if cv.get("oof") is not None:
+            lines += [f"Pooled OOF {metric}: {cv['oof']:.4f}.", ""]
+        lines += [f"![per-fold scores]({plot_scores(scores, metric, run_dir / 'scores.png')})", ""]
+    oof_path = run_dir / "oof.csv"
+    if oof_path.exists() and binary:
+        oof = pd.read_csv(oof_path, dtype={"id": str})
+        lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, run_dir / 'roc.png')})", ""]
+    histories = _histories(run_dir)
+    if histories:
+        lines += ["## Training curves", "", f"![training curves]({plot_curves(histories, run_dir / 'curves.png')})", ""]
+    lr_json = run_dir / "lr_find.json"
+    if lr_json.exists():
+        result = json.loads(lr_json.read_text())
+        lines += ["## LR finder", "", f"Suggested lr: {result.get('suggestion')}", "",
+                  f"![LR finder]({plot_lr_find(result, run_dir / 'lr_find.png')})", ""]
+    outputs = [name for name in ("oof.csv", "submission.csv", "test_predictions.csv") if (run_dir / name).exists()]
+    if outputs:
+        lines += ["## Files", ""] + [f"- `{name}`" for name in outputs] + [""]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def read_lr_suggestion(run_dir: Path) -> Optional[float]:
+    """The LR finder's suggestion stored in a run directory, if any."""
+    path = Path(run_dir) / "lr_find.json"
+    return json.loads(path.read_text()).get("suggestion") if path.exists() else None

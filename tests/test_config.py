@@ -1,0 +1,117 @@
+"""Experiment config: YAML <-> dataclasses, clear errors naming the dotted key, path resolution, hash and diffs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kitpkg.config import (Config, config_hash, diff_keys, load_config, resolve_manifest_path, result_dict, to_yaml,
+                           write_config_value)
+from kitpkg.errors import KitError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load(tmp_path):
+    for path in sorted((REPO / "kitpkg" / "configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.name == path.stem
+        assert config.data.shards
+
+
+def test_yaml_round_trip_and_defaults(tmp_path):
+    path = _write(tmp_path, "data: {shards: shards, image_size: 512}\ntrain: {epochs: 3}\noptim: {lr: 1e-3}\n")
+    config = load_config(path)
+    assert isinstance(config, Config)
+    assert config.train.epochs == 3 and config.data.image_size == 512
+    assert config.optim.lr == pytest.approx(1e-3)  # YAML 1.1 reads `1e-3` as a string; accepted as a float
+    assert config.model.name and config.train.precision == "auto"  # defaults filled in
+    again = load_config(_write(tmp_path, to_yaml(config), "again.yaml"))
+    assert result_dict(again) == result_dict(config)
+    assert config_hash(again) == config_hash(config)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data: {shards: s}\ntrain: {epochs: ten}\n", "train.epochs: expected int, got 'ten'"),
+    ("data: {shards: s}\ntrain: {epoch: 3}\n", "train.epoch: unknown key"),
+    ("data: {shards: s}\nmodle: {name: x}\n", "modle: unknown key"),
+    ("data: {shards: s, aug: {hflip: maybe}}\n", "data.aug.hflip: expected bool, got 'maybe'"),
+    ("data: {shards: s, batch_size: 0}\n", "data.batch_size: must be >= 1"),
+    ("data: {shards: s}\ntrain: {loss: hinge}\n", "train.loss: expected one of"),
+    ("data: {shards: s}\npredict: {tta: [hflip, spin]}\n", "predict.tta[1]: unknown view 'spin'"),
+    ("data: {shards: s}\ntrain: {epochs: 2.5}\n", "train.epochs: expected int, got 2.5"),
+    ("data: {shards: s}\ntrain: {deterministic: 1}\n", "train.deterministic: expected bool, got 1"),
+    ("data: {shards: s}\ndata: [1]\n", "data: expected a mapping"),
+    ("model: {name: x}\n", "data.shards: required"),
+    ("data: {shards: s\n", "not valid YAML"),
+])
+def test_errors_name_the_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(KitError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)  # the file is named too
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    sub = tmp_path / "configs"
+    sub.mkdir()
+    config = load_config(_write(sub, "data: {shards: ../shards, extra_train: [../pseudo]}\nmodel: {weights: w.pth}\n"))
+    assert config.data.shards == str(tmp_path / "shards")
+    assert config.data.extra_train == [str(tmp_path / "pseudo")]
+    assert config.model.weights == str(sub / "w.pth")
+    assert config.output.run_dir == str(sub / "runs" / "exp")  # default run dir: runs/<name> beside the config
+
+
+def test_overrides(tmp_path):
+    path = _write(tmp_path, "data: {shards: s}\n")
+    config = load_config(path, overrides=["train.epochs=2", "predict.tta=[hflip]", "model.name=resnet10t"])
+    assert config.train.epochs == 2 and config.predict.tta == ["hflip"] and config.model.name == "resnet10t"
+    with pytest.raises(KitError, match="train.epochs: expected int"):
+        load_config(path, overrides=["train.epochs=two"])
+
+
+def test_hash_ignores_execution_only_keys_and_diff_names_keys(tmp_path):
+    base = load_config(_write(tmp_path, "data: {shards: s}\n"))
+    moved = load_config(_write(tmp_path, "data: {shards: /elsewhere/s, num_workers: 8}\noutput: {pred_col: p}\n",
+                               "moved.yaml"))
+    assert config_hash(base) == config_hash(moved)  # paths, workers and submission names do not change the numbers
+    changed = load_config(_write(tmp_path, "data: {shards: s, image_size: 512}\noptim: {lr: 0.01}\n", "c.yaml"))
+    assert config_hash(changed) != config_hash(base)
+    lines = diff_keys(result_dict(base), result_dict(changed))
+    assert any(line.startswith("data.image_size: 384 -> 512") for line in lines)
+    assert any(line.startswith("optim.lr:") for line in lines)
+    assert len(lines) == 2
+    assert not any("/" in json.dumps(v) for v in result_dict(base).values() if isinstance(v, str))  # no paths
+
+
+def test_manifest_resolution_by_image_size(tmp_path):
+    for size in (384, 512):
+        (tmp_path / "out" / str(size)).mkdir(parents=True)
+        (tmp_path / "out" / str(size) / "manifest.json").write_text("{}")
+    assert resolve_manifest_path(str(tmp_path / "out"), 512) == str(tmp_path / "out" / "512" / "manifest.json")
+    with pytest.raises(KitError, match="image_size 256.*sizes there: 384, 512"):
+        resolve_manifest_path(str(tmp_path / "out"), 256)
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "manifest.json").write_text("{}")
+    assert resolve_manifest_path(str(tmp_path / "flat"), 384) == str(tmp_path / "flat" / "manifest.json")
+
+
+def test_write_config_value_keeps_comments(tmp_path):
+    path = _write(tmp_path, "# my experiment\ndata:\n  shards: s  # the shards\noptim:\n  name: adamw\n"
+                            "  lr: 0.001  # from lr-find\ntrain:\n  epochs: 2\n")
+    write_config_value(path, "optim.lr", 0.0123)
+    text = path.read_text()
+    assert "# my experiment" in text and "# the shards" in text and "lr: 0.0123  # from lr-find" in text
+    assert yaml.safe_load(text)["optim"] == {"name": "adamw", "lr": 0.0123}
+    path2 = _write(tmp_path, "data:\n  shards: s\n", "nolr.yaml")
+    write_config_value(path2, "optim.lr", 0.5)
+    assert load_config(path2).optim.lr == 0.5

@@ -1,0 +1,82 @@
+"""Pseudo-labels: confident test predictions -> a train-only shard set (both formats) that the loader adds to
+training through extra_train and that is refused as validation data."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from kitpkg.config import config_from_dict
+from kitpkg.errors import KitError
+from kitpkg.shards.reader import iter_manifest_shard
+from kitpkg.train.pseudo import make_pseudo_labels
+
+
+def _predictions(manifest, tmp_path):
+    ids = [i for s in manifest.select("test") for i in s.ids]
+    probs = [0.97, 0.02, 0.5, 0.93, 0.08, 0.6, 0.99, 0.3, 0.01, 0.5][:len(ids)]
+    path = tmp_path / "preds.csv"
+    pd.DataFrame({"id": ids, "prediction": probs}).to_csv(path, index=False)
+    return path, dict(zip(ids, probs))
+
+
+def _records(manifest, split):
+    return {r.id: r for i, s in enumerate(manifest.shards) if s.split == split
+            for r in iter_manifest_shard(manifest, i)}
+
+
+def test_confident_predictions_become_training_only_shards(any_manifest, tmp_path):
+    preds, probs = _predictions(any_manifest, tmp_path)
+    pseudo = make_pseudo_labels(str(tmp_path / "pseudo"), predictions=str(preds), shards=any_manifest.root,
+                                high=0.9)
+    expected = {i: int(p >= 0.9) for i, p in probs.items() if p >= 0.9 or p <= 0.1}
+    assert pseudo.format == any_manifest.format and pseudo.options["pseudo"]["threshold"] == 0.9
+    assert {s.split for s in pseudo.shards} == {"train"} and {s.fold for s in pseudo.shards} == {-1}
+    copied, source = _records(pseudo, "train"), _records(any_manifest, "test")
+    assert set(copied) == set(expected)
+    for i, record in copied.items():
+        assert record.image == source[i].image  # the same JPEG bytes, not re-encoded
+        label = record.fields.get(pseudo.label_col, record.fields.get("cls"))
+        assert int(label) == expected[i]
+    assert pseudo.class_counts == {"0": list(expected.values()).count(0), "1": list(expected.values()).count(1)}
+
+    from kitpkg.data.datamodule import ShardDataModule
+
+    dm = ShardDataModule(any_manifest, fold=0, batch_size=8, num_workers=0, extra_train=[pseudo])
+    train_ids = {i for b in dm.train_dataloader() for i in b["id"]}
+    val_ids = {i for b in dm.val_dataloader() for i in b["id"]}
+    assert set(expected) <= train_ids and not set(expected) & val_ids
+    pseudo_targets = {i: int(t) for b in dm.train_dataloader() for i, t in zip(b["id"], b["target"]) if i in expected}
+    assert pseudo_targets == expected
+
+
+def test_pseudo_set_is_refused_as_validation_data(tfrecord_manifest, tmp_path):
+    preds, _ = _predictions(tfrecord_manifest, tmp_path)
+    make_pseudo_labels(str(tmp_path / "pseudo"), predictions=str(preds), shards=tfrecord_manifest.root)
+    from kitpkg.train.cv import load_data
+
+    config = config_from_dict({"data": {"shards": str(tmp_path / "pseudo"), "image_size": 64}})
+    with pytest.raises(KitError, match="pseudo-label set; add it under data.extra_train"):
+        load_data(config)
+    ok = config_from_dict({"data": {"shards": tfrecord_manifest.root, "image_size": 64,
+                                    "extra_train": [str(tmp_path / "pseudo")]}})
+    assert len(load_data(ok).extras) == 1
+
+
+def test_nothing_confident_is_an_error(tfrecord_manifest, tmp_path):
+    preds, _ = _predictions(tfrecord_manifest, tmp_path)
+    with pytest.raises(KitError, match="no test prediction is confident"):
+        make_pseudo_labels(str(tmp_path / "p"), predictions=str(preds), shards=tfrecord_manifest.root, high=0.999,
+                           low=0.0)
+
+
+@pytest.mark.slow
+def test_pseudo_cli_from_a_run(finished_run, tmp_path, capsys):
+    _, run_dir, _ = finished_run
+    from kitpkg.cli import main
+
+    preds = pd.read_csv(run_dir / "test_predictions.csv")
+    threshold = float(preds["prediction"].quantile(0.7))  # the model is weak: pick a threshold it reaches
+    assert main(["pseudo", "--run", str(run_dir), "--threshold", f"{threshold:.6f}", "--low", "0",
+                 "--out", str(tmp_path / "pl")]) == 0
+    assert "pseudo-labels:" in capsys.readouterr().out
+    assert (tmp_path / "pl" / "manifest.json").exists()
