@@ -1,13 +1,15 @@
 """Sample-level reading of one shard, whatever its format: the one place that turns shard bytes into records."""
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from dataclasses import dataclass
-from typing import IO, Any, Dict, Iterator, Optional
+from typing import IO, Any, Collection, Dict, Iterator, Optional
 
 from .example import decode_example, scalar
 from .manifest import Manifest
-from .tfrecord import RecordError, iter_records
+from .tfrecord import RecordError, is_gzip, iter_records, read_record
 from .wds import IMAGE_EXTS, iter_tar_samples
 
 
@@ -21,8 +23,9 @@ class Record:
     offset: int
 
 
-def _tfrecord_record(offset: int, data: bytes, image_key: str, id_col: str, shard: str) -> Record:
-    feats = decode_example(data)
+def _tfrecord_record(offset: int, data: bytes, image_key: str, id_col: str, shard: str,
+                     keys: Optional[Collection[str]] = None) -> Record:
+    feats = decode_example(data, None if keys is None else {image_key, id_col, *keys})
     image = feats.pop(image_key, None)
     if not image:
         raise RecordError(shard, offset, f"record has no {image_key!r} feature")
@@ -72,4 +75,40 @@ def iter_manifest_shard(manifest: Manifest, index: int, start_sample: int = 0, p
         return
     start = shard.offsets[start_sample] if start_sample else 0
     with fsutil.open_binary(path or manifest.path(shard)) as f:
-        yield from iter_shard_file(f, manifest.format, shard.file, start, manifest.id_col, manifest.image_key, check_crc)
+        yield from iter_shard_file(f, manifest.format, shard.file, start, manifest.id_col, manifest.image_key,
+                                   check_crc)
+
+
+def open_shard(path: str) -> IO[bytes]:
+    """Open a shard for random access by sample offset (GZIP TFRecords are wrapped so offsets address the content)."""
+    from .. import fsutil
+
+    f = fsutil.open_binary(path)
+    return gzip.GzipFile(fileobj=f, mode="rb") if is_gzip(f) else f
+
+
+def read_sample(f: IO[bytes], manifest: Manifest, index: int, sample: int, check_crc: bool = True,
+                keys: Optional[Collection[str]] = None) -> Record:
+    """Read sample `sample` of shard `index` from a file opened by `open_shard`, jumping to its stored offset.
+
+    `keys` limits the TFRecord features decoded (the image and id are always kept); damage raises RecordError.
+    """
+    shard = manifest.shards[index]
+    offset = shard.offsets[sample]
+    if manifest.format == "tfrecord":
+        try:
+            f.seek(offset)
+            data = read_record(f, offset, shard.file, check_crc)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # a damaged or cut GZIP stream
+            raise RecordError(shard.file, offset, f"damaged GZIP stream ({err})") from None
+        if data is None:
+            raise RecordError(shard.file, offset, "file ends before this sample (truncated shard)")
+        return _tfrecord_record(offset, data, manifest.image_key, manifest.id_col, shard.file, keys)
+    f.seek(offset)  # iter_tar_samples only seeks for a non-zero start; a reused file may be anywhere
+    records = iter_shard_file(f, manifest.format, shard.file, offset, manifest.id_col, manifest.image_key)
+    try:
+        for record in records:
+            return record
+    finally:
+        records.close()
+    raise RecordError(shard.file, offset, "file ends before this sample (truncated shard)")

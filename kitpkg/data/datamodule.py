@@ -1,0 +1,70 @@
+"""ShardDataModule: the LightningDataModule the trainer uses -- manifest + fold + transforms -> train/val/test loaders."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+
+from .dataset import ManifestLike, ShardDataset, as_manifest
+from .loader import ShardLoader
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Train on all folds but `fold`, validate on `fold` (None: train on everything, no validation), test on the test
+    split. Batches: {"image": uint8 B×3×H×W (unless a transform returns float), "target": long/float (-1 when
+    unlabeled), "id": list[str]}. The train loader is stateful (exact mid-epoch resume from Lightning checkpoints)."""
+
+    def __init__(self, manifest: ManifestLike, fold: Optional[int] = 0, batch_size: int = 64, num_workers: int = 2,
+                 seed: int = 42, train_transform: Optional[Callable] = None,
+                 eval_transform: Optional[Callable] = None, extra_train: Sequence[ManifestLike] = (),
+                 cache_dir: Optional[str] = None, strict: bool = False,
+                 image_size: Union[None, int, Tuple[int, int]] = None, eval_batch_size: Optional[int] = None,
+                 shuffle_window: int = 4096, pin_memory: Optional[bool] = None):
+        super().__init__()
+        self.manifest = as_manifest(manifest)
+        self.fold, self.batch_size, self.num_workers, self.seed = fold, batch_size, num_workers, seed
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.extra_train = [as_manifest(m) for m in extra_train]
+        self.cache_dir, self.strict, self.image_size = cache_dir, strict, image_size
+        self.eval_batch_size, self.shuffle_window = eval_batch_size or batch_size, shuffle_window
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._train: Optional[ShardLoader] = None
+
+    def _loader(self, dataset: ShardDataset) -> ShardLoader:
+        dataset.cache_shards(background=True)
+        return ShardLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                           persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> ShardLoader:
+        """The shuffled, stateful training loader (one object per DataModule, so its state survives reloads)."""
+        if self._train is None:
+            ds = ShardDataset(self.manifest, "train", self.fold, batch_size=self.batch_size, seed=self.seed,
+                              transform=self.train_transform, image_size=self.image_size,
+                              shuffle_window=self.shuffle_window, strict=self.strict, cache_dir=self.cache_dir,
+                              extra=self.extra_train)
+            self._train = self._loader(ds)
+        return self._train
+
+    def eval_dataloader(self, split: str = "val", folds: Optional[Sequence[int]] = None) -> ShardLoader:
+        """Every sample of a selection exactly once across ranks and workers, in manifest order, with ids."""
+        ds = ShardDataset(self.manifest, split, self.fold, folds=folds, batch_size=self.eval_batch_size,
+                          training=False, seed=self.seed, transform=self.eval_transform,
+                          image_size=self.image_size, strict=self.strict, cache_dir=self.cache_dir)
+        return self._loader(ds)
+
+    def val_dataloader(self) -> Union[ShardLoader, List]:
+        """Fold `fold` (an empty list when training on all folds)."""
+        return [] if self.fold is None else self.eval_dataloader("val")
+
+    def test_dataloader(self) -> ShardLoader:
+        """The test split."""
+        return self.eval_dataloader("test")
+
+    def predict_dataloader(self) -> ShardLoader:
+        """The test split (for `trainer.predict`)."""
+        return self.eval_dataloader("test")
+
+    def state_dict(self) -> dict:
+        """Nothing extra: the train loader's own state is saved by Lightning under "combined_loader"."""
+        return {}

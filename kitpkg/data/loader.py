@@ -1,0 +1,87 @@
+"""ShardLoader: a DataLoader over a ShardDataset that knows its epoch and position and can resume mid-epoch exactly.
+
+Lightning (2.x) treats a train dataloader with `state_dict`/`load_state_dict` as stateful and stores its state in the
+checkpoint under "combined_loader". The state counts what the *trainer* took from `__iter__` in the main process (not
+what workers prefetched): {"epoch", "samples" (consumed by this rank this epoch), "seed", "batch_size",
+"world_size"}. Resuming re-derives the same rank stream (a pure function, see partition.py) and starts at the first
+unconsumed batch, seeking with the manifest's offsets -- skipped samples are never read or decoded.
+
+Epochs: every new `iter()` starts the next epoch (the first one starts `epoch`, default 0); a loaded state makes the
+next `iter()` continue that epoch, or start the following one when the state was saved at the epoch's end.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from torch.utils.data import DataLoader
+
+from ..errors import KitError
+from .dataset import ShardDataset
+
+
+class ShardLoader(DataLoader):
+    """DataLoader(batch_size=None) over a ShardDataset, with exact state for mid-epoch resume."""
+
+    def __init__(self, dataset: ShardDataset, num_workers: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False, prefetch_factor: Optional[int] = None, epoch: int = 0,
+                 multiprocessing_context: Any = None, **kwargs: Any):
+        # Lightning re-creates loaders with sampler=None/batch_sampler=None (e.g. for predict): the dataset batches
+        for key in ("sampler", "batch_sampler", "batch_size", "shuffle", "drop_last"):
+            if kwargs.pop(key, None) not in (None, False):
+                raise KitError(f"ShardLoader: {key} is not supported; the ShardDataset makes the batches")
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers and num_workers > 0,
+                         prefetch_factor=prefetch_factor if num_workers > 0 else None,
+                         multiprocessing_context=multiprocessing_context, **kwargs)
+        dataset.errors_as_items = True
+        self.epoch, self.consumed = int(epoch), 0  # consumed = batches the trainer took this epoch
+        self.samples = 0
+        self.damaged: List[Tuple[str, int, str]] = []  # (shard, offset, reason) of every skipped sample
+        self._started = False
+        self._resume: Optional[Tuple[int, int]] = None
+        self._warned: set = set()
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        if self._resume is not None:
+            (epoch, start), self._resume = self._resume, None
+        else:
+            epoch, start = (self.epoch + 1 if self._started else self.epoch), 0
+        self.epoch, self.consumed, self._started = epoch, start, True
+        self.samples = min(start * self.dataset.batch_size, self.dataset.partition.rank_samples())
+        self.dataset.set_epoch(epoch, start)  # before the workers (re)start iterating
+        return self._count(super().__iter__())
+
+    def _count(self, batches: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        for batch in batches:
+            if "_error" in batch:
+                raise KitError(batch["_error"])
+            for shard, offset, reason in batch.pop("_damage", ()):
+                self.damaged.append((shard, offset, reason))
+                if shard not in self._warned:  # one warning per shard, the count is in `damaged`
+                    self._warned.add(shard)
+                    warnings.warn(f"kitpkg: skipped damaged sample(s) in {shard}: {reason} at offset {offset}",
+                                  RuntimeWarning, stacklevel=2)
+            self.consumed += 1
+            self.samples += len(batch["id"])
+            yield batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the trainer is: epoch and samples consumed this epoch (plus the settings the order depends on)."""
+        part = self.dataset.partition
+        return {"epoch": self.epoch, "samples": self.samples, "seed": part.seed, "batch_size": part.batch_size,
+                "world_size": part.world_size}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Make the next `iter()` continue exactly where the state was saved."""
+        part = self.dataset.partition
+        for key in ("seed", "batch_size", "world_size"):
+            if key in state and state[key] != getattr(part, key):
+                raise KitError(f"checkpoint loader state has {key}={state[key]} but this run has {key}="
+                               f"{getattr(part, key)}; resume with the same {key} (the sample order depends on it) "
+                               "or start a new run")
+        epoch, start = int(state["epoch"]), -(-int(state["samples"]) // part.batch_size)
+        if start >= len(part) and len(part):
+            epoch, start = epoch + 1, 0  # saved at the end of an epoch: continue with the next one
+        self.epoch, self.consumed, self._resume = epoch, start, (epoch, start)
+        self._started = True
