@@ -49,6 +49,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are shared (Drive, Kaggle datasets) like any written file
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -1,8 +1,9 @@
 """tf.train.Example encode/decode with protobuf, in a private descriptor pool.
 
-The message layout equals tensorflow/core/example/{example,feature}.proto, so the wire bytes are identical; the messages live
-under the package name ``kitpkg_example`` in a pool of our own, so this codec and TensorFlow (or the `tfrecord` package) can
-be imported in one notebook kernel without a "duplicate symbol" clash in protobuf's default pool.
+The message layout equals tensorflow/core/example/{example,feature}.proto, so the wire bytes are identical; the
+messages live under the package name ``kitpkg_example`` in a pool of our own, so this codec and TensorFlow (or the
+`tfrecord` package) can be imported in one notebook kernel without a "duplicate symbol" clash in protobuf's default
+pool.
 """
 from __future__ import annotations
 

@@ -28,6 +28,9 @@ class ShardInfo:
     offsets: List[int]  # byte offset of every sample (record start or first tar member header)
     ids: List[str]
     labels: Optional[List[Any]] = None
+    # CRC-32C of each sample's bytes, from its offset to the next sample's (the last: to the end of the file), so
+    # `verify` can name the damaged sample even in tars, whose member data carry no checksum; None when compressed
+    checksums: Optional[List[int]] = None
 
 
 @dataclass

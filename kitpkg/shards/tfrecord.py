@@ -103,7 +103,7 @@ def read_record(f: IO[bytes], offset: int, shard: str = "", check_crc: bool = Tr
 def iter_records(
     f: IO[bytes], shard: str = "", start: int = 0, check_crc: bool = True
 ) -> Iterator[Tuple[int, bytes]]:
-    """Yield (offset, data) for every record from byte `start` of an uncompressed stream (or of a GZIP file's content)."""
+    """Yield (offset, data) for every record from byte `start` of a plain stream (or of a GZIP file's content)."""
     if is_gzip(f):
         f = gzip.GzipFile(fileobj=f, mode="rb")
     if start:

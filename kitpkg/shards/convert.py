@@ -1,0 +1,293 @@
+"""`kitpkg convert`: CSV + folder/zip of images → resized JPEG shards (TFRecord or WebDataset tar) + manifest per size.
+
+Images are decoded, resized and re-encoded once, in a process pool (imaging.convert_image); the main process writes the
+results in plan order, so the bytes do not depend on the number of workers. Each shard is written under a temp name and
+renamed when complete; a state file lets a re-run keep finished shards (resume.py). Bad images never stop the run: they
+are listed in the manifest's `rejected` with a reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from crc32c import crc32c
+
+from .. import fsutil
+from .._version import __version__
+from ..errors import KitError
+from .example import encode_example
+from .imaging import ASPECTS, BadImage, convert_image
+from .manifest import FORMATS, Manifest, ShardInfo
+from .plan import Plan, Sample, ShardPlan, make_plan
+from .resume import ConvertState
+from .sources import ImageSource, listing_sha256
+from .tfrecord import TFRecordWriter
+from .wds import TarShardWriter
+
+EXTENSIONS = {"tfrecord": ".tfrec", "wds": ".tar"}
+DEFAULT_SHARD_SAMPLES = 1024
+_WORKER: Dict[str, Any] = {}
+
+
+def _init_worker(source: ImageSource, sizes: Sequence[int], aspect: str, quality: int, threads: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(threads)  # one cv2 thread per worker process: the pool already uses every core
+    _WORKER.update(source=source, sizes=list(sizes), aspect=aspect, quality=quality)
+
+
+def _work(rel: str) -> Tuple[bool, Union[List[bytes], str]]:
+    """(True, [jpeg per size]) or (False, reason) for one source file."""
+    try:
+        data = _WORKER["source"].read(rel)
+    except Exception as err:  # unreadable file in a folder or a damaged zip member
+        return False, f"unreadable file ({type(err).__name__}: {err})"
+    try:
+        return True, convert_image(data, _WORKER["sizes"], _WORKER["aspect"], _WORKER["quality"], rel)
+    except BadImage as err:
+        return False, str(err)
+
+
+def _results(rels: List[str], workers: int, source: ImageSource, sizes, aspect, quality) -> Iterator[Tuple[bool, Any]]:
+    """Worker results in input order (Pool.imap keeps order, which keeps the output deterministic)."""
+    if workers <= 1 or len(rels) < 8:
+        _init_worker(source, sizes, aspect, quality, 0)
+        yield from map(_work, rels)
+        return
+    # fork where there is one, as torch's DataLoader does: spawn/forkserver re-import the caller's __main__, which
+    # breaks plain scripts without an `if __name__ == "__main__":` guard; workers only touch cv2/simplejpeg/PIL
+    import cv2
+
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    saved = cv2.getNumThreads()
+    # stop cv2's thread pool first: a forked child inherits the pool without its threads and deadlocks in cv2.resize
+    # (measured: albumentations or an earlier convert in the same kernel is enough to start it)
+    cv2.setNumThreads(1)
+    try:
+        with ctx.Pool(workers, _init_worker, (source, sizes, aspect, quality, 1)) as pool:
+            yield from pool.imap(_work, rels, chunksize=max(1, min(16, len(rels) // (workers * 8))))
+    finally:
+        cv2.setNumThreads(saved)
+
+
+class _HashingFile:
+    """A write-only file wrapper that hashes what passes through: sha256 of all, CRC-32C per sample (see `mark`)."""
+
+    def __init__(self, f: IO[bytes]):
+        self._f, self.sha, self.bytes = f, hashlib.sha256(), 0
+        self.crc, self.checksums, self._marked = 0, [], False
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.crc = crc32c(data, self.crc)
+        self.bytes += len(data)
+        return self._f.write(data)
+
+    def mark(self) -> None:
+        """A new sample starts here: close the running CRC of the previous one."""
+        if self._marked:
+            self.checksums.append(self.crc)
+        self.crc, self._marked = 0, True
+
+    def close_checksums(self) -> List[int]:
+        """Per-sample CRCs, the last one running to the end of the file."""
+        return self.checksums + ([self.crc] if self._marked else [])
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _jsonable(row: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+class _ShardOut:
+    """One shard being written (either format); `finish()` returns its ShardInfo."""
+
+    def __init__(self, f: IO[bytes], fmt: str, plan: ShardPlan, schema: Dict[str, str], label_col: Optional[str],
+                 classes: List[Any]):
+        self.out, self.fmt, self.plan, self.schema = _HashingFile(f), fmt, plan, schema
+        self.label_col, self.classes = label_col, classes
+        self.writer = TFRecordWriter(self.out) if fmt == "tfrecord" else TarShardWriter(self.out)
+        self.offsets: List[int] = []
+        self.ids: List[str] = []
+        self.labels: List[Any] = []
+
+    def add(self, sample: Sample, jpeg: bytes) -> None:
+        self.out.mark()
+        if self.fmt == "tfrecord":
+            offset = self.writer.write(encode_example({"image": jpeg, **sample.row}, self.schema))
+        else:
+            members = {"jpg": jpeg, "json": json.dumps(_jsonable(sample.row), sort_keys=True).encode()}
+            if self.label_col and sample.label is not None and sample.label in self.classes:
+                cls = sample.label if isinstance(sample.label, int) else self.classes.index(sample.label)
+                members["cls"] = str(cls).encode()
+            offset = self.writer.write(sample.key, members)
+        self.offsets.append(offset)
+        self.ids.append(sample.id)
+        self.labels.append(sample.label)
+
+    def finish(self) -> ShardInfo:
+        if self.fmt == "wds":
+            self.writer.close()
+        labels = self.labels if self.label_col and self.plan.split == "train" else None
+        return ShardInfo(self.plan.file, self.plan.split, self.plan.fold, len(self.ids), self.out.bytes,
+                         self.out.sha.hexdigest(), self.offsets, self.ids, labels, self.out.close_checksums())
+
+
+def _check_options(fmt: str, sizes: Sequence[int], aspect: str, quality: int, shard_samples: int) -> List[int]:
+    if fmt not in FORMATS:
+        raise KitError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if aspect not in ASPECTS:
+        raise KitError(f"--aspect must be one of {', '.join(ASPECTS)}, not {aspect!r}")
+    if not 1 <= int(quality) <= 100:
+        raise KitError(f"--quality must be 1…100, not {quality}")
+    if int(shard_samples) < 1:
+        raise KitError(f"--shard-samples must be ≥ 1, not {shard_samples}")
+    sizes = [int(s) for s in sizes]
+    if not sizes or any(s < 8 for s in sizes) or len(set(sizes)) != len(sizes):
+        raise KitError(f"--size needs distinct image sides ≥ 8 px, not {sizes}")
+    return sizes
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS/Windows
+        return os.cpu_count() or 1
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    off = not enabled or os.environ.get("KITPKG_NO_PROGRESS") == "1" or total == 0
+    return tqdm(total=total, unit="img", desc="convert", disable=off, smoothing=0.1)
+
+
+def convert(source, csv, out, *, fmt: str = "tfrecord", sizes: Sequence[int] = (384,), id_col: str = "image_name",
+            label_col: Optional[str] = "target", group_col: Optional[str] = "patient_id", folds: Optional[int] = 5,
+            fold_col: str = "fold", test_csv=None, aspect: str = "crop", quality: int = 90,
+            shard_samples: int = DEFAULT_SHARD_SAMPLES, workers: Optional[int] = None, seed: int = 42,
+            progress: bool = True, overwrite: bool = False) -> Dict[int, Manifest]:
+    """Convert images + CSV into shards and write OUT/<size>/manifest.json for every size; return {size: Manifest}.
+
+    Aspect policies (every output is N×N): `crop` (default) scales the shorter side to N and keeps the centre square,
+    as most Kaggle pipelines do; `pad` fits the longer side and pads with black; `squash` stretches. Re-running the
+    same call resumes; other options on an existing OUT raise KitError unless `overwrite`.
+    """
+    sizes = _check_options(fmt, sizes, aspect, quality, shard_samples)
+    src = ImageSource(source)
+    files = src.list_files()
+    plan = make_plan(files, csv, test_csv, EXTENSIONS[fmt], id_col=id_col, label_col=label_col or None,
+                     group_col=group_col or None, folds=folds, fold_col=fold_col, shard_samples=int(shard_samples),
+                     seed=seed)
+    common = {"format": fmt, "aspect": aspect, "quality": int(quality), "shard_samples": int(shard_samples),
+              "seed": seed, "id_col": id_col, "label_col": label_col or None, "group_col": group_col or None,
+              "folds": folds, "fold_col": fold_col, "csv_sha256": fsutil.sha256_file(csv),
+              "test_csv_sha256": fsutil.sha256_file(test_csv) if test_csv else None,
+              "source_listing_sha256": listing_sha256(files)}
+    states = {}
+    for size in sizes:  # open every state first: a refusal must come before any work
+        folder = os.path.join(str(out), str(size))
+        os.makedirs(folder, exist_ok=True)
+        states[size] = ConvertState.open(folder, {**common, "size": size}, overwrite)
+        states[size].clean_temp_files()
+    pending = []  # (shard, sizes still to write): a shard complete in every size is kept as it is
+    for shard in plan.shards:
+        todo = [z for z in sizes if not states[z].is_complete(shard.file, [x.id for x in shard.samples])]
+        if todo:
+            pending.append((shard, todo))
+    n_workers = int(workers) if workers else _default_workers()
+    _write_shards(plan, pending, states, sizes, src, fmt, aspect, int(quality), n_workers, progress, label_col)
+    manifests = {size: _manifest(plan, states[size], fmt, size, aspect, label_col, group_col, id_col, common)
+                 for size in sizes}
+    for size, manifest in manifests.items():
+        manifest.save(states[size].folder)
+        manifest.root = os.path.abspath(states[size].folder)
+    print(_one_line(manifests[sizes[0]], sizes, out, len(plan.shards) - len(pending)), file=sys.stderr)
+    return manifests
+
+
+def _write_shards(plan: Plan, pending: List[Tuple[ShardPlan, List[int]]], states: Dict[int, ConvertState],
+                  sizes: List[int], src: ImageSource, fmt: str, aspect: str, quality: int, workers: int, progress: bool,
+                  label_col: Optional[str]) -> None:
+    rels = [sample.file for shard, _ in pending for sample in shard.samples]
+    results = _results(rels, workers, src, sizes, aspect, quality)
+    with _progress(len(rels), progress) as bar, contextlib.closing(results):
+        for shard, todo in pending:
+            with contextlib.ExitStack() as stack:
+                outs = {z: _ShardOut(stack.enter_context(fsutil.atomic_write(os.path.join(states[z].folder,
+                                                                                          shard.file))),
+                                     fmt, shard, plan.schema, label_col, plan.classes) for z in todo}
+                rejected = []
+                for sample in shard.samples:
+                    ok, payload = next(results)
+                    bar.update(1)
+                    if not ok:
+                        rejected.append({"id": sample.id, "file": sample.file, "reason": payload})
+                        continue
+                    for z in todo:
+                        outs[z].add(sample, payload[sizes.index(z)])
+                infos = {z: o.finish() for z, o in outs.items()}
+            # the files are complete under their final names now; only then does the state say so
+            for z in todo:
+                states[z].record(infos[z], rejected, [x.id for x in shard.samples])
+
+
+def _manifest(plan: Plan, state: ConvertState, fmt: str, size: int, aspect: str, label_col: Optional[str],
+              group_col: Optional[str], id_col: str, common: Dict[str, Any]) -> Manifest:
+    shards = [state.shard(s.file) for s in plan.shards]
+    rejected = list(plan.rejected) + [r for s in plan.shards for r in state.rejected(s.file)]
+    counts = Counter(str(lab) for s in shards if s.labels for lab in s.labels)
+    options = {k: common[k] for k in ("quality", "shard_samples", "seed", "folds", "fold_col", "test_csv_sha256")}
+    if plan.classes and not all(isinstance(c, int) for c in plan.classes):
+        options["classes"] = plan.classes  # `.cls` holds the index into this list
+    has_label = bool(label_col) and label_col in plan.schema
+    return Manifest(format=fmt, schema=dict(plan.schema), shards=shards, id_col=id_col,
+                    label_col=label_col if has_label else None, group_col=group_col or None, image_size=size,
+                    aspect=aspect, num_folds=plan.num_folds, class_counts=dict(sorted(counts.items())),
+                    source_csv_sha256=common["csv_sha256"], rejected=rejected, options=options,
+                    kitpkg_version=__version__)
+
+
+def _one_line(manifest: Manifest, sizes: List[int], out, kept: int) -> str:
+    n_train, n_test = manifest.num_samples("train"), manifest.num_samples("test")
+    reasons = Counter(r["reason"].split(" (")[0].split(":")[0] for r in manifest.rejected)
+    why = "; ".join(f"{n} {reason}" for reason, n in reasons.most_common(4))
+    resumed = f", {kept} kept from an earlier run" if kept else ""
+    return (f"kitpkg convert: {n_train} train + {n_test} test images → {len(manifest.shards)} {manifest.format} shards "
+            f"per size ({', '.join(map(str, sizes))} px) in {out}{resumed}; {len(manifest.rejected)} rejected"
+            + (f" ({why}; see 'rejected' in manifest.json)" if manifest.rejected else ""))
+
+
+def summarize(manifest: Manifest) -> str:
+    """A short human summary: shards, samples per fold, class counts and rejected files."""
+    lines = [f"{manifest.format} shards at {manifest.image_size or '?'} px ({manifest.aspect or 'as stored'}): "
+             f"{len(manifest.shards)} files, {sum(s.bytes for s in manifest.shards) / 1e6:.1f} MB"]
+    for fold in manifest.folds():
+        shards = manifest.select("train", [fold])
+        counts = Counter(str(lab) for s in shards if s.labels for lab in s.labels)
+        extra = f"  classes {dict(sorted(counts.items()))}" if counts else ""
+        lines.append(f"  fold {fold}: {sum(s.samples for s in shards):6d} samples in {len(shards)} shards{extra}")
+    unfolded = [s for s in manifest.select("train") if s.fold is None]
+    if unfolded:
+        lines.append(f"  train (no folds): {sum(s.samples for s in unfolded)} samples in {len(unfolded)} shards")
+    if manifest.select("test"):
+        lines.append(f"  test: {manifest.num_samples('test')} samples in {len(manifest.select('test'))} shards")
+    if manifest.class_counts:
+        lines.append(f"  class counts ({manifest.label_col}): {manifest.class_counts}")
+    lines.append(f"  rejected: {len(manifest.rejected)}"
+                 + "".join(f"\n    {r['id'] or r['file']}: {r['reason']}" for r in manifest.rejected[:5])
+                 + ("\n    …" if len(manifest.rejected) > 5 else ""))
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""`kitpkg index`: a manifest for shards written elsewhere (tf.io.TFRecordWriter files, plain or GZIP; webdataset tars).
+
+The schema is inferred from the records, offsets and ids come from one scan with the kit's own reader, and folds come
+from the popular file names (`train07-2071.tfrec` → fold 7, or 7 mod K with `folds=K`). Nothing is re-encoded.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .. import fsutil
+from ..errors import KitError
+from .example import BYTES, FLOAT, INT64, example_schema
+from .imaging import image_size
+from .manifest import Manifest, ShardInfo
+from .reader import iter_shard_file
+from .tfrecord import GZIP_MAGIC, RecordError, iter_records
+from .verify import scan_bytes
+
+TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords", ".tfrec.gz", ".tfrecord.gz", ".tfrecords.gz")
+TAR_SUFFIXES = (".tar",)
+_FOLD_RE = re.compile(r"^(train|test|val|valid)[-_]?(?:f|fold)?(\d+)", re.IGNORECASE)
+
+
+def find_shards(paths: Sequence[str]) -> List[str]:
+    """Shard files named by `paths` (files, or folders searched recursively), sorted; KitError if none."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                found += [os.path.join(root, n) for n in names if n.lower().endswith(TFRECORD_SUFFIXES + TAR_SUFFIXES)]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise KitError(f"{path}: no such file or folder")
+    if not found:
+        raise KitError(f"no .tfrec/.tfrecord/.tar files under {', '.join(paths)}")
+    return sorted(set(os.path.abspath(p) for p in found))
+
+
+def _format_of(path: str) -> Tuple[str, Optional[str]]:
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:2] == GZIP_MAGIC:
+        return "tfrecord", "GZIP"
+    if path.lower().endswith(TAR_SUFFIXES) or head[257:262] == b"ustar":
+        return "wds", None
+    return "tfrecord", None
+
+
+def split_and_fold(name: str, folds: Optional[int]) -> Tuple[str, Optional[int]]:
+    """('train'|'test', fold) from a file name: `train07-2071.tfrec` → ('train', 7); no number → fold None."""
+    match = _FOLD_RE.match(os.path.basename(name))
+    split = "test" if os.path.basename(name).lower().startswith("test") else "train"
+    if split == "test" or not match:
+        return split, None
+    fold = int(match.group(2))
+    return split, (fold % folds if folds else fold)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool) or isinstance(value, int):
+        return INT64
+    return FLOAT if isinstance(value, float) else BYTES
+
+
+def _first_schema(path: str, fmt: str, first) -> Dict[str, str]:
+    if fmt == "tfrecord":
+        with fsutil.open_binary(path) as f:
+            for _, data in iter_records(f, os.path.basename(path)):
+                return example_schema(data)
+        return {}
+    schema = {"image": BYTES}
+    schema.update({k: _json_kind(v) for k, v in sorted(first.fields.items())})
+    return schema
+
+
+def _scan(path: str, fmt: str, id_col: str, label_col: Optional[str]):
+    """(records' offsets, ids, labels, first record) of one shard; damage raises KitError naming file and offset."""
+    offsets, ids, labels, first = [], [], [], None
+    try:
+        with fsutil.open_binary(path) as f:
+            for record in iter_shard_file(f, fmt, os.path.basename(path), 0, id_col):
+                first = first or record
+                offsets.append(record.offset)
+                ids.append(record.id)
+                labels.append(record.fields.get(label_col) if label_col else None)
+    except RecordError as err:
+        raise KitError(f"cannot index {path}: {err.reason} at offset {err.offset}") from None
+    return offsets, ids, labels, first
+
+
+def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = "image_name",
+          label_col: Optional[str] = None, folds: Optional[int] = None) -> Manifest:
+    """Scan foreign shards and write `manifest.json` into `out` (default: their common folder); return the Manifest."""
+    files = find_shards(paths)
+    kinds = {_format_of(p) for p in files}
+    if len(kinds) > 1:
+        raise KitError(f"mixed shard formats/compressions {sorted(map(str, kinds))}: index each kind separately")
+    fmt, compression = kinds.pop()
+    out = os.path.abspath(out or os.path.commonpath([os.path.dirname(p) for p in files]))
+    shards, schema, first_image = [], {}, None
+    for path in files:
+        offsets, ids, labels, first = _scan(path, fmt, id_col, label_col)
+        if first is not None:
+            schema.update({k: v for k, v in _first_schema(path, fmt, first).items() if k not in schema})
+            first_image = first_image or first.image
+        sha, size, checksums = scan_bytes(path, offsets if compression is None else [0])
+        inside = os.path.commonpath([out, path]) == out
+        split, fold = split_and_fold(path, folds)
+        shards.append(ShardInfo(os.path.relpath(path, out) if inside else path, split, fold, len(ids), size, sha,
+                                offsets, ids, labels if label_col and split == "train" else None,
+                                checksums if compression is None else None))
+    if label_col and schema and label_col not in schema and not (fmt == "wds" and label_col == "cls"):
+        raise KitError(f"--label-col {label_col!r} is not a feature of these shards (features: {', '.join(schema)})")
+    counts = Counter(str(v) for s in shards if s.labels for v in s.labels)
+    wh = image_size(first_image) if first_image else None
+    fold_values = sorted({s.fold for s in shards if s.fold is not None})
+    manifest = Manifest(format=fmt, schema=dict(sorted(schema.items())), shards=shards, id_col=id_col,
+                        label_col=label_col, compression=compression,
+                        image_size=wh[0] if wh and wh[0] == wh[1] else None,
+                        num_folds=(folds or (max(fold_values) + 1)) if fold_values else None,
+                        class_counts=dict(sorted(counts.items())), options={"indexed_from": "foreign shards"})
+    try:
+        manifest.save(out)
+    except OSError as err:
+        raise KitError(f"cannot write the manifest into {out} ({err.strerror}); pass --out to a writable folder") \
+            from None
+    manifest.root = out
+    return manifest

@@ -1,0 +1,191 @@
+"""The conversion plan: CSV rows matched to source files, typed columns, folds, and which sample goes in which shard.
+
+Everything here is a pure function of the inputs and options (no image is decoded), so a re-run reproduces the same
+plan and a resumed conversion knows exactly what each shard must hold. CSV problems raise KitError before any work.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import KitError
+from .example import BYTES, FLOAT, INT64
+from .folds import assign_folds
+from .sources import IMAGE_SUFFIXES, index_by_id, stem_of
+
+
+@dataclass
+class Sample:
+    """One CSV row that has a source file: its id, file, typed row (incl. fold) and label."""
+
+    id: str
+    key: str  # tar key: the id without dots or slashes (webdataset splits keys at the first dot)
+    file: str
+    row: Dict[str, Any]
+    fold: Optional[int]
+    label: Any = None
+
+
+@dataclass
+class ShardPlan:
+    """One shard to write: its file name, split, fold and samples in order."""
+
+    file: str
+    split: str
+    fold: Optional[int]
+    samples: List[Sample]
+
+
+@dataclass
+class Plan:
+    """Shards in writing order, the column schema, and the rows rejected before decoding."""
+
+    shards: List[ShardPlan]
+    schema: Dict[str, str]
+    num_folds: Optional[int]
+    rejected: List[Dict[str, str]] = field(default_factory=list)
+    classes: List[Any] = field(default_factory=list)
+
+
+def read_csv(path, required: Sequence[str], id_col: str):
+    """Read a CSV with pandas (ids as text); KitError naming the file or the missing column."""
+    import pandas as pd  # lazy: pandas is slow to import and only conversion needs it
+
+    try:
+        df = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True)
+    except FileNotFoundError:
+        raise KitError(f"{path}: CSV not found") from None
+    except Exception as err:
+        raise KitError(f"{path}: cannot read the CSV ({type(err).__name__}: {err})") from None
+    for col in required:
+        if col and col not in df.columns:
+            raise KitError(f"{path}: no column {col!r} (columns: {', '.join(map(str, df.columns))}); "
+                           f"name the right one with the matching --*-col option")
+    return df
+
+
+def column_kinds(df) -> Dict[str, str]:
+    """Feature type of each column: ints (and bools) → int64, floats → float, everything else → bytes."""
+    kinds = {}
+    for col in df.columns:
+        kind = df[col].dtype.kind
+        kinds[str(col)] = INT64 if kind in "iub" else FLOAT if kind == "f" else BYTES
+    return kinds
+
+
+def _value(v: Any, kind: str) -> Any:
+    """A CSV cell as a plain Python value of the column's kind (missing text → '', missing number → NaN)."""
+    if kind == BYTES:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    if kind == INT64:
+        return int(v)
+    return float(v)
+
+
+def _lookup_key(value: str) -> str:
+    """The file stem a CSV id refers to (ids may be given with or without an image extension)."""
+    return stem_of(value) if value.lower().endswith(IMAGE_SUFFIXES) else value
+
+
+def _rows(df, kinds: Dict[str, str], id_col: str, csv_name: str, files: Dict[str, str], seen: Dict[str, str],
+          rejected: List[Dict[str, str]], used: set, label_col: Optional[str]) -> List[Sample]:
+    samples = []
+    records = df.to_dict("records")
+    for line, rec in enumerate(records, start=2):  # line 1 is the header
+        raw = rec[id_col]
+        if raw is None or (isinstance(raw, float) and math.isnan(raw)) or not str(raw).strip():
+            rejected.append({"id": "", "file": "", "reason": f"{csv_name} line {line}: empty {id_col!r}"})
+            continue
+        sid = str(raw).strip()
+        key = _lookup_key(sid)
+        if key in seen:
+            rejected.append({"id": sid, "file": files.get(key, ""),
+                             "reason": f"duplicate id: {csv_name} line {line} repeats {seen[key]} (kept the first)"})
+            continue
+        seen[key] = f"{csv_name} line {line}"
+        if key not in files:
+            rejected.append({"id": sid, "file": "", "reason": f"image missing: no file for {csv_name} line {line}"})
+            continue
+        used.add(files[key])
+        row = {str(c): _value(v, kinds[str(c)]) for c, v in rec.items()}
+        row[id_col] = sid
+        label = row.get(label_col) if label_col else None
+        if label_col and (label == "" or (isinstance(label, float) and math.isnan(label))):
+            rejected.append({"id": sid, "file": files[key], "reason": f"no label: {csv_name} line {line} has an "
+                             f"empty {label_col!r}"})
+            continue
+        samples.append(Sample(sid, re.sub(r"[./\\\s]", "_", key), files[key], row, None, label))
+    return samples
+
+
+def _chunks(samples: List[Sample], per_shard: int) -> List[List[Sample]]:
+    """Split into near-equal shards of at most `per_shard` samples (1025 → 513 + 512, not 1024 + 1)."""
+    if not samples:
+        return []
+    n_shards = -(-len(samples) // per_shard)
+    bounds = np.linspace(0, len(samples), n_shards + 1).round().astype(int)
+    return [samples[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label_col: Optional[str],
+              group_col: Optional[str], folds: Optional[int], fold_col: str, shard_samples: int, seed: int) -> Plan:
+    """Match CSV rows to files, assign folds and split every fold (and the test set) into shards."""
+    df = read_csv(csv, [id_col, label_col or "", group_col or ""], id_col)
+    test_df = read_csv(test_csv, [id_col], id_col) if test_csv else None
+    by_id, dupes = index_by_id(files)
+    rejected = [{"id": stem_of(rel), "file": rel, "reason": reason} for rel, reason in dupes]
+    kinds = column_kinds(df)
+    has_folds = fold_col in df.columns
+    if has_folds and kinds[fold_col] != INT64:
+        raise KitError(f"{csv}: column {fold_col!r} must hold whole fold numbers 0…K-1 with no blanks")
+    seen: Dict[str, str] = {}
+    used: set = set()
+    train = _rows(df, kinds, id_col, _name(csv), by_id, seen, rejected, used, label_col)
+    test: List[Sample] = []
+    schema = {"image": BYTES, **kinds}
+    if test_df is not None:
+        test_kinds = {**column_kinds(test_df), **{c: k for c, k in kinds.items() if c in test_df.columns}}
+        test = _rows(test_df, test_kinds, id_col, _name(test_csv), by_id, seen, rejected, used,
+                     label_col if label_col in test_df.columns else None)
+        schema.update({c: k for c, k in test_kinds.items() if c not in schema})
+    if has_folds:
+        num_folds = max((s.row[fold_col] for s in train), default=-1) + 1
+        if any(s.row[fold_col] < 0 for s in train):
+            raise KitError(f"{csv}: column {fold_col!r} has negative fold numbers")
+        for s in train:
+            s.fold = s.row[fold_col]
+    elif folds and folds >= 2:
+        num_folds = folds
+        groups = [s.row[group_col] if group_col else s.id for s in train]
+        labels = [s.label for s in train] if label_col else None
+        for s, k in zip(train, assign_folds(groups, labels, folds, seed)):
+            s.fold = k
+            s.row[fold_col] = k
+        schema[fold_col] = INT64
+    else:
+        num_folds = None
+    duplicate_files = {rel for rel, _ in dupes}
+    for rel, _ in files:
+        if rel not in used and rel not in duplicate_files and rel.lower().endswith(IMAGE_SUFFIXES):
+            rejected.append({"id": stem_of(rel), "file": rel, "reason": "not in the CSV"})
+    shards: List[ShardPlan] = []
+    rng = np.random.default_rng(seed)
+    fold_values = sorted({s.fold for s in train}, key=lambda f: -1 if f is None else f)
+    for fold in fold_values:
+        members = [s for s in train if s.fold == fold]
+        members = [members[i] for i in rng.permutation(len(members))]  # mixed classes/patients within each shard
+        stem = "train" if fold is None else f"train-f{fold}"
+        for j, chunk in enumerate(_chunks(members, shard_samples)):
+            shards.append(ShardPlan(f"{stem}-{j:05d}{ext}", "train", fold, chunk))
+    for j, chunk in enumerate(_chunks(test, shard_samples)):  # test keeps CSV order: submissions follow it
+        shards.append(ShardPlan(f"test-{j:05d}{ext}", "test", None, chunk))
+    classes = sorted({s.label for s in train if s.label is not None}, key=str) if label_col else []
+    return Plan(shards, schema, num_folds, rejected, classes)
+
+
+def _name(path) -> str:
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]

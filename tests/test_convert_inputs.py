@@ -1,0 +1,119 @@
+"""The bad-input zoo (never fatal, never silent) and the JPEG variants that must convert correctly."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from kitpkg.shards.convert import convert
+from kitpkg.shards.imaging import BadImage, convert_image
+from kitpkg.shards.reader import iter_manifest_shard
+
+
+def _photo(w=120, h=80):
+    """Left half red, right half blue, a green stripe on top: orientation and colour are easy to check."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2] = (220, 30, 30)
+    a[:, w // 2:] = (30, 30, 220)
+    a[: h // 8] = (30, 200, 30)
+    return Image.fromarray(a)
+
+
+def _jpeg(img, **kw):
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+def _bomb(width, height):
+    data = bytearray(_jpeg(_photo(16, 16)))
+    sof = data.index(b"\xff\xc0")  # baseline SOF0: length(2) precision(1) height(2) width(2)
+    data[sof + 5: sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    good = _jpeg(_photo())
+    png = io.BytesIO()
+    _photo().save(png, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    files = {
+        "ok_1.jpg": good, "a/ok_2.jpg": good, "b/ok_3.JPEG": good,
+        "truncated.jpg": good[: len(good) // 2], "empty.jpg": b"", "text.jpg": b"hello, not an image",
+        "png_as_jpg.jpg": png.getvalue(), "real_png.png": png.getvalue(),
+        "bomb.jpg": _bomb(30000, 30000), "bomb_medium.jpg": _bomb(10000, 10000),
+        "cmyk.jpg": _jpeg(_photo().convert("CMYK")), "gray.jpg": _jpeg(_photo().convert("L")),
+        "progressive.jpg": _jpeg(_photo(), progressive=True), "rotated.jpg": _jpeg(_photo(), exif=exif),
+        "stray.jpg": good, "a/dup.jpg": good, "b/dup.jpg": good, "notes.txt": b"ignored: not an image name",
+    }
+    for name, data in files.items():
+        (root / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "src" / name).write_bytes(data)
+    ids = ["ok_1", "ok_2", "ok_3", "truncated", "empty", "text", "png_as_jpg", "real_png", "bomb", "bomb_medium",
+           "cmyk", "gray", "progressive", "rotated", "dup", "missing_1", "ok_1"]
+    lines = ["image_name,target,patient_id"] + [f"{i},{k % 2},p{k // 2}" for k, i in enumerate(ids)]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    ms = convert(root / "src", root / "train.csv", root / "out", fmt="tfrecord", sizes=(32,), folds=2,
+                 workers=2, progress=False, aspect="squash")
+    return ms[32], {r.id: r for i in range(len(ms[32].shards)) for r in iter_manifest_shard(ms[32], i)}
+
+
+def test_every_bad_input_is_rejected_with_its_reason(zoo):
+    manifest, _ = zoo
+    reasons = {(r["id"], r["file"]): r["reason"] for r in manifest.rejected}
+    expect = {("truncated", "truncated.jpg"): "corrupt or truncated", ("empty", "empty.jpg"): "empty file",
+              ("text", "text.jpg"): "not an image", ("png_as_jpg", "png_as_jpg.jpg"): "not a JPEG (PNG data",
+              ("bomb", "bomb.jpg"): "decompression bomb", ("bomb_medium", "bomb_medium.jpg"): "decompression bomb",
+              ("missing_1", ""): "image missing", ("ok_1", "ok_1.jpg"): "duplicate id",
+              ("stray", "stray.jpg"): "not in the CSV", ("dup", "b/dup.jpg"): "duplicate id"}
+    for key, reason in expect.items():
+        assert reason in reasons.get(key, ""), (key, reasons.get(key))
+    assert len(manifest.rejected) == len(expect)
+
+
+def test_good_and_unusual_jpegs_are_converted(zoo):
+    manifest, records = zoo
+    assert sorted(records) == ["cmyk", "dup", "gray", "ok_1", "ok_2", "ok_3", "progressive", "real_png", "rotated"]
+    assert manifest.num_samples() == 9
+    for rid, record in records.items():
+        img = Image.open(io.BytesIO(record.image))
+        assert img.mode == "RGB" and img.size == (32, 32), rid
+        px = np.asarray(img).astype(int)
+        if rid == "gray":
+            assert np.abs(px[..., 0] - px[..., 2]).max() < 8
+        elif rid != "rotated":  # red left, blue right, green on top — CMYK included (no inverted colours)
+            assert px[20, 4, 0] > 150 and px[20, 4, 2] < 90 and px[20, 28, 2] > 150 and px[1, 16, 1] > 150, rid
+
+
+def test_exif_orientation_is_applied(zoo):
+    _, records = zoo
+    got = np.asarray(Image.open(io.BytesIO(records["rotated"].image))).astype(int)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(_jpeg(_photo(), exif=exif)))).resize((32, 32)))
+    assert np.abs(got - want.astype(int)).mean() < 12
+    assert got[4, 16, 0] > 150 and got[28, 16, 2] > 150 and got[16, 30, 1] > 150  # red top, blue bottom, green right
+
+
+def test_dct_scaled_decode_of_a_large_original_matches_a_full_decode():
+    big = _photo(2400, 1600).resize((2400, 1600))
+    data = _jpeg(big)
+    (out,) = convert_image(data, [64], "crop", 95)
+    reference = np.asarray(ImageOps.fit(big, (64, 64), Image.LANCZOS)).astype(int)
+    assert np.abs(np.asarray(Image.open(io.BytesIO(out))).astype(int) - reference).mean() < 6
+    with pytest.raises(BadImage, match="empty"):
+        convert_image(b"", [64])
+
+
+def test_summary_line_counts_rejections(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(_jpeg(_photo()))
+    (tmp_path / "src" / "b.jpg").write_bytes(b"")
+    (tmp_path / "t.csv").write_text("image_name,target\na,0\nb,1\nc,1\n")
+    convert(tmp_path / "src", tmp_path / "t.csv", tmp_path / "out", sizes=(16,), group_col=None, folds=None,
+            workers=1, progress=False)
+    err = capsys.readouterr().err
+    assert "1 train + 0 test images" in err and "2 rejected" in err and "empty file" in err and "image missing" in err
