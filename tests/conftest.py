@@ -45,3 +45,35 @@ def wds_manifest(tmp_path_factory, demo_source):
 def any_manifest(request):
     """Each shard format in turn."""
     return request.getfixturevalue(f"{request.param}_manifest")
+
+
+# --- training (kitpkg.train): one tiny finished CV run shared by the tests that only read its outputs ---------------
+TRAIN_CONFIG = """\
+data: {{shards: {shards}, image_size: 64, batch_size: 8, num_workers: 0}}
+model: {{name: test_resnet, pretrained: false}}
+optim: {{name: adamw, lr: 0.003}}
+sched: {{name: cosine, warmup_epochs: 0}}
+train: {{epochs: 2, seed: 1, deterministic: true, checkpoint_every_n_steps: 2, keep_checkpoints: 2}}
+predict: {{tta: [hflip]}}
+output: {{id_col: image_name, pred_col: target}}
+"""
+
+
+def write_train_config(folder, manifest, name="tiny.yaml"):
+    """A tiny-model experiment YAML over `manifest`'s shards (64 px, 2 epochs, test_resnet) in `folder`."""
+    path = folder / name
+    path.write_text(TRAIN_CONFIG.format(shards=manifest.root))
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tfrecord_manifest):
+    """(config path, run dir, CVResult) of an uninterrupted in-process `run_cv` on the TFRecord test shards."""
+    from kitpkg.config import load_config
+    from kitpkg.train.cv import run_cv
+
+    folder = tmp_path_factory.mktemp("finished_run")
+    config_path = write_train_config(folder, tfrecord_manifest)
+    run_dir = folder / "run"
+    result = run_cv(load_config(config_path), run_dir)
+    return config_path, run_dir, result

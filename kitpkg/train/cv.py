@@ -145,7 +145,8 @@ def make_datamodule(config: Config, data: RunData, fold: Optional[int]):
 
     return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
                            num_workers=config.data.num_workers, seed=config.train.seed, extra_train=data.extras,
-                           image_size=config.data.image_size)
+                           image_size=config.data.image_size,
+                           cache_dir=os.environ.get("KITPKG_CACHE_DIR") or None)  # set by setup() on Colab
 
 
 def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:

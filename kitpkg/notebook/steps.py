@@ -1,0 +1,117 @@
+"""The notebook's steps, each one call: shards (attached, converted, or the demo), the experiment config, the LR finder
+and the submission. Every step is safe to re-run after a crash: finished work is found and reused, never redone with
+different numbers (a changed config would stop the run from resuming).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..env import WEIGHT_SUFFIXES, Environment
+from ..errors import KitError
+
+PathLike = Union[str, os.PathLike]
+LR_CACHE = "lr_suggestion.json"  # {config hash: suggestion}: the notebook's re-runs reuse it
+
+
+def demo_shards(env: Environment, image_size: int = 384, *, patients: int = 120, folds: int = 5,
+                fmt: str = "tfrecord", width: int = 768, height: int = 512) -> Path:
+    """Make the synthetic demo data on local disk and convert it into env.data_dir (skipped once converted)."""
+    out = env.data_dir / "demo-shards"
+    if (out / str(image_size) / "manifest.json").is_file():
+        print(f"kitpkg: demo shards already in {out / str(image_size)}", flush=True)
+        return out / str(image_size)
+    from ..shards.convert import convert
+    from ..shards.demo_data import make_demo_data
+
+    # JPEGs go to local scratch (thousands of small files are what Drive handles worst); only shards go to data_dir
+    demo = make_demo_data(env.scratch_dir / "demo-source", n_patients=patients, images_per_patient=4,
+                          n_test=max(10, patients // 2), width=width, height=height, seed=0)
+    convert(demo.images, demo.train_csv, out, fmt=fmt, sizes=(image_size,), folds=folds, test_csv=demo.test_csv,
+            shard_samples=256, overwrite=True, progress=not os.environ.get("KITPKG_NO_PROGRESS"))
+    return out / str(image_size)
+
+
+def find_shards(env: Environment, image_size: int, *, demo: bool = False, **demo_options) -> Path:
+    """An attached (Kaggle input) or already converted shard set of `image_size`; else the demo (if `demo`) or a
+    KitError saying how to attach or convert one."""
+    found = env.find_manifest(image_size)
+    if found is not None:
+        print(f"kitpkg: using the shards in {found}", flush=True)
+        return found
+    if demo:
+        return demo_shards(env, image_size, **demo_options)
+    raise KitError(f"no shard set of {image_size} px attached or under {env.data_dir}: attach the output of "
+                   f"`kitpkg convert` as a dataset (`kitpkg dataset-meta OUT --slug NAME`, then `kaggle datasets "
+                   f"create -p OUT`), or convert here with kitpkg.convert(images, csv, '{env.data_dir}/shards')")
+
+
+def experiment(env: Environment, shards: PathLike, name: str = "demo", *, base: PathLike = "demo",
+               overrides: Sequence[str] = ()):
+    """A validated Config: a YAML (a packaged name such as 'demo', or a path) + overrides, run dir under env.run_dir."""
+    from ..config import load_config
+
+    path = Path(base)
+    if not path.suffix:
+        path = Path(__file__).resolve().parents[1] / "configs" / f"{base}.yaml"
+    # JSON strings are YAML strings: paths with spaces or colons survive; the caller's overrides come last and win
+    config = load_config(path, overrides=[f"name={name}", f"data.shards={json.dumps(str(shards))}",
+                                          f"output.run_dir={json.dumps(str(env.run_dir / name))}", *overrides])
+    if config.model.pretrained and not config.model.weights and not env.internet:
+        config.model.weights = str(_offline_weights(env, config.model.name))
+    return config
+
+
+def _offline_weights(env: Environment, model: str) -> Path:
+    for path in env.attached.weights:
+        if any(path.name == model + suffix for suffix in WEIGHT_SUFFIXES):  # as `kitpkg weights` names them
+            return path
+    raise KitError(f"model.pretrained: no internet and no attached weights for {model}; on a machine with internet run "
+                   f"`kitpkg weights {model} OUT`, upload OUT as a Kaggle dataset and attach it (or set "
+                   f"model.pretrained=false)")
+
+
+def find_lr(config, fold: int = 0, **options) -> Optional[float]:
+    """Run the LR finder once per config and set config.optim.lr to its suggestion; a re-run reuses the suggestion."""
+    from ..config import config_hash
+    from ..fsutil import atomic_write_text
+
+    run_dir = Path(config.output.run_dir)
+    cache = run_dir / LR_CACHE
+    key = config_hash(config)  # taken before optim.lr changes: the same cells give the same key after a crash
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key in known:
+        lr, plot = known[key]["suggestion"], run_dir / known[key]["plot"]
+        print(f"kitpkg: the LR finder already ran for this config (plot: {plot})", flush=True)
+    else:
+        from ..train.lr_find import run_lr_find
+
+        result = run_lr_find(config, run_dir, fold=fold, **options)
+        lr, plot = result["suggestion"], Path(result["plot"])
+        lr = None if lr is None else float(f"{lr:.3g}")
+        known[key] = {"suggestion": lr, "plot": os.path.relpath(plot, run_dir)}  # relative: the run dir moves
+        atomic_write_text(cache, json.dumps(known, indent=1))
+    if lr is None:
+        print(f"kitpkg: no LR suggestion (flat or short loss curve; see {plot}); keeping lr = {config.optim.lr}")
+        return None
+    config.optim.lr = lr
+    print(f"kitpkg: optim.lr = {lr:g} (plot: {plot})", flush=True)
+    return lr
+
+
+def submit(env: Environment, result) -> Path:
+    """Print the CV summary and put submission.csv where the platform expects it (/kaggle/working on Kaggle)."""
+    print(result.summary(), flush=True)
+    if result.submission_path is None:
+        raise KitError(f"{result.run_dir}: no submission yet (folds still to run: {result.pending}); re-run the CV "
+                       "cell")
+    dest = env.submit_dir / "submission.csv"
+    if Path(result.submission_path).resolve() != dest.resolve():
+        tmp = dest.with_name(".submission.csv.partial")
+        shutil.copyfile(result.submission_path, tmp)
+        os.replace(tmp, dest)
+    print(f"kitpkg: submission at {dest}", flush=True)
+    return dest
