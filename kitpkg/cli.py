@@ -14,12 +14,13 @@ from .errors import KitError
 
 
 def _areas():
+    from . import demo
     from .data import cli as data_cli
     from .notebook import cli as notebook_cli
     from .shards import cli as shards_cli
     from .train import cli as train_cli
 
-    return [shards_cli, data_cli, train_cli, notebook_cli]
+    return [shards_cli, data_cli, train_cli, notebook_cli, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
