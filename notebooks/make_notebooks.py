@@ -44,7 +44,7 @@ def notebook(title, install, intro, data_cells, platform):
 
 colab = notebook(
     "kitpkg on Colab",
-    "!pip install -q kitpkg",
+    "!pip install -q \"git+https://github.com/YOUR_ORG/kitpkg.git\"  # where your copy of kitpkg lives (or a .whl path)",
     "Run all cells. After the runtime dies (idle, 12 h, crash), run all cells again: Drive is mounted again, the "
     "shards are found, and training resumes from the checkpoints in the run directory on Drive.",
     [new_markdown_cell("Shards: the demo data is made on local disk and converted into `env.data_dir` on Drive "

@@ -109,9 +109,23 @@ def _on_gpu(config: Config) -> bool:
     return config.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's chatter that says nothing about this run (ads, internal deprecations, a false alarm)."""
+    import logging
+    import warnings
+
+    # "GPU available…", "💡 Tip: … litlogger": setup() already printed the hardware; the rest is advertising
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    # ShardDataset partitions samples per worker itself, so its __len__ is exact with several workers
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
 def build_trainer(config: Config, callbacks: Sequence[Any] = (), **overrides: Any):
     """A Lightning Trainer from the config (precision/devices/strategy resolved; kitpkg does its own checkpoints)."""
     import pytorch_lightning as pl
+
+    quiet_lightning()
 
     from .model import resolve_precision
 
