@@ -183,3 +183,21 @@ def test_every_option_has_help(command, capsys):
     assert options and "--help" in text
     for block in re.split(r"\n(?=\s+--)", text.split("options:")[1])[1:]:  # each option's entry has its own words
         assert len(block.split()) > 2, block
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to list open files")
+def test_in_process_convert_leaves_no_open_zip_and_keeps_cv2_threads(tmp_path, demo_source):
+    import cv2
+
+    zpath = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted((demo_source.images / "train").glob("*.jpg"))[:6]:
+            zf.write(p, p.name)
+    before = cv2.getNumThreads()
+    convert(zpath, demo_source.train_csv, tmp_path / "out", sizes=(16,), folds=None, workers=1, progress=False)
+
+    def open_files():
+        return {os.path.realpath(os.path.join("/proc/self/fd", fd)) for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(os.path.join("/proc/self/fd", fd))}
+    assert str(zpath.resolve()) not in open_files(), "the zip is closed when convert returns"
+    assert cv2.getNumThreads() == before, "the caller's cv2 thread setting is restored"

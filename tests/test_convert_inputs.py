@@ -117,3 +117,35 @@ def test_summary_line_counts_rejections(tmp_path, capsys):
             workers=1, progress=False)
     err = capsys.readouterr().err
     assert "1 train + 0 test images" in err and "2 rejected" in err and "empty file" in err and "image missing" in err
+
+
+def _tiny_source(root, n=6):
+    (root / "src").mkdir()
+    for i in range(n):
+        (root / "src" / f"a{i}.jpg").write_bytes(_jpeg(_photo(40, 40)))
+
+
+def test_csv_column_named_image_is_refused_for_tfrecord_and_kept_in_wds(tmp_path):
+    from kitpkg.errors import KitError
+
+    _tiny_source(tmp_path)
+    (tmp_path / "t.csv").write_text("image,target\n" + "".join(f"a{i},{i % 2}\n" for i in range(6)))
+    opts = dict(sizes=(16,), id_col="image", group_col=None, folds=None, workers=1, progress=False)
+    with pytest.raises(KitError, match=r"t.csv: column 'image' would overwrite .* JPEG bytes"):
+        convert(tmp_path / "src", tmp_path / "t.csv", tmp_path / "tf", fmt="tfrecord", **opts)
+    assert not (tmp_path / "tf").exists(), "refused before anything is written"
+    m = convert(tmp_path / "src", tmp_path / "t.csv", tmp_path / "wds", fmt="wds", **opts)[16]
+    records = list(iter_manifest_shard(m, 0))
+    assert sorted(r.id for r in records) == [f"a{i}" for i in range(6)]
+    assert all(Image.open(io.BytesIO(r.image)).size == (16, 16) for r in records)
+
+
+def test_test_csv_with_blanks_in_a_whole_number_column_converts(tmp_path):
+    _tiny_source(tmp_path)
+    (tmp_path / "t.csv").write_text("image_name,target,age\n" + "".join(f"a{i},{i % 2},{30 + i}\n" for i in range(4)))
+    (tmp_path / "test.csv").write_text("image_name,age\na4,\na5,45\n")  # pandas reads age as float here, int above
+    m = convert(tmp_path / "src", tmp_path / "t.csv", tmp_path / "out", sizes=(16,), group_col=None, folds=None,
+                test_csv=tmp_path / "test.csv", workers=1, progress=False)[16]
+    assert m.schema["age"] == "float", "one schema for the shard set: int + float columns become float"
+    rows = {r.id: r.fields for i in range(len(m.shards)) for r in iter_manifest_shard(m, i)}
+    assert rows["a1"]["age"] == 31.0 and rows["a5"]["age"] == 45.0 and np.isnan(rows["a4"]["age"])

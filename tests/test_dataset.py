@@ -237,3 +237,46 @@ def test_foreign_indexed_shards_train_and_evaluate(foreign_manifests, kind):
     train = [b["id"] for b in ShardLoader(ShardDataset(m, "train", 1, batch_size=3, image_size=64, seed=1),
                                           num_workers=2)]
     assert sorted(i for b in train for i in b) == sorted(_eval_ids(m, "train", folds=[0, 2]))
+
+
+def _indexed_tar(folder, samples):
+    """A tar of (key, jpeg, json) samples written by the kit's writer, indexed as a test split."""
+    from kitpkg.shards.index import index
+    from kitpkg.shards.wds import TarShardWriter
+
+    folder.mkdir()
+    with open(folder / "test-0.tar", "wb") as f:
+        writer = TarShardWriter(f)
+        for key, pixels, meta in samples:
+            writer.write(key, {"jpg": simplejpeg.encode_jpeg(pixels), "json": meta})
+        writer.close()
+    return index([str(folder)])
+
+
+def _pixels(h, w, value):
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def test_mixed_image_sizes_are_fine_when_the_transform_makes_one_size(tmp_path):
+    import cv2
+
+    m = _indexed_tar(tmp_path / "mixed", [(f"k{i}", _pixels(40 + 8 * (i % 2), 56, 20 * i), b'{"image_name": "k%d"}' % i)
+                                          for i in range(6)])
+    resized = ShardLoader(ShardDataset(m, "test", batch_size=4, transform=lambda x: cv2.resize(x, (32, 32))))
+    assert [tuple(b["image"].shape) for b in resized] == [(4, 3, 32, 32), (2, 3, 32, 32)]
+    with pytest.raises(KitError, match="images differ in size"):
+        _ids(ShardLoader(ShardDataset(m, "test", batch_size=4)))
+    with pytest.raises(KitError, match="transform output shapes differ"):  # a clear message for tensors too
+        _ids(ShardLoader(ShardDataset(m, "test", batch_size=4, transform=torch.from_numpy), num_workers=1))
+
+
+def test_unreadable_json_in_a_tar_is_skipped_like_any_damaged_sample(tmp_path):
+    m = _indexed_tar(tmp_path / "badjson", [(f"k{i}", _pixels(32, 32, 20 * i), b'{"image_name": "k%d"}' % i)
+                                            for i in range(6)])
+    shard = m.shards[0]
+    path = tmp_path / "badjson" / shard.file
+    path.write_bytes(path.read_bytes().replace(b'{"image_name": "k2"}', b'{"image_name"! "k2"}'))  # no tar checksum
+    loader = ShardLoader(ShardDataset(m, "test", batch_size=4), num_workers=2)
+    with pytest.warns(RuntimeWarning, match=f"{shard.file}: sample 'k2' has an unreadable .json"):
+        assert _ids(loader) == ["k0", "k1", "k3", "k4", "k5"]
+    assert [(d[0], d[1]) for d in loader.damaged] == [(shard.file, shard.offsets[2])]

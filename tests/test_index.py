@@ -81,3 +81,15 @@ def test_cli_index(tmp_path, wds_manifest, capsys):
     assert main(["index", str(folder), "--label-col", "target"]) == 0
     assert "fold 0:" in capsys.readouterr().out and (folder / "manifest.json").exists()
     assert main(["verify", str(folder)]) == 0
+
+
+def test_cut_gzip_shard_is_named_by_index_and_verify(tmp_path, tfrecord_manifest):
+    folder = _popular_layout(tfrecord_manifest, tmp_path / "gz", compress=True)
+    m = index([str(folder)], label_col="target")
+    victim = folder / m.shards[0].file
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    problems = verify(m)  # used to crash with EOFError from inside gzip
+    assert any(p.startswith(m.shards[0].file) and "damaged GZIP stream" in p for p in problems)
+    with pytest.raises(KitError, match=f"cannot index .*{victim.name}: damaged GZIP stream"):
+        index([str(folder)], label_col="target")

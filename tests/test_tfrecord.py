@@ -55,3 +55,24 @@ def test_truncated_file_raises_at_the_partial_record():
     assert err.value.offset == offsets[1]
     with pytest.raises(RecordError, match="truncated record header"):
         list(iter_records(io.BytesIO(data[: offsets[1] + 5])))
+
+
+def test_cut_gzip_file_raises_record_error_naming_the_shard():
+    records = [bytes(range(256)) * (i + 1) for i in range(30)]
+    data, offsets = _file(records)
+    packed = gzip.compress(data)
+    cut = packed[: len(packed) // 2]
+    with pytest.raises(RecordError, match="damaged GZIP stream") as err:
+        list(iter_records(io.BytesIO(cut), shard="s.tfrec.gz"))
+    assert err.value.shard == "s.tfrec.gz" and err.value.offset in offsets
+    with pytest.raises(RecordError, match="damaged GZIP stream"):  # seeking past the cut (resume) too
+        list(iter_records(io.BytesIO(cut), shard="s.tfrec.gz", start=offsets[-1]))
+
+
+def test_record_with_good_crcs_that_is_no_example_is_a_record_error():
+    from kitpkg.shards.reader import iter_shard_file
+
+    data, offsets = _file([b"\x0a\xff\xff\xff"])  # field 1, length-delimited, length runs past the end
+    with pytest.raises(RecordError, match="not a tf.train.Example") as err:
+        list(iter_shard_file(io.BytesIO(data), "tfrecord", "x.tfrec"))
+    assert err.value.shard == "x.tfrec" and err.value.offset == offsets[0]

@@ -54,4 +54,6 @@ def test_truncated_and_missing_shards(copy):
 
 def test_manifest_that_lies_about_ids_is_caught(copy):
     copy.shards[0].ids[1] = "someone-else"
-    assert any("sample 1" in p and "someone-else" in p for p in verify(copy))
+    problems = verify(copy)
+    assert any("sample 1" in p and "someone-else" in p for p in problems)
+    assert len(problems) == 1, "no second, false claim that the file ended early"

@@ -52,3 +52,12 @@ def test_truncated_tar_raises_record_error():
     data, offsets = _tar(SAMPLES)
     with pytest.raises(RecordError):
         list(iter_tar_samples(io.BytesIO(data[: offsets[2] + 600]), shard="t.tar"))
+
+
+@pytest.mark.parametrize("members", [{"json": b'{"image_name": "s1", '}, {"json": b"[1, 2]"}, {"cls": b"cat"},
+                                     {"json": b"\xff\xfe"}])
+def test_unreadable_json_or_cls_is_a_record_error_with_shard_and_offset(members):
+    data, offsets = _tar(SAMPLES[:1] + [("bad", {"jpg": b"x", **members})] + SAMPLES[2:3])
+    with pytest.raises(RecordError, match="'bad' has an unreadable .json/.cls") as err:
+        list(iter_shard_file(io.BytesIO(data), "wds", "t.tar"))
+    assert err.value.shard == "t.tar" and err.value.offset == offsets[1]

@@ -244,10 +244,10 @@ class ShardDataset(IterableDataset):
 
     def _collate(self, images: List[np.ndarray]) -> torch.Tensor:
         size = self.size
-        if size is None and any(img.shape != images[0].shape for img in images):
-            raise KitError(f"images differ in size ({images[0].shape[:2]} vs others) in {self.manifest.root}; set "
-                           "image_size=... to resize them to one size")
         if self.transform is None:
+            if size is None and any(img.shape != images[0].shape for img in images):
+                raise KitError(f"images differ in size ({images[0].shape[:2]} vs others) in {self.manifest.root}; "
+                               "set image_size=... (or a transform that ends with a fixed-size resize/crop)")
             size = size or images[0].shape[:2]
             buf = _empty((len(images), size[0], size[1], 3), torch.uint8)
             arr = buf.numpy()
@@ -255,15 +255,16 @@ class ShardDataset(IterableDataset):
                 resize(img, size, out=arr[i])
             return buf.permute(0, 3, 1, 2)  # B×3×H×W view of HWC memory (= channels_last), no copy
         outs = [apply_transform(self.transform, resize(img, size)) for img in images]
+        shapes = {tuple(np.shape(o)) for o in outs}
+        if len(shapes) > 1:
+            raise KitError(f"transform output shapes differ ({' vs '.join(map(str, sorted(shapes)))}); end the "
+                           "transform with a fixed-size resize/crop or set image_size")
         if isinstance(outs[0], torch.Tensor):
             return torch.stack(outs)
         first = np.asarray(outs[0])
         buf = _empty((len(outs), *first.shape), torch.from_numpy(first[:0]).dtype)
         arr = buf.numpy()
         for i, o in enumerate(outs):
-            if np.shape(o) != first.shape:
-                raise KitError(f"transform output shapes differ ({first.shape} vs {np.shape(o)}); end the transform "
-                               "with a fixed-size resize/crop or set image_size")
             arr[i] = o
         return buf.permute(0, 3, 1, 2) if first.ndim == 3 else buf
 

@@ -57,17 +57,21 @@ def _work(rel: str) -> Tuple[bool, Union[List[bytes], str]]:
 
 def _results(rels: List[str], workers: int, source: ImageSource, sizes, aspect, quality) -> Iterator[Tuple[bool, Any]]:
     """Worker results in input order (Pool.imap keeps order, which keeps the output deterministic)."""
+    import cv2
+
+    saved = cv2.getNumThreads()  # the caller's setting (a notebook kernel's) is restored when we are done
     if workers <= 1 or len(rels) < 8:
-        _init_worker(source, sizes, aspect, quality, 0)
-        yield from map(_work, rels)
+        try:
+            _init_worker(source, sizes, aspect, quality, 0)
+            yield from map(_work, rels)
+        finally:
+            cv2.setNumThreads(saved)
+            _WORKER.clear()  # drop the source (and its open zip) from this process
         return
     # fork where there is one, as torch's DataLoader does: spawn/forkserver re-import the caller's __main__, which
     # breaks plain scripts without an `if __name__ == "__main__":` guard; workers only touch cv2/simplejpeg/PIL
-    import cv2
-
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    saved = cv2.getNumThreads()
     # stop cv2's thread pool first: a forked child inherits the pool without its threads and deadlocks in cv2.resize
     # (measured: albumentations or an earlier convert in the same kernel is enough to start it)
     cv2.setNumThreads(1)
@@ -191,7 +195,7 @@ def convert(source, csv, out, *, fmt: str = "tfrecord", sizes: Sequence[int] = (
     files = src.list_files()
     plan = make_plan(files, csv, test_csv, EXTENSIONS[fmt], id_col=id_col, label_col=label_col or None,
                      group_col=group_col or None, folds=folds, fold_col=fold_col, shard_samples=int(shard_samples),
-                     seed=seed)
+                     seed=seed, image_key="image" if fmt == "tfrecord" else None)
     common = {"format": fmt, "aspect": aspect, "quality": int(quality), "shard_samples": int(shard_samples),
               "seed": seed, "id_col": id_col, "label_col": label_col or None, "group_col": group_col or None,
               "folds": folds, "fold_col": fold_col, "csv_sha256": fsutil.sha256_file(csv),
@@ -209,7 +213,8 @@ def convert(source, csv, out, *, fmt: str = "tfrecord", sizes: Sequence[int] = (
         if todo:
             pending.append((shard, todo))
     n_workers = int(workers) if workers else _default_workers()
-    _write_shards(plan, pending, states, sizes, src, fmt, aspect, int(quality), n_workers, progress, label_col)
+    with contextlib.closing(src):
+        _write_shards(plan, pending, states, sizes, src, fmt, aspect, int(quality), n_workers, progress, label_col)
     manifests = {size: _manifest(plan, states[size], fmt, size, aspect, label_col, group_col, id_col, common)
                  for size in sizes}
     for size, manifest in manifests.items():

@@ -131,14 +131,31 @@ def _chunks(samples: List[Sample], per_shard: int) -> List[List[Sample]]:
     return [samples[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _common_kinds(kinds: Dict[str, str], test_kinds: Dict[str, str]) -> None:
+    """Give a column both CSVs share one type (int + float → float, else bytes): a shard set has one schema."""
+    for col in set(kinds) & set(test_kinds):
+        if kinds[col] != test_kinds[col]:
+            kinds[col] = test_kinds[col] = FLOAT if {kinds[col], test_kinds[col]} == {INT64, FLOAT} else BYTES
+
+
 def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label_col: Optional[str],
-              group_col: Optional[str], folds: Optional[int], fold_col: str, shard_samples: int, seed: int) -> Plan:
-    """Match CSV rows to files, assign folds and split every fold (and the test set) into shards."""
+              group_col: Optional[str], folds: Optional[int], fold_col: str, shard_samples: int, seed: int,
+              image_key: Optional[str] = None) -> Plan:
+    """Match CSV rows to files, assign folds and split every fold (and the test set) into shards.
+
+    `image_key`: the feature that holds the JPEG bytes (TFRecord); a CSV column of that name is refused.
+    """
     df = read_csv(csv, [id_col, label_col or "", group_col or ""], id_col)
     test_df = read_csv(test_csv, [id_col], id_col) if test_csv else None
+    for path, frame in ((csv, df), (test_csv, test_df)):
+        if image_key and frame is not None and image_key in frame.columns:
+            raise KitError(f"{path}: column {image_key!r} would overwrite the {image_key!r} feature that holds the "
+                           "JPEG bytes; rename that column (and --id-col if it is the id), or use --format wds")
     by_id, dupes = index_by_id(files)
     rejected = [{"id": stem_of(rel), "file": rel, "reason": reason} for rel, reason in dupes]
     kinds = column_kinds(df)
+    test_kinds = column_kinds(test_df) if test_df is not None else {}
+    _common_kinds(kinds, test_kinds)
     has_folds = fold_col in df.columns
     if has_folds and kinds[fold_col] != INT64:
         raise KitError(f"{csv}: column {fold_col!r} must hold whole fold numbers 0…K-1 with no blanks")
@@ -148,7 +165,6 @@ def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label
     test: List[Sample] = []
     schema = {"image": BYTES, **kinds}
     if test_df is not None:
-        test_kinds = {**column_kinds(test_df), **{c: k for c, k in kinds.items() if c in test_df.columns}}
         test = _rows(test_df, test_kinds, id_col, _name(test_csv), by_id, seen, rejected, used,
                      label_col if label_col in test_df.columns else None)
         schema.update({c: k for c, k in test_kinds.items() if c not in schema})

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 from dataclasses import dataclass
 from typing import IO, Any, Collection, Dict, Iterator, Optional
 
+from google.protobuf.message import DecodeError
+
 from .example import decode_example, scalar
 from .manifest import Manifest
-from .tfrecord import RecordError, is_gzip, iter_records, read_record
+from .tfrecord import RecordError, is_gzip, iter_records, read_record, seek
 from .wds import IMAGE_EXTS, iter_tar_samples
 
 
@@ -25,7 +26,10 @@ class Record:
 
 def _tfrecord_record(offset: int, data: bytes, image_key: str, id_col: str, shard: str,
                      keys: Optional[Collection[str]] = None) -> Record:
-    feats = decode_example(data, None if keys is None else {image_key, id_col, *keys})
+    try:
+        feats = decode_example(data, None if keys is None else {image_key, id_col, *keys})
+    except DecodeError as err:  # CRCs were fine: the writer stored something that is not a tf.train.Example
+        raise RecordError(shard, offset, f"record is not a tf.train.Example ({err})") from None
     image = feats.pop(image_key, None)
     if not image:
         raise RecordError(shard, offset, f"record has no {image_key!r} feature")
@@ -37,11 +41,15 @@ def _tar_record(offset: int, sample: Dict[str, bytes], id_col: str, shard: str) 
     image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
     if image is None:
         raise RecordError(shard, offset, f"sample {sample['__key__']!r} has no image member ({'/'.join(IMAGE_EXTS)})")
-    fields: Dict[str, Any] = {}
-    if "json" in sample:
-        fields = json.loads(sample["json"])  # JSON only: nothing from a shard is ever unpickled
-    if "cls" in sample and "cls" not in fields:
-        fields["cls"] = int(sample["cls"].decode().strip())
+    try:  # tar members carry no checksum: a damaged .json/.cls is reported like any damaged sample
+        fields: Dict[str, Any] = json.loads(sample["json"]) if "json" in sample else {}  # JSON only, never pickle
+        if not isinstance(fields, dict):
+            raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
+        if "cls" in sample and "cls" not in fields:
+            fields["cls"] = int(sample["cls"].decode().strip())
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RecordError(shard, offset, f"sample {sample['__key__']!r} has an unreadable .json/.cls ({err})") \
+            from None
     return Record(str(fields.get(id_col, sample["__key__"])), image, fields, offset)
 
 
@@ -96,11 +104,8 @@ def read_sample(f: IO[bytes], manifest: Manifest, index: int, sample: int, check
     shard = manifest.shards[index]
     offset = shard.offsets[sample]
     if manifest.format == "tfrecord":
-        try:
-            f.seek(offset)
-            data = read_record(f, offset, shard.file, check_crc)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # a damaged or cut GZIP stream
-            raise RecordError(shard.file, offset, f"damaged GZIP stream ({err})") from None
+        seek(f, offset, shard.file)
+        data = read_record(f, offset, shard.file, check_crc)
         if data is None:
             raise RecordError(shard.file, offset, "file ends before this sample (truncated shard)")
         return _tfrecord_record(offset, data, manifest.image_key, manifest.id_col, shard.file, keys)

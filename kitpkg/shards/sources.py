@@ -50,6 +50,12 @@ class ImageSource:
         with open(os.path.join(self.path, rel), "rb") as f:
             return f.read()
 
+    def close(self) -> None:
+        """Close the zip if this process opened it (reading again reopens it)."""
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
     def __getstate__(self):  # an open ZipFile cannot be pickled into worker processes; each worker reopens it
         return {"path": self.path, "is_zip": self.is_zip, "_zip": None}
 

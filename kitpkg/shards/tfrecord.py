@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from typing import IO, Iterator, Optional, Tuple
 
 import crc32c as _crc32c
@@ -15,6 +16,7 @@ _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
 GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)  # what GzipFile raises on a cut or damaged stream
 
 
 class RecordError(ValueError):
@@ -81,17 +83,28 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return b"".join(chunks)
 
 
+def seek(f: IO[bytes], offset: int, shard: str = "") -> None:
+    """Seek to a record's offset; on a GZIP file (which seeks by decompressing) damage raises RecordError."""
+    try:
+        f.seek(offset)
+    except _GZIP_ERRORS as err:
+        raise RecordError(shard, offset, f"damaged GZIP stream ({err})") from None
+
+
 def read_record(f: IO[bytes], offset: int, shard: str = "", check_crc: bool = True) -> Optional[bytes]:
     """Read the record that starts at the current position (`offset` is only for messages); None at a clean end."""
-    header = _read_exact(f, 12)
-    if not header:
-        return None
-    if len(header) < 12:
-        raise RecordError(shard, offset, "truncated record header")
-    length, length_crc = _HEADER.unpack(header)
-    if check_crc and masked_crc(header[:8]) != length_crc:
-        raise RecordError(shard, offset, "corrupted record length (CRC mismatch)")
-    body = _read_exact(f, length + 4)
+    try:
+        header = _read_exact(f, 12)
+        if not header:
+            return None
+        if len(header) < 12:
+            raise RecordError(shard, offset, "truncated record header")
+        length, length_crc = _HEADER.unpack(header)
+        if check_crc and masked_crc(header[:8]) != length_crc:
+            raise RecordError(shard, offset, "corrupted record length (CRC mismatch)")
+        body = _read_exact(f, length + 4)
+    except _GZIP_ERRORS as err:
+        raise RecordError(shard, offset, f"damaged GZIP stream ({err})") from None
     if len(body) < length + 4:
         raise RecordError(shard, offset, f"truncated record ({len(body)} of {length + 4} bytes)")
     data = body[:length]
@@ -107,7 +120,7 @@ def iter_records(
     if is_gzip(f):
         f = gzip.GzipFile(fileobj=f, mode="rb")
     if start:
-        f.seek(start)  # GzipFile seeks forward by decompressing; plain files jump
+        seek(f, start, shard)  # GzipFile seeks forward by decompressing; plain files jump
     offset = start
     while True:
         data = read_record(f, offset, shard, check_crc)

@@ -72,11 +72,11 @@ def verify_shard(manifest: Manifest, index: int, deep: bool = True) -> List[str]
                 if i >= shard.samples:
                     problems.append(f"{shard.file}: extra record at offset {record.offset} (manifest: "
                                     f"{shard.samples} samples)")
-                    break
+                    return problems
                 if record.offset != shard.offsets[i] or record.id != shard.ids[i]:
                     problems.append(f"{shard.file}: sample {i} is {record.id!r} at offset {record.offset}, manifest "
                                     f"says {shard.ids[i]!r} at offset {shard.offsets[i]}")
-                    break
+                    return problems  # the rest would only repeat this; the file did not end here
     except RecordError as err:
         problems.append(f"{shard.file}: {err.reason} at offset {err.offset}")
         return problems
