@@ -42,6 +42,9 @@ class DataConfig:
     num_workers: int = 2
     folds: Optional[List[int]] = None  # which folds to run; null = every fold in the manifest
     extra_train: List[str] = field(default_factory=list)  # pseudo-label shard sets: training only, never validation
+    # Fast local folder that shards on slow or remote storage (Drive, a URL) are copied to, verified, before reading;
+    # null = read them where they are. The notebooks set it on Colab. Not in the config hash: results do not change.
+    cache_dir: Optional[str] = None
     aug: AugConfig = field(default_factory=AugConfig)
 
 
@@ -142,9 +145,9 @@ CHOICES = {
 # Keys that change how a run is executed but not its numbers: excluded from the config hash so a run can be resumed with
 # more workers, other fold selections, another submission format, or moved from Colab to Kaggle (paths differ there;
 # the shard sets' contents are fingerprinted separately by the CV runner).
-NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "model.weights",
-                   "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
-PATH_KEYS = ("data.shards", "model.weights", "output.run_dir")
+NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "data.cache_dir",
+                   "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
+PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "output.run_dir")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -245,6 +248,9 @@ def validate(config: Config) -> Config:
         raise KitError(f"train.channels_last: expected true, false or auto, got {config.train.channels_last!r}")
     if isinstance(config.train.devices, str) and config.train.devices != AUTO:
         raise KitError(f"train.devices: expected an int or auto, got {config.train.devices!r}")
+    folds = config.data.folds
+    if folds is not None and (len(set(folds)) != len(folds) or min(folds, default=0) < 0):
+        raise KitError(f"data.folds: expected distinct fold numbers >= 0 (or null for every fold), got {folds}")
     for i, view in enumerate(config.predict.tta):
         if view not in TTA_VIEWS:
             raise KitError(f"predict.tta[{i}]: unknown view {view!r}; use {', '.join(TTA_VIEWS)}")
@@ -278,6 +284,11 @@ def config_from_dict(data: Dict[str, Any], base_dir: Union[str, Path] = ".", nam
     config.name = config.name or name
     _resolve_paths(config, Path(base_dir))
     return validate(config)
+
+
+def override(key: str, value: Any) -> str:
+    """A `dotted.key=value` override whose value survives YAML parsing as is (a path with ': ', ' #' or quotes)."""
+    return f"{key}={json.dumps(value)}"  # JSON is YAML
 
 
 def _apply_override(data: Dict[str, Any], item: str) -> None:

@@ -14,15 +14,13 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 def run_demo(out: str = "demo", fmt: str = "tfrecord", overrides: Sequence[str] = ()):
     """Run the demo end to end under `out`; return the CVResult."""
-    from .config import load_config
     from .shards.convert import convert, summarize
     from .shards.demo_data import make_demo_data
     from .shards.verify import verify
     from .train.cv import run_cv
 
     out_dir = Path(out).resolve()
-    config = load_config(DEMO_CONFIG, overrides=[f"data.shards={out_dir / 'shards'}",
-                                                 f"output.run_dir={out_dir / 'run'}", *overrides])
+    config = demo_config(out_dir, overrides)
     size = config.data.image_size
     source = out_dir / "source"
     step(1, f"demo data → {source}")
@@ -40,6 +38,14 @@ def run_demo(out: str = "demo", fmt: str = "tfrecord", overrides: Sequence[str] 
     result = run_cv(config)
     print(result.summary())
     return result
+
+
+def demo_config(out_dir: Path, overrides: Sequence[str] = ()):
+    """The demo experiment with its shards and run directory under `out_dir` (any folder name, spaces and all)."""
+    from .config import load_config, override
+
+    return load_config(DEMO_CONFIG, overrides=[override("data.shards", str(out_dir / "shards")),
+                                               override("output.run_dir", str(out_dir / "run")), *overrides])
 
 
 def _existing(source: Path):

@@ -21,7 +21,6 @@ PLATFORMS = ("kaggle", "colab", "local")
 DEFAULT_KAGGLE_ROOT = "/kaggle"
 DEFAULT_DRIVE_ROOT = "/content/drive"  # Colab's mountpoint; MyDrive appears inside it
 DEFAULT_COLAB_LOCAL = "/content"  # Colab's local disk: fast, wiped when the runtime dies
-CACHE_VAR = "KITPKG_CACHE_DIR"  # read by the trainer: where shards from slow storage are copied before reading
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _WALK_DEPTH = 6  # attached Kaggle datasets mount at /kaggle/input/<slug>/ or a few levels deeper
 
@@ -247,11 +246,8 @@ def setup(project: str = "kitpkg", *, platform: Optional[str] = None, mount_time
             _make_dirs(paths.run_dir, paths.data_dir)
     else:
         _make_dirs(paths.run_dir, paths.data_dir)
+    # the cache reaches the trainer as the config key data.cache_dir (the notebooks' experiment() sets it)
     _make_dirs(*(p for p in (paths.scratch_dir, paths.cache_dir) if p is not None))
-    if paths.cache_dir is not None and os.environ.get(CACHE_VAR) != str(paths.cache_dir):
-        # the loader copies shards from Drive to this local folder (verified) before reading them; a variable
-        # reaches `!kitpkg cv` subprocesses too
-        os.environ[CACHE_VAR] = str(paths.cache_dir)
     env = Environment(platform=platform, project=project, run_dir=paths.run_dir, data_dir=paths.data_dir,
                       scratch_dir=paths.scratch_dir, cache_dir=paths.cache_dir, submit_dir=paths.submit_dir,
                       drive_mount=paths.drive_mount,

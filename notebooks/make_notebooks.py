@@ -50,7 +50,8 @@ colab = notebook(
     [new_markdown_cell("Shards: the demo data is made on local disk and converted into `env.data_dir` on Drive "
                        "(skipped once done). For your own data use\n`kitpkg.convert(IMAGES, TRAIN_CSV, env.data_dir / "
                        "\"shards\", sizes=(384,), test_csv=TEST_CSV)` and `shards = env.data_dir / \"shards\"`. "
-                       "Training copies the shards from Drive to local disk (verified) before reading them."),
+                       "Training copies the shards from Drive to local disk (verified) before reading them: "
+                       "`nb.experiment` sets `data.cache_dir` to `env.cache_dir`."),
      new_code_cell("shards = nb.demo_shards(env, IMAGE_SIZE, patients=PATIENTS, folds=FOLDS)")],
     "colab")
 

@@ -47,3 +47,20 @@ def test_truncated_newest_is_skipped(tmp_path):
 
 def test_no_checkpoint(tmp_path):
     assert latest_intact(tmp_path / "missing") is None
+
+
+def test_short_copy_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    import shutil
+
+    local = _ckpt(tmp_path / "local.ckpt", 1)
+    dest = tmp_path / "drive" / "ckpt-00000002-0.ckpt"
+    dest.parent.mkdir()
+    previous = _ckpt(dest.parent / "ckpt-00000001-0.ckpt", 0)
+
+    def short_copy(src, dst, length=0):  # a full Drive / disk: the copy stops early without an error
+        dst.write(src.read()[:100])
+
+    monkeypatch.setattr(shutil, "copyfileobj", short_copy)
+    with pytest.raises(OSError, match=r"copy is 100 bytes, expected \d+; disk full\?"):
+        publish(local, dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [previous.name]  # no partial file, no half checkpoint

@@ -52,6 +52,7 @@ def test_yaml_round_trip_and_defaults(tmp_path):
     ("data: {shards: s}\ndata: [1]\n", "data: expected a mapping"),
     ("model: {name: x}\n", "data.shards: required"),
     ("data: {shards: s\n", "not valid YAML"),
+    ("data: {shards: s, folds: [0, 1, 0]}\n", "data.folds: expected distinct fold numbers >= 0"),
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     path = _write(tmp_path, text)
@@ -69,6 +70,9 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     assert config.data.extra_train == [str(tmp_path / "pseudo")]
     assert config.model.weights == str(sub / "w.pth")
     assert config.output.run_dir == str(sub / "runs" / "exp")  # default run dir: runs/<name> beside the config
+    cached = load_config(_write(sub, "data: {shards: ../shards, cache_dir: ../cache}\n"))
+    assert cached.data.cache_dir == str(tmp_path / "cache")
+    assert config_hash(cached) == config_hash(load_config(_write(sub, "data: {shards: ../shards}\n", "plain.yaml")))
 
 
 def test_overrides(tmp_path):
@@ -115,3 +119,19 @@ def test_write_config_value_keeps_comments(tmp_path):
     path2 = _write(tmp_path, "data:\n  shards: s\n", "nolr.yaml")
     write_config_value(path2, "optim.lr", 0.5)
     assert load_config(path2).optim.lr == 0.5
+
+
+@pytest.mark.parametrize("folder", ["my demo: v2", "run #3", "it's \"quoted\""])
+def test_demo_and_notebook_paths_survive_yaml(tmp_path, folder):
+    from kitpkg import env as kenv
+    from kitpkg import notebook as nb
+    from kitpkg.demo import demo_config
+
+    out = tmp_path / folder
+    config = demo_config(out, ["train.epochs=1"])
+    assert config.data.shards == str(out / "shards") and config.output.run_dir == str(out / "run")
+    assert config.train.epochs == 1
+    env = kenv.Environment(platform="local", project="p", run_dir=out / "runs", data_dir=out / "data",
+                           scratch_dir=out / "tmp", cache_dir=None, submit_dir=out)
+    config = nb.experiment(env, out / "shards", "exp")
+    assert config.data.shards == str(out / "shards") and config.output.run_dir == str(out / "runs" / "exp")

@@ -82,3 +82,65 @@ def test_predict_command_rewrites_submission_with_other_tta(finished_run, tmp_pa
     sub, base = pd.read_csv(out), pd.read_csv(result.submission_path)
     assert list(sub["image_name"]) == list(base["image_name"])
     assert not (sub["target"] - base["target"]).abs().max() < 1e-9  # without TTA the numbers differ
+
+
+def _copy_run(finished_run, tmp_path):
+    import shutil
+
+    config_path, run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)  # the session's run stays untouched for the other tests
+    return load_config(config_path), copy
+
+
+def _set_status(run_dir, fold, status):
+    state = json.loads((run_dir / "state.json").read_text())
+    state["folds"][str(fold)]["status"] = status
+    (run_dir / "state.json").write_text(json.dumps(state))
+
+
+def test_fold_without_best_checkpoint_predicts_from_its_last(finished_run, tmp_path):
+    # best.ckpt is absent when no validation metric was ever finite: the last checkpoint's weights are used,
+    # by `kitpkg predict` as by the CV run itself
+    config, run_dir = _copy_run(finished_run, tmp_path)
+    (run_dir / "fold0" / "ckpt" / "best.ckpt").unlink()
+    out = cv.predict_test(config, run_dir, tmp_path / "sub.csv")
+    assert len(pd.read_csv(out)) == len(pd.read_csv(finished_run[2].submission_path))
+
+
+def test_deleting_a_fold_folder_retrains_it(finished_run, tmp_path):
+    # the advice of the "no intact checkpoint" error must work even when the fold had finished training
+    import shutil
+
+    config, run_dir = _copy_run(finished_run, tmp_path)
+    _set_status(run_dir, 1, "trained")  # killed after training, before its predictions were written
+    shutil.rmtree(run_dir / "fold1")
+    result = cv.run_cv(config, run_dir)
+    assert not result.pending and (run_dir / "fold1" / "ckpt" / "best.ckpt").is_file()
+    assert json.loads((run_dir / "state.json").read_text())["folds"]["1"]["status"] == "done"
+
+
+def test_fresh_fit_clears_damaged_checkpoints_of_an_earlier_attempt(finished_run, tmp_path):
+    from kitpkg.train.checkpoint import resumable
+
+    config, run_dir = _copy_run(finished_run, tmp_path)
+    _set_status(run_dir, 2, "running")
+    ckpt_dir = run_dir / "fold2" / "ckpt"
+    for p in ckpt_dir.iterdir():
+        p.unlink()
+    (ckpt_dir / "ckpt-99999999-0.ckpt").write_bytes(b"PK\x03\x04 cut short by a Drive sync")  # nothing to resume
+    with pytest.warns(RuntimeWarning, match="truncated or damaged"):
+        result = cv.run_cv(config, run_dir)
+    assert not result.pending
+    names = [p.name for p in resumable(ckpt_dir)]
+    assert "ckpt-99999999-0.ckpt" not in names and len(names) == 2  # the new fit's newest two, not the stale file
+
+
+def test_folds_outside_the_manifest_name_the_key(finished_run, tmp_path):
+    config, run_dir = _copy_run(finished_run, tmp_path)
+    config.data.folds = [0, 7]
+    with pytest.raises(KitError, match=r"data.folds: folds \[7\] are not in the manifest"):
+        cv.run_cv(config, run_dir, folds=[0])  # would otherwise report fold 7 as "still to run" forever
+    config.data.folds = None
+    with pytest.raises(KitError, match=r"--folds: folds \[5\] are not in the manifest .* \(it has folds \[0, 1, 2\]\)"):
+        cv.run_cv(config, run_dir, folds=[5])

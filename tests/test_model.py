@@ -148,3 +148,22 @@ def test_step_seeded_randomness_is_a_function_of_the_step():
         torch.manual_seed(123)  # what on_train_batch_start does with step_seed(...)
         outs.append(module(module.augment(batch["image"])))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_quiet_lightning_keeps_the_resume_news(caplog):
+    import logging
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    from kitpkg.train.cv import quiet_lightning
+
+    quiet_lightning()
+    quiet_lightning()  # idempotent: one filter however often a trainer is built
+    with caplog.at_level("INFO"):
+        rank_zero_info("GPU available: False, used: False")
+        rank_zero_info("Restored all states from the checkpoint at /run/fold0/ckpt/ckpt-00000004-0.ckpt")
+        logging.getLogger("pytorch_lightning.utilities.rank_zero").warning("a real problem")
+    text = caplog.text
+    assert "GPU available" not in text  # chatter: setup() printed the hardware already
+    assert "Restored all states from the checkpoint at /run/fold0" in text  # a crashed fold resumed: the user sees it
+    assert "a real problem" in text

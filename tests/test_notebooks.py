@@ -1,4 +1,4 @@
-"""The notebooks execute top to bottom, headless, on tiny demo data, each under its faked platform.
+"""The notebooks execute top to bottom, headless, on tiny demo data, each under its faked platform and locally.
 
 Faked: the platform variables (Kaggle's image also sets COLAB_*), temp folders standing in for /kaggle and for Drive and
 /content, a fake `google.colab` importable in the kernel, and no internet. The install cell is skipped (the kit is
@@ -68,6 +68,23 @@ def test_colab_notebook_on_fake_colab(tmp_path):
     for f in run.rglob("*"):
         if f.suffix in (".json", ".csv", ".md", ".txt", ".yaml"):
             assert str(tmp_path) not in f.read_text(), f
+        if f.suffix == ".ckpt":  # nor a checkpoint: data.cache_dir (a local path) stays out of the hyperparameters
+            assert str(tmp_path).encode() not in f.read_bytes(), f
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["colab.ipynb", "kaggle.ipynb"])
+def test_notebook_on_a_local_machine(tmp_path, name):
+    # the same cells on a workstation (KITPKG_PLATFORM=local): no Drive, no /kaggle, everything under the local root
+    env = {**fake_platform_env("local", tmp_path), **TINY}
+    nb = N.execute(N.load(name), env, tmp_path)
+    out = N.text(nb)
+    assert ": local" in out and "shard cache" not in out  # local disk: shards are read in place
+    project = tmp_path / "local" / "demo"
+    oof = pd.read_csv(project / "runs" / "demo" / "oof.csv")
+    assert len(oof) == 32 and oof["id"].is_unique
+    assert len(pd.read_csv(project / "submission.csv")) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local"]  # nothing written outside the project root
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +120,24 @@ def test_kaggle_notebook_offline_with_attached_shards(tmp_path, small_shards):
     assert len(sub) == small_shards.num_samples("test") and list(sub.columns) == ["image_name", "target"]
 
 
-def _env(tmp_path, weights=(), internet=False):
+def _env(tmp_path, weights=(), internet=False, cache_dir=None):
     return kenv.Environment(platform="kaggle", project="p", run_dir=tmp_path / "runs", data_dir=tmp_path / "data",
-                            scratch_dir=tmp_path / "tmp", cache_dir=None, submit_dir=tmp_path / "working",
+                            scratch_dir=tmp_path / "tmp", cache_dir=cache_dir, submit_dir=tmp_path / "working",
                             attached=kenv.Attached(weights=tuple(weights)), internet=internet)
+
+
+def test_experiment_caches_shards_where_the_platform_says(tmp_path):
+    from kitpkg.config import config_hash
+    from kitpkg.train.model import portable_config
+
+    local = nb.experiment(_env(tmp_path), tmp_path / "shards", "exp")
+    assert local.data.cache_dir is None  # shards on local disk (Kaggle input, a local run) are read in place
+    colab = nb.experiment(_env(tmp_path, cache_dir=tmp_path / "content" / "cache"), tmp_path / "shards", "exp")
+    assert colab.data.cache_dir == str(tmp_path / "content" / "cache")  # Drive shards are copied here first
+    assert config_hash(colab) == config_hash(local)  # where the cache lives does not change results
+    assert portable_config(colab)["data"]["cache_dir"] is None  # nor does it go into checkpoints
+    mine = nb.experiment(_env(tmp_path, cache_dir=tmp_path / "c"), tmp_path, "e", overrides=["data.cache_dir=null"])
+    assert mine.data.cache_dir is None  # the user's overrides win
 
 
 def test_experiment_config_and_offline_weights(tmp_path):

@@ -85,3 +85,31 @@ def test_wrong_weights_file_is_named(tmp_path):
     torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), path)
     with pytest.raises(KitError, match=r"other\.pth does not fit test_resnet"):
         _module(str(path))
+
+
+class _Trap:
+    """A pickled object that creates a file when unpickled: what a hostile .pth can do to a plain torch.load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_downloaded_pth_is_never_unpickled(tmp_path, source_model, monkeypatch):
+    import timm.models._builder as builder
+
+    # timm < 1.0 (allowed by setup.py) on torch < 2.6 loads a `file` override with a plain, unpickling torch.load
+    monkeypatch.setattr(builder, "load_state_dict",
+                        lambda path, *a, **k: torch.load(path, map_location="cpu", weights_only=False))
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"state_dict": source_model.state_dict(), "extra": _Trap(marker)}, hostile)
+    with pytest.raises(KitError, match=r"model.weights: .*hostile\.pth is not a plain tensor file.*safetensors"):
+        _module(str(hostile))
+    assert not marker.exists()
+    # a training checkpoint ({"state_dict": ...}, DataParallel's "module." prefix) of plain tensors still loads
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source_model.state_dict().items()}}, wrapped)
+    _assert_backbone_loaded(_module(str(wrapped)), source_model)

@@ -51,15 +51,17 @@ def find_shards(env: Environment, image_size: int, *, demo: bool = False, **demo
 
 def experiment(env: Environment, shards: PathLike, name: str = "demo", *, base: PathLike = "demo",
                overrides: Sequence[str] = ()):
-    """A validated Config: a YAML (a packaged name such as 'demo', or a path) + overrides, run dir under env.run_dir."""
-    from ..config import load_config
+    """A validated Config: a YAML (a packaged name such as 'demo', or a path) + overrides, run dir under env.run_dir;
+    on Colab data.cache_dir = env.cache_dir (shards are copied from Drive to local disk before reading)."""
+    from ..config import load_config, override
 
     path = Path(base)
     if not path.suffix:
         path = Path(__file__).resolve().parents[1] / "configs" / f"{base}.yaml"
-    # JSON strings are YAML strings: paths with spaces or colons survive; the caller's overrides come last and win
-    config = load_config(path, overrides=[f"name={name}", f"data.shards={json.dumps(str(shards))}",
-                                          f"output.run_dir={json.dumps(str(env.run_dir / name))}", *overrides])
+    cache = [override("data.cache_dir", str(env.cache_dir))] if env.cache_dir is not None else []
+    # the caller's overrides come last and win
+    config = load_config(path, overrides=[override("name", name), override("data.shards", str(shards)),
+                                          override("output.run_dir", str(env.run_dir / name)), *cache, *overrides])
     if config.model.pretrained and not config.model.weights and not env.internet:
         config.model.weights = str(_offline_weights(env, config.model.name))
     return config

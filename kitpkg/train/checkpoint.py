@@ -34,9 +34,11 @@ def publish(local: Path, dest: Path) -> None:
         shutil.copyfileobj(src, dst, 1 << 22)
         dst.flush()
         os.fsync(dst.fileno())
-    if os.path.getsize(tmp) != os.path.getsize(local):
+    copied, expected = os.path.getsize(tmp), os.path.getsize(local)
+    if copied != expected:
         os.unlink(tmp)
-        raise OSError(f"{dest}: copy is {os.path.getsize(tmp)} bytes, expected {os.path.getsize(local)}; disk full?")
+        raise OSError(f"{dest}: copy is {copied} bytes, expected {expected}; disk full? (the previous checkpoints "
+                      "are untouched: free space and re-run)")
     os.replace(tmp, dest)
 
 

@@ -11,6 +11,7 @@ Re-running the same command after a crash skips finished folds and resumes the r
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..config import Config, resolve_manifest_path
 from ..errors import KitError
 from ..shards.manifest import Manifest, load_manifest
 from . import predict as P
-from .checkpoint import BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint
+from .checkpoint import BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint, resumable
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath
 
 
@@ -109,13 +110,22 @@ def _on_gpu(config: Config) -> bool:
     return config.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
+class _KeepResumeNews(logging.Filter):
+    """Lets warnings and Lightning's "Restored all states from the checkpoint at …" through; drops its other info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.getMessage().startswith("Restored all states")
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's chatter that says nothing about this run (ads, internal deprecations, a false alarm)."""
-    import logging
     import warnings
 
-    # "GPU available…", "💡 Tip: … litlogger": setup() already printed the hardware; the rest is advertising
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    # "GPU available…", "💡 Tip: … litlogger": setup() already printed the hardware; the rest is advertising. Filtered,
+    # not levelled: "Restored all states from the checkpoint at …" is the news that a crashed fold resumed.
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _KeepResumeNews) for f in logger.filters):
+        logger.addFilter(_KeepResumeNews())
     # ShardDataset partitions samples per worker itself, so its __len__ is exact with several workers
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
@@ -159,8 +169,7 @@ def make_datamodule(config: Config, data: RunData, fold: Optional[int]):
 
     return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
                            num_workers=config.data.num_workers, seed=config.train.seed, extra_train=data.extras,
-                           image_size=config.data.image_size,
-                           cache_dir=os.environ.get("KITPKG_CACHE_DIR") or None)  # set by setup() on Colab
+                           image_size=config.data.image_size, cache_dir=config.data.cache_dir)
 
 
 def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
@@ -172,7 +181,13 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     ckpt_dir = fold_dir / "ckpt"
     monitor, mode = monitor_of(config, data.binary)
     resume = latest_intact(ckpt_dir) if state.fold(k).get("status") == "running" else None
-    trained = state.fold(k).get("status") == "trained"
+    # "trained" without a checkpoint: the fold folder was deleted (as the error below advises) -> train it again
+    trained = state.fold(k).get("status") == "trained" and best_checkpoint(ckpt_dir) is not None
+    if resume is None and not trained and is_rank_zero():
+        # a fresh fit: damaged checkpoints of an earlier attempt would sort after the new ones (and survive pruning
+        # instead of them), and a stale best.ckpt would stand in for the new weights if no metric is ever finite
+        for old in [*resumable(ckpt_dir), ckpt_dir / BEST]:
+            old.unlink(missing_ok=True)
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
     module = make_module(config, data, load_pretrained=resume is None and not trained)
     dm = make_datamodule(config, data, k)
@@ -183,12 +198,8 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
         state.update_fold(k, status="running")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
         state.update_fold(k, status="trained")
-    best = ckpt_dir / BEST
-    if not best.exists():  # no validation metric was ever finite: fall back to the last weights
-        best = latest_intact(ckpt_dir)
-        if best is None:
-            raise KitError(f"{ckpt_dir}: no intact checkpoint of fold {k}; delete {fold_dir} to retrain the fold")
-    ckpt = load_checkpoint(best)
+    trainer.strategy.barrier("kitpkg-fit-done")  # rank 0 publishes the last checkpoint after the others return
+    ckpt = load_checkpoint(_fold_weights(state.run_dir, k))
     module.load_state_dict(ckpt["state_dict"])
     best_epoch = ckpt.get("epoch")
     del ckpt
@@ -212,6 +223,20 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
+def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    """best.ckpt, else (no validation metric was ever finite) the newest intact checkpoint; None when there is none."""
+    best = ckpt_dir / BEST
+    return best if best.exists() else latest_intact(ckpt_dir)
+
+
+def _fold_weights(run_dir: Path, k: int) -> Path:
+    path = best_checkpoint(run_dir / f"fold{k}" / "ckpt")
+    if path is None:
+        raise KitError(f"{run_dir / f'fold{k}' / 'ckpt'}: no intact checkpoint of fold {k}; delete "
+                       f"{run_dir / f'fold{k}'} and re-run `kitpkg cv` to retrain the fold")
+    return path
+
+
 def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = ()
              ) -> Tuple[RunData, RunState]:
     """Load the data and the run state (refusing a changed config or other shards)."""
@@ -227,10 +252,13 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
 def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optional[Sequence[int]] = None) -> CVResult:
     """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report."""
     data, state = open_run(config, run_dir)
-    all_folds = list(config.data.folds) if config.data.folds is not None else data.manifest.folds()
-    unknown = sorted(set(folds or all_folds) - set(data.manifest.folds()))
-    if unknown:
-        raise KitError(f"folds {unknown}: the manifest has folds {data.manifest.folds()}")
+    known = data.manifest.folds()
+    all_folds = list(config.data.folds) if config.data.folds is not None else known
+    for label, selection in (("data.folds", all_folds), ("--folds", folds or [])):
+        unknown = sorted(set(selection) - set(known))
+        if unknown:
+            raise KitError(f"{label}: folds {unknown} are not in the manifest of {config.data.shards} (it has folds "
+                           f"{known}); pick from those")
     for k in (folds if folds is not None else all_folds):
         if not state.is_done(k):
             fit_fold(config, data, state, k)
@@ -284,7 +312,7 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
     trainer = build_trainer(config)
     for k in done:
         module = make_module(config, data, load_pretrained=False)
-        module.load_state_dict(load_checkpoint(state.run_dir / f"fold{k}" / "ckpt" / BEST)["state_dict"])
+        module.load_state_dict(load_checkpoint(_fold_weights(state.run_dir, k))["state_dict"])
         dm = make_datamodule(config, data, k)
         frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.run_dir / f"fold{k}" / "parts", "test",
                                 P.fold_ids(data.manifest, "test"))

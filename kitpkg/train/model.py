@@ -6,6 +6,7 @@ timm's data config for the model), so the loader ships 4× fewer bytes and nothi
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -13,10 +14,10 @@ import pytorch_lightning as pl
 import torch
 
 from ..config import Config, ModelConfig, config_from_dict
+from ..env import WEIGHT_SUFFIXES
 from ..errors import KitError
 from .losses import make_loss
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")
 PREFERRED_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -41,6 +42,32 @@ def find_weights_file(path: str, model_name: str) -> str:
                    f"model.safetensors) with {model_name} weights, e.g. an attached Kaggle dataset")
 
 
+def load_weights_file(file: str) -> Dict[str, torch.Tensor]:
+    """The state dict in a downloaded weights file: safetensors, or torch.load(weights_only=True) -- never unpickled.
+
+    kitpkg reads the file itself rather than handing the path to timm: timm < 1.0 (allowed by setup.py, found on
+    older Kaggle images) calls plain torch.load, which unpickles arbitrary objects on torch < 2.6.
+    """
+    if file.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(file)
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise KitError(f"model.weights: {file} is not a plain tensor file ({str(err).splitlines()[0][:160]}); kitpkg "
+                       f"never unpickles downloads: use a .safetensors file (`kitpkg weights MODEL OUT` writes one)"
+                       ) from None
+    if isinstance(obj, dict):  # training checkpoints wrap the weights; the EMA copy first, as timm does
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise KitError(f"model.weights: {file} holds a {type(obj).__name__}, not a state dict (name -> tensor)")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}  # DataParallel prefix
+
+
 def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool = True) -> torch.nn.Module:
     """timm.create_model from the config; pretrained weights from `cfg.weights` (offline) or timm's hub."""
     import timm
@@ -52,8 +79,10 @@ def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool 
         return _create(cfg.name, pretrained=False, **kwargs)
     if cfg.weights:
         file = find_weights_file(cfg.weights, cfg.name)
-        try:  # timm loads with weights_only=True / safetensors and drops a classifier of another size
-            return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=dict(file=file), **kwargs)
+        state_dict = load_weights_file(file)
+        try:  # timm adapts the stem to in_chans and drops a classifier of another size
+            return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict),
+                                     **kwargs)
         except (RuntimeError, KeyError, ValueError, OSError) as err:
             raise KitError(f"model.weights: {file} does not fit {cfg.name} ({str(err).splitlines()[0][:200]})") from err
     try:
@@ -111,7 +140,7 @@ def portable_config(config: Config) -> Dict[str, Any]:
     from ..config import to_dict
 
     data = to_dict(config)
-    data["data"].update(shards="portable", extra_train=[])
+    data["data"].update(shards="portable", extra_train=[], cache_dir=None)
     data["model"]["weights"] = None
     data["output"]["run_dir"] = None
     return data

@@ -10,8 +10,7 @@ from typing import Dict, List
 
 FAKES = Path(__file__).resolve().parent  # put this on PYTHONPATH to make the fake google.colab importable
 PLATFORM_VARS = ("KITPKG_PLATFORM", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE", "COLAB_RELEASE_TAG",
-                 "COLAB_BACKEND_VERSION", "KITPKG_KAGGLE_ROOT", "KITPKG_DRIVE_ROOT", "KITPKG_LOCAL_ROOT",
-                 "KITPKG_CACHE_DIR")
+                 "COLAB_BACKEND_VERSION", "KITPKG_KAGGLE_ROOT", "KITPKG_DRIVE_ROOT", "KITPKG_LOCAL_ROOT")
 
 
 def install_fake_colab(monkeypatch, log: Path, mode: str = "ok"):
