@@ -131,6 +131,13 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
+def safe_load_kwargs(trainer) -> Dict[str, Any]:
+    """`weights_only=True` for Trainer.fit where Lightning has it (2.6+); older ones use torch.load's own default."""
+    import inspect
+
+    return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+
+
 def build_trainer(config: Config, callbacks: Sequence[Any] = (), **overrides: Any):
     """A Lightning Trainer from the config (precision/devices/strategy resolved; kitpkg does its own checkpoints)."""
     import pytorch_lightning as pl
@@ -196,7 +203,7 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     trainer = build_trainer(config, callbacks=[writer, KillSwitch(k)])
     if not trained:
         state.update_fold(k, status="running")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, **safe_load_kwargs(trainer))
         state.update_fold(k, status="trained")
     trainer.strategy.barrier("kitpkg-fit-done")  # rank 0 publishes the last checkpoint after the others return
     ckpt = load_checkpoint(_fold_weights(state.run_dir, k))
