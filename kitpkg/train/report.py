@@ -77,14 +77,15 @@ def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
     """Train/val loss and the val metric per epoch for every fold."""
     plt = _plt()
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    for k, h in sorted(histories.items()):
+    for i, (k, h) in enumerate(sorted(histories.items())):
+        color = f"C{i % 10}"  # one colour per fold: train dashed, val solid
         if "train_loss" in h:
-            ax_loss.plot(h["epoch"], h["train_loss"], ls="--", label=f"fold {k} train")
+            ax_loss.plot(h["epoch"], h["train_loss"], ls="--", color=color, label=f"fold {k} train")
         if "val_loss" in h:
-            ax_loss.plot(h["epoch"], h["val_loss"], label=f"fold {k} val")
+            ax_loss.plot(h["epoch"], h["val_loss"], color=color, label=f"fold {k} val")
         metric = next((c for c in ("val_auc", "val_acc") if c in h), None)
         if metric:
-            ax_metric.plot(h["epoch"], h[metric], marker="o", label=f"fold {k}")
+            ax_metric.plot(h["epoch"], h[metric], marker="o", color=color, label=f"fold {k}")
             ax_metric.set_ylabel(metric)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_metric.set(xlabel="epoch", title="validation metric")
