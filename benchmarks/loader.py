@@ -178,10 +178,13 @@ def run_decode_limit(data, a):
 
     cv2.setNumThreads(0)
     blobs = [open(p, "rb").read() for p in sorted(glob.glob(os.path.join(data, "jpg", "*.jpg")))[:400]]
-    start = time.perf_counter()
-    for blob in blobs:
-        cv2.resize(simplejpeg.decode_jpeg(blob, "RGB"), (a.out, a.out), interpolation=cv2.INTER_LINEAR)
-    return {"rate": len(blobs) / (time.perf_counter() - start)}
+    rates = []
+    for _ in range(3):  # best of 3: a limit, not a typical pass (this machine's speed drifts between seconds)
+        start = time.perf_counter()
+        for blob in blobs:
+            cv2.resize(simplejpeg.decode_jpeg(blob, "RGB"), (a.out, a.out), interpolation=cv2.INTER_LINEAR)
+        rates.append(len(blobs) / (time.perf_counter() - start))
+    return {"rate": max(rates)}
 
 
 RUNNERS = {"files-pil": run_files, "webdataset": run_webdataset, "tfrecord-pkg": run_tfrecord_pkg,
