@@ -8,28 +8,21 @@ are listed in the manifest's `rejected` with a reason.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
 import multiprocessing
 import os
 import sys
 from collections import Counter
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from crc32c import crc32c
-
 from .. import fsutil
 from .._version import __version__
 from ..errors import KitError
-from .example import encode_example
 from .imaging import ASPECTS, BadImage, convert_image
-from .manifest import FORMATS, Manifest, ShardInfo
-from .plan import Plan, Sample, ShardPlan, make_plan
+from .manifest import FORMATS, Manifest, label_counts
+from .plan import Plan, ShardPlan, make_plan
 from .resume import ConvertState
 from .sources import ImageSource, listing_sha256
-from .tfrecord import TFRecordWriter
-from .wds import TarShardWriter
+from .writer import ShardWriter
 
 EXTENSIONS = {"tfrecord": ".tfrec", "wds": ".tar"}
 DEFAULT_SHARD_SAMPLES = 1024
@@ -82,72 +75,8 @@ def _results(rels: List[str], workers: int, source: ImageSource, sizes, aspect, 
         cv2.setNumThreads(saved)
 
 
-class _HashingFile:
-    """A write-only file wrapper that hashes what passes through: sha256 of all, CRC-32C per sample (see `mark`)."""
-
-    def __init__(self, f: IO[bytes]):
-        self._f, self.sha, self.bytes = f, hashlib.sha256(), 0
-        self.crc, self.checksums, self._marked = 0, [], False
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.crc = crc32c(data, self.crc)
-        self.bytes += len(data)
-        return self._f.write(data)
-
-    def mark(self) -> None:
-        """A new sample starts here: close the running CRC of the previous one."""
-        if self._marked:
-            self.checksums.append(self.crc)
-        self.crc, self._marked = 0, True
-
-    def close_checksums(self) -> List[int]:
-        """Per-sample CRCs, the last one running to the end of the file."""
-        return self.checksums + ([self.crc] if self._marked else [])
-
-    def tell(self) -> int:
-        return self.bytes
-
-    def flush(self) -> None:
-        self._f.flush()
-
-
-def _jsonable(row: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-
-
-class _ShardOut:
-    """One shard being written (either format); `finish()` returns its ShardInfo."""
-
-    def __init__(self, f: IO[bytes], fmt: str, plan: ShardPlan, schema: Dict[str, str], label_col: Optional[str],
-                 classes: List[Any]):
-        self.out, self.fmt, self.plan, self.schema = _HashingFile(f), fmt, plan, schema
-        self.label_col, self.classes = label_col, classes
-        self.writer = TFRecordWriter(self.out) if fmt == "tfrecord" else TarShardWriter(self.out)
-        self.offsets: List[int] = []
-        self.ids: List[str] = []
-        self.labels: List[Any] = []
-
-    def add(self, sample: Sample, jpeg: bytes) -> None:
-        self.out.mark()
-        if self.fmt == "tfrecord":
-            offset = self.writer.write(encode_example({"image": jpeg, **sample.row}, self.schema))
-        else:
-            members = {"jpg": jpeg, "json": json.dumps(_jsonable(sample.row), sort_keys=True).encode()}
-            if self.label_col and sample.label is not None and sample.label in self.classes:
-                cls = sample.label if isinstance(sample.label, int) else self.classes.index(sample.label)
-                members["cls"] = str(cls).encode()
-            offset = self.writer.write(sample.key, members)
-        self.offsets.append(offset)
-        self.ids.append(sample.id)
-        self.labels.append(sample.label)
-
-    def finish(self) -> ShardInfo:
-        if self.fmt == "wds":
-            self.writer.close()
-        labels = self.labels if self.label_col and self.plan.split == "train" else None
-        return ShardInfo(self.plan.file, self.plan.split, self.plan.fold, len(self.ids), self.out.bytes,
-                         self.out.sha.hexdigest(), self.offsets, self.ids, labels, self.out.close_checksums())
+def _shard_writer(f: IO[bytes], fmt: str, plan: Plan, label_col: Optional[str]) -> ShardWriter:
+    return ShardWriter(f, fmt, plan.schema, classes=plan.classes if label_col else None)
 
 
 def _check_options(fmt: str, sizes: Sequence[int], aspect: str, quality: int, shard_samples: int) -> List[int]:
@@ -232,9 +161,9 @@ def _write_shards(plan: Plan, pending: List[Tuple[ShardPlan, List[int]]], states
     with _progress(len(rels), progress) as bar, contextlib.closing(results):
         for shard, todo in pending:
             with contextlib.ExitStack() as stack:
-                outs = {z: _ShardOut(stack.enter_context(fsutil.atomic_write(os.path.join(states[z].folder,
-                                                                                          shard.file))),
-                                     fmt, shard, plan.schema, label_col, plan.classes) for z in todo}
+                outs = {z: _shard_writer(stack.enter_context(fsutil.atomic_write(os.path.join(states[z].folder,
+                                                                                              shard.file))),
+                                         fmt, plan, label_col) for z in todo}
                 rejected = []
                 for sample in shard.samples:
                     ok, payload = next(results)
@@ -243,8 +172,9 @@ def _write_shards(plan: Plan, pending: List[Tuple[ShardPlan, List[int]]], states
                         rejected.append({"id": sample.id, "file": sample.file, "reason": payload})
                         continue
                     for z in todo:
-                        outs[z].add(sample, payload[sizes.index(z)])
-                infos = {z: o.finish() for z, o in outs.items()}
+                        outs[z].add(sample.key, sample.id, payload[sizes.index(z)], sample.row, sample.label)
+                keep_labels = bool(label_col) and shard.split == "train"
+                infos = {z: o.finish(shard.file, shard.split, shard.fold, keep_labels) for z, o in outs.items()}
             # the files are complete under their final names now; only then does the state say so
             for z in todo:
                 states[z].record(infos[z], rejected, [x.id for x in shard.samples])
@@ -254,14 +184,14 @@ def _manifest(plan: Plan, state: ConvertState, fmt: str, size: int, aspect: str,
               group_col: Optional[str], id_col: str, common: Dict[str, Any]) -> Manifest:
     shards = [state.shard(s.file) for s in plan.shards]
     rejected = list(plan.rejected) + [r for s in plan.shards for r in state.rejected(s.file)]
-    counts = Counter(str(lab) for s in shards if s.labels for lab in s.labels)
+    counts = label_counts(shards)
     options = {k: common[k] for k in ("quality", "shard_samples", "seed", "folds", "fold_col", "test_csv_sha256")}
     if plan.classes and not all(isinstance(c, int) for c in plan.classes):
         options["classes"] = plan.classes  # `.cls` holds the index into this list
     has_label = bool(label_col) and label_col in plan.schema
     return Manifest(format=fmt, schema=dict(plan.schema), shards=shards, id_col=id_col,
                     label_col=label_col if has_label else None, group_col=group_col or None, image_size=size,
-                    aspect=aspect, num_folds=plan.num_folds, class_counts=dict(sorted(counts.items())),
+                    aspect=aspect, num_folds=plan.num_folds, class_counts=counts,
                     source_csv_sha256=common["csv_sha256"], rejected=rejected, options=options,
                     kitpkg_version=__version__)
 
@@ -282,8 +212,8 @@ def summarize(manifest: Manifest) -> str:
              f"{len(manifest.shards)} files, {sum(s.bytes for s in manifest.shards) / 1e6:.1f} MB"]
     for fold in manifest.folds():
         shards = manifest.select("train", [fold])
-        counts = Counter(str(lab) for s in shards if s.labels for lab in s.labels)
-        extra = f"  classes {dict(sorted(counts.items()))}" if counts else ""
+        counts = label_counts(shards)
+        extra = f"  classes {counts}" if counts else ""
         lines.append(f"  fold {fold}: {sum(s.samples for s in shards):6d} samples in {len(shards)} shards{extra}")
     unfolded = [s for s in manifest.select("train") if s.fold is None]
     if unfolded:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import fsutil
 from ..errors import KitError
 from .example import BYTES, FLOAT, INT64, example_schema
 from .imaging import image_size
-from .manifest import Manifest, ShardInfo
+from .manifest import Manifest, ShardInfo, label_counts
 from .reader import iter_shard_file
 from .tfrecord import GZIP_MAGIC, RecordError, iter_records
 from .verify import scan_bytes
@@ -116,14 +115,13 @@ def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = "ima
                                 checksums if compression is None else None))
     if label_col and schema and label_col not in schema and not (fmt == "wds" and label_col == "cls"):
         raise KitError(f"--label-col {label_col!r} is not a feature of these shards (features: {', '.join(schema)})")
-    counts = Counter(str(v) for s in shards if s.labels for v in s.labels)
     wh = image_size(first_image) if first_image else None
     fold_values = sorted({s.fold for s in shards if s.fold is not None})
     manifest = Manifest(format=fmt, schema=dict(sorted(schema.items())), shards=shards, id_col=id_col,
                         label_col=label_col, compression=compression,
                         image_size=wh[0] if wh and wh[0] == wh[1] else None,
                         num_folds=(folds or (max(fold_values) + 1)) if fold_values else None,
-                        class_counts=dict(sorted(counts.items())), options={"indexed_from": "foreign shards"})
+                        class_counts=label_counts(shards), options={"indexed_from": "foreign shards"})
     try:
         manifest.save(out)
     except OSError as err:

@@ -93,6 +93,16 @@ class Manifest:
         return path
 
 
+def label_counts(shards: Sequence[ShardInfo]) -> Dict[str, int]:
+    """{label as text: samples} over the shards that record labels, sorted by label text (the manifest's
+    `class_counts`)."""
+    counts: Dict[str, int] = {}
+    for shard in shards:
+        for label in shard.labels or ():
+            counts[str(label)] = counts.get(str(label), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def load_manifest(path: str) -> Manifest:
     """Read a manifest from a folder, a manifest.json path or a URL; `root` is set to its folder."""
     path = str(path)

@@ -6,7 +6,6 @@ plan and a resumed conversion knows exactly what each shard must hold. CSV probl
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -16,6 +15,7 @@ from ..errors import KitError
 from .example import BYTES, FLOAT, INT64
 from .folds import assign_folds
 from .sources import IMAGE_SUFFIXES, index_by_id, stem_of
+from .wds import tar_key
 
 
 @dataclass
@@ -118,7 +118,7 @@ def _rows(df, kinds: Dict[str, str], id_col: str, csv_name: str, files: Dict[str
             rejected.append({"id": sid, "file": files[key], "reason": f"no label: {csv_name} line {line} has an "
                              f"empty {label_col!r}"})
             continue
-        samples.append(Sample(sid, re.sub(r"[./\\\s]", "_", key), files[key], row, None, label))
+        samples.append(Sample(sid, tar_key(key), files[key], row, None, label))
     return samples
 
 

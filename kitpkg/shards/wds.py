@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from typing import IO, Dict, Iterator, Tuple
 
@@ -13,6 +14,11 @@ def split_key(name: str) -> Tuple[str, str]:
     folder, _, base = name.rpartition("/")
     stem, _, ext = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def tar_key(sample_id: str) -> str:
+    """A tar key for a sample id: dots, slashes and spaces become '_' (webdataset splits keys at the first dot)."""
+    return re.sub(r"[./\\\s]", "_", sample_id)
 
 
 class TarShardWriter:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -16,12 +15,11 @@ import pandas as pd
 
 from ..config import resolve_manifest_path
 from ..errors import KitError
-from ..fsutil import sha256_file
-from ..shards.example import encode_example
-from ..shards.manifest import Manifest, ShardInfo, load_manifest
+from ..fsutil import atomic_write
+from ..shards.manifest import Manifest, ShardInfo, label_counts, load_manifest
 from ..shards.reader import iter_manifest_shard
-from ..shards.tfrecord import TFRecordWriter, crc32c
-from ..shards.wds import TarShardWriter
+from ..shards.wds import tar_key
+from ..shards.writer import ShardWriter
 
 PSEUDO_FOLD = -1
 
@@ -65,12 +63,6 @@ def _sources(run_dir: Optional[str], predictions: Optional[str], shards: Optiona
     return pred, shards
 
 
-def _checksums(path: Path, offsets: List[int]) -> List[int]:
-    data = path.read_bytes()
-    ends = offsets[1:] + [len(data)]
-    return [crc32c(data[a:b]) for a, b in zip(offsets, ends)]
-
-
 def make_pseudo_labels(out: str, run_dir: Optional[str] = None, predictions: Optional[str] = None,
                        shards: Optional[str] = None, high: float = 0.9, low: Optional[float] = None) -> Manifest:
     """Write confident test samples (from a run's or a CSV's predictions) as a train-only shard set into `out`."""
@@ -89,16 +81,13 @@ def make_pseudo_labels(out: str, run_dir: Optional[str] = None, predictions: Opt
         if shard.split != "test":
             continue
         name = f"pseudo-{len(infos):05d}.{'tfrec' if test.format == 'tfrecord' else 'tar'}"
-        info = _copy_shard(test, index, out_dir / name, labels, label_col, schema)
-        if info is not None:
-            infos.append(info)
-    counts: Dict[str, int] = {}
-    for info in infos:
-        for label in info.labels or []:
-            counts[str(label)] = counts.get(str(label), 0) + 1
+        try:
+            infos.append(_copy_shard(test, index, out_dir / name, labels, label_col, schema))
+        except _NothingKept:
+            pass
     manifest = Manifest(format=test.format, schema=schema, shards=infos, id_col=test.id_col, label_col=label_col,
                         image_key=test.image_key, image_size=test.image_size, aspect=test.aspect, num_folds=None,
-                        class_counts=counts,
+                        class_counts=label_counts(infos),
                         options={"pseudo": {"threshold": high, "low": low, "source_predictions": len(pred)}})
     manifest.save(str(out_dir))  # written last: its presence means the set is complete
     return load_manifest(str(out_dir))
@@ -112,30 +101,20 @@ def _only_size(shards: str) -> int:
 
 
 def _copy_shard(test: Manifest, index: int, path: Path, labels: Dict[str, int], label_col: str,
-                schema: Dict[str, str]) -> Optional[ShardInfo]:
-    offsets, ids, kept = [], [], []
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
-        writer = TFRecordWriter(f) if test.format == "tfrecord" else TarShardWriter(f)
+                schema: Dict[str, str]) -> ShardInfo:
+    """Copy the confidently predicted records of one test shard with their new label (_NothingKept when none are)."""
+    with atomic_write(path) as f:
+        writer = ShardWriter(f, test.format, schema, image_key=test.image_key)
         for record in iter_manifest_shard(test, index):
-            if record.id not in labels:
-                continue
-            label = int(labels[record.id])
-            fields = {**record.fields, label_col: label, "fold": PSEUDO_FOLD}
-            if test.format == "tfrecord":
-                offsets.append(writer.write(encode_example({test.image_key: record.image, **fields}, schema)))
-            else:
-                key = re.sub(r"[./\\\s]", "_", record.id)
-                members = {"jpg": record.image, "json": json.dumps(fields, sort_keys=True).encode(),
-                           "cls": str(label).encode()}
-                offsets.append(writer.write(key, members))
-            ids.append(record.id)
-            kept.append(label)
-        if test.format == "wds":
-            writer.close()
-    if not ids:
-        tmp.unlink()
-        return None
-    os.replace(tmp, path)
-    return ShardInfo(path.name, "train", PSEUDO_FOLD, len(ids), path.stat().st_size, sha256_file(path), offsets, ids,
-                     kept, _checksums(path, offsets))
+            if record.id in labels:
+                label = int(labels[record.id])
+                writer.add(tar_key(record.id), record.id, record.image,
+                           {**record.fields, label_col: label, "fold": PSEUDO_FOLD}, label)
+        info = writer.finish(path.name, "train", PSEUDO_FOLD)
+        if not info.ids:
+            raise _NothingKept
+    return info
+
+
+class _NothingKept(Exception):
+    """No record of the shard was confident: the temp file is dropped, no empty shard appears."""
