@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
@@ -66,3 +67,13 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     """Write a text file atomically (temp name, then rename)."""
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def atomic_copy(src: PathLike, dest: PathLike) -> None:
+    """Copy a local file to `dest` (possibly a slow mount such as Drive) atomically, refusing a short copy."""
+    expected = os.path.getsize(src)
+    with open(src, "rb") as fin, atomic_write(dest) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+        copied = fout.tell()
+        if copied != expected:  # raising inside atomic_write drops the temp file: nothing half-written appears
+            raise OSError(f"{dest}: copy is {copied} bytes, expected {expected}; disk full?")

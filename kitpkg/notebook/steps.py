@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..env import WEIGHT_SUFFIXES, Environment
 from ..errors import KitError
+from ..fsutil import atomic_copy
 
 PathLike = Union[str, os.PathLike]
 LR_CACHE = "lr_suggestion.json"  # {config hash: suggestion}: the notebook's re-runs reuse it
@@ -112,8 +112,6 @@ def submit(env: Environment, result) -> Path:
                        "cell")
     dest = env.submit_dir / "submission.csv"
     if Path(result.submission_path).resolve() != dest.resolve():
-        tmp = dest.with_name(".submission.csv.partial")
-        shutil.copyfile(result.submission_path, tmp)
-        os.replace(tmp, dest)
+        atomic_copy(result.submission_path, dest)
     print(f"kitpkg: submission at {dest}", flush=True)
     return dest

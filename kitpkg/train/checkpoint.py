@@ -20,26 +20,18 @@ from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_copy, atomic_write_text
 
 BEST = "best.ckpt"
 _RESUMABLE = re.compile(r"^ckpt-(\d{8})-([01])\.ckpt$")
 
 
 def publish(local: Path, dest: Path) -> None:
-    """Copy a finished local file to `dest` atomically: temp name beside it, size check, fsync, rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    with open(local, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 22)
-        dst.flush()
-        os.fsync(dst.fileno())
-    copied, expected = os.path.getsize(tmp), os.path.getsize(local)
-    if copied != expected:
-        os.unlink(tmp)
-        raise OSError(f"{dest}: copy is {copied} bytes, expected {expected}; disk full? (the previous checkpoints "
-                      "are untouched: free space and re-run)")
-    os.replace(tmp, dest)
+    """Copy a finished local checkpoint into the run directory atomically (temp name, size check, fsync, rename)."""
+    try:
+        atomic_copy(local, dest)
+    except OSError as err:
+        raise OSError(f"{err} (the previous checkpoints are untouched: free space and re-run)") from None
 
 
 def is_intact(path: Path) -> bool:
