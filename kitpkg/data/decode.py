@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from ..shards.imaging import dct_min_size
+
 Size = Tuple[int, int]  # (height, width)
 
 
@@ -20,17 +22,6 @@ def as_size(size: Union[None, int, Tuple[int, int]]) -> Optional[Size]:
     return (int(h), int(w))
 
 
-def _dct_factor(h: int, w: int, size: Optional[Size]) -> int:
-    # libjpeg-turbo decodes at 1/2, 1/4, 1/8 scale for a fraction of the cost; only use factors that keep the decoded
-    # image at least as large as the target, then resize the rest of the way (FIELD-NOTES: 4.5x on 4000 px originals).
-    if size is None:
-        return 1
-    factor = 1
-    while factor < 8 and h // (factor * 2) >= size[0] and w // (factor * 2) >= size[1]:
-        factor *= 2
-    return factor
-
-
 def decode_image(data: bytes, size: Optional[Size] = None) -> np.ndarray:
     """Decode JPEG (or PNG/WebP, via cv2) bytes to RGB HWC uint8, shrunk by DCT scaling towards `size` when possible.
 
@@ -38,10 +29,9 @@ def decode_image(data: bytes, size: Optional[Size] = None) -> np.ndarray:
     """
     try:
         h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-        factor = _dct_factor(h, w, size)
-        if factor > 1:
-            return simplejpeg.decode_jpeg(data, "RGB", min_height=size[0], min_width=size[1], min_factor=factor)
-        return simplejpeg.decode_jpeg(data, "RGB")
+        # DCT scaling (1/2, 1/4, 1/8) when the stored image is ≥ 2× the target: the same rule as `kitpkg convert`
+        min_w, min_h = dct_min_size(w, h, size[1], size[0]) if size else (0, 0)
+        return simplejpeg.decode_jpeg(data, "RGB", min_height=min_h, min_width=min_w)
     except ValueError:
         pass  # not a JPEG: fall through to cv2, which reads PNG/WebP too
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

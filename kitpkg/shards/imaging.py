@@ -59,8 +59,9 @@ def _header(data: bytes, name: str) -> Tuple[Image.Image, int]:
     return img, orientation if orientation in _ORIENT else 1
 
 
-def _scaled_min(w: int, h: int, need_w: int, need_h: int) -> Tuple[int, int]:
-    """Minimum decoded size for simplejpeg that selects the largest power-of-two DCT scale still ≥ the need.
+def dct_min_size(w: int, h: int, need_w: int, need_h: int) -> Tuple[int, int]:
+    """simplejpeg's (min_width, min_height) that select the largest power-of-two DCT scale still ≥ the need; (0, 0) =
+    full size.
 
     libjpeg-turbo's 1/2, 1/4, 1/8 scales use SIMD IDCTs; odd factors (3/8, 5/8 …) are scalar and slower.
     """
@@ -75,7 +76,7 @@ def _decode(data: bytes, img: Image.Image, fmt: str, need_w: int, need_h: int) -
     """RGB pixels, DCT-downscaled when large; PIL for CMYK/YCCK JPEGs and non-JPEG formats."""
     w, h = img.size
     if fmt == "JPEG" and img.mode in ("RGB", "L"):
-        min_w, min_h = _scaled_min(w, h, need_w, need_h)
+        min_w, min_h = dct_min_size(w, h, need_w, need_h)
         try:
             return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_w, min_height=min_h)
         except ValueError:
