@@ -179,7 +179,7 @@ class ShardDataset(IterableDataset):
         stream = self.partition.rank_stream(epoch)
         reader = _Reader(self.sources, self.cache, sorted({c for c, _ in self.labels if c}))
         try:
-            for b, batch in self.partition.batches(epoch, start, workers, worker_id):
+            for b, batch in self.partition.batches(epoch, start, workers, worker_id, stream):
                 try:
                     out = self._batch(reader, stream, batch, (epoch, b))
                 except (KitError, OSError) as err:

@@ -17,7 +17,7 @@ Resuming after ``k`` consumed batches is the same stream with its first ``k`` ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -95,12 +95,15 @@ class Partition:
         order = global_order(self.counts, self.seed, epoch, self.shuffle, self.window)
         return order[rank_slice(len(order), self.world_size, self.rank, self.even)[0]]
 
-    def batches(self, epoch: int, start_batch: int = 0, num_workers: int = 1,
-                worker_id: int = 0) -> Iterator[Tuple[int, np.ndarray]]:
-        """Yield (batch number, (k, 2) array) for the batches a worker makes, from batch `start_batch` on."""
+    def batches(self, epoch: int, start_batch: int = 0, num_workers: int = 1, worker_id: int = 0,
+                stream: Optional[np.ndarray] = None) -> Iterator[Tuple[int, np.ndarray]]:
+        """Yield (batch number, (k, 2) array) for the batches a worker makes, from batch `start_batch` on.
+
+        `stream` is `rank_stream(epoch)` when the caller already has it (it is derived, never different).
+        """
         if not 0 <= worker_id < max(num_workers, 1):
             raise ValueError(f"worker_id {worker_id} is outside num_workers {num_workers}")
-        stream = self.rank_stream(epoch)
+        stream = self.rank_stream(epoch) if stream is None else stream
         for b in range(start_batch + worker_id, len(self), max(num_workers, 1)):
             yield b, stream[b * self.batch_size:(b + 1) * self.batch_size]
 
