@@ -195,11 +195,11 @@ class KitModule(pl.LightningModule):
         aug = self.cfg.data.aug
         draws = torch.rand(images.shape[0], 3)  # CPU draw: the same numbers on any device
         square = images.shape[-1] == images.shape[-2]
-        for flag, enabled, fn in ((0, aug.hflip, lambda t: t.flip(-1)), (1, aug.vflip, lambda t: t.flip(-2)),
-                                  (2, aug.transpose and square, lambda t: t.transpose(-1, -2))):
+        for flag, enabled, view in ((0, aug.hflip, "hflip"), (1, aug.vflip, "vflip"),
+                                    (2, aug.transpose and square, "transpose")):
             if enabled:
                 mask = (draws[:, flag] < 0.5).to(images.device).view(-1, 1, 1, 1)
-                images = torch.where(mask, fn(images), images)
+                images = torch.where(mask, apply_view(images, view), images)
         return images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -304,7 +304,7 @@ class KitModule(pl.LightningModule):
         # timm schedulers take the update count / the next epoch explicitly (not torch's step() protocol)
         if not hasattr(scheduler, "step_update"):  # a torch scheduler, e.g. the LR finder's own
             scheduler.step()
-        elif self.cfg.sched.per_update and hasattr(scheduler, "step_update") and self._per_update_active():
+        elif self.cfg.sched.per_update and self._per_update_active():
             scheduler.step_update(num_updates=self.global_step)
         else:
             scheduler.step(epoch=self.current_epoch + 1)

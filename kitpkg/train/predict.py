@@ -24,6 +24,11 @@ def score_columns(num_classes: int) -> List[str]:
     return [f"s{c}" for c in range(num_classes)]
 
 
+def _score_cols(frame: pd.DataFrame) -> List[str]:
+    """The s0..s{C-1} columns of a scores frame (see score_columns)."""
+    return [c for c in frame.columns if c.startswith("s") and c[1:].isdigit()]
+
+
 def predict_frame(trainer: Any, module: Any, loader: Any, part_dir: Path, name: str,
                   expected_ids: Sequence[str]) -> Optional[pd.DataFrame]:
     """Predict `loader` on every rank; rank 0 returns all rows (id, target, s*) in `expected_ids` order, else None.
@@ -80,16 +85,21 @@ def _in_order(frame: pd.DataFrame, expected_ids: Sequence[str], name: str) -> pd
 
 def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str) -> pd.DataFrame:
     """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame."""
-    cols = [c for c in frame.columns if c.startswith("s") and c[1:].isdigit()]
+    cols = _score_cols(frame)
     probs = scores_to_prob(torch.tensor(frame[cols].to_numpy()), binary, space).numpy()
-    out = pd.DataFrame({"id": frame["id"], "fold": fold, "target": frame["target"]})
+    out = pd.DataFrame({"id": frame["id"], "fold": fold,
+                        "target": frame["target"] if binary else frame["target"].astype(int)})
+    return _add_predictions(out, probs, binary)
+
+
+def _add_predictions(out: pd.DataFrame, probs: np.ndarray, binary: bool) -> pd.DataFrame:
+    """prediction = P(positive) (binary) or the argmax class with prob_0..prob_{C-1} beside it (multi-class)."""
     if binary:
         out["prediction"] = probs[:, 0]
-    else:
-        out["target"] = out["target"].astype(int)
-        out["prediction"] = probs.argmax(1)
-        for c in range(probs.shape[1]):
-            out[f"prob_{c}"] = probs[:, c]
+        return out
+    out["prediction"] = probs.argmax(1)
+    for c in range(probs.shape[1]):
+        out[f"prob_{c}"] = probs[:, c]
     return out
 
 
@@ -97,20 +107,13 @@ def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str) -> pd.
     """Mean over folds of test score frames (same ids, same order) -> id, prediction (+ prob_c)."""
     if not parts:
         raise KitError("no test predictions to average (the manifest has no test split?)")
-    cols = [c for c in parts[0].columns if c.startswith("s") and c[1:].isdigit()]
+    cols = _score_cols(parts[0])
     for p in parts[1:]:
         if list(p["id"]) != list(parts[0]["id"]):
             raise KitError("test predictions of the folds cover different ids; re-run `kitpkg predict`")
     mean = np.mean([p[cols].to_numpy() for p in parts], axis=0)
     probs = scores_to_prob(torch.tensor(mean), binary, space).numpy()
-    out = pd.DataFrame({"id": parts[0]["id"].astype(str)})
-    if binary:
-        out["prediction"] = probs[:, 0]
-    else:
-        out["prediction"] = probs.argmax(1)
-        for c in range(probs.shape[1]):
-            out[f"prob_{c}"] = probs[:, c]
-    return out
+    return _add_predictions(pd.DataFrame({"id": parts[0]["id"].astype(str)}), probs, binary)
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
