@@ -227,7 +227,8 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
         state.update_fold(k, status="done", score=fold_score(oof, data.binary), best_epoch=best_epoch,
                           samples=len(oof))
     trainer.strategy.barrier("kitpkg-fold-done")
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:
@@ -297,10 +298,9 @@ def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[i
     result.oof_score = fold_score(oof, data.binary)
     tests = [state.run_dir / f"test_fold{k}.csv" for k in all_folds]
     if all(p.exists() for p in tests) and tests:
-        test = P.average_test([P.read_csv(p) for p in tests], data.binary, config.predict.average)
-        P.write_csv(test, state.run_dir / "test_predictions.csv")
-        result.submission_path = P.write_submission(test, state.run_dir / "submission.csv", config.output.id_col,
-                                                    config.output.pred_col)
+        result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data.binary,
+                                                    state.run_dir / "submission.csv",
+                                                    state.run_dir / "test_predictions.csv")
     state.set("cv", {"metric": monitor, "mean": result.mean, "std": result.std, "oof": result.oof_score,
                      "folds": list(all_folds)})
     result.report_path = write_report(state.run_dir)
@@ -326,8 +326,14 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
         parts.append(frame)
     if not is_rank_zero():
         return Path(out or state.run_dir / "submission.csv")
-    test = P.average_test(parts, data.binary, config.predict.average)
     path = Path(out) if out else state.run_dir / "submission.csv"
-    P.write_csv(test, path.with_name(path.stem + "_predictions.csv")) if out else P.write_csv(
-        test, state.run_dir / "test_predictions.csv")
-    return P.write_submission(test, path, config.output.id_col, config.output.pred_col)
+    predictions = path.with_name(path.stem + "_predictions.csv") if out else state.run_dir / "test_predictions.csv"
+    return write_test_outputs(parts, config, data.binary, path, predictions)
+
+
+def write_test_outputs(parts: Sequence[Any], config: Config, binary: bool, submission: Path, predictions: Path
+                       ) -> Path:
+    """Average the folds' test scores; write the full predictions and the competition's submission file."""
+    test = P.average_test(parts, binary, config.predict.average)
+    P.write_csv(test, predictions)
+    return P.write_submission(test, submission, config.output.id_col, config.output.pred_col)
