@@ -7,34 +7,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
 def run_demo(out: str = "demo", fmt: str = "tfrecord", overrides: Sequence[str] = ()):
     """Run the demo end to end under `out`; return the CVResult."""
-    from .shards.convert import convert, summarize
-    from .shards.demo_data import make_demo_data
+    from .shards.convert import summarize
     from .shards.verify import verify
     from .train.cv import run_cv
 
     out_dir = Path(out).resolve()
     config = demo_config(out_dir, overrides)
     size = config.data.image_size
-    source = out_dir / "source"
-    step(1, f"demo data → {source}")
-    paths = make_demo_data(source) if not (source / "test.csv").exists() else _existing(source)
-    step(2, f"convert → {out_dir / 'shards' / str(size)} ({fmt}, {size} px, 5 folds)")
-    manifest = convert(paths.images, paths.train_csv, out_dir / "shards", fmt=fmt, sizes=(size,), folds=5,
-                       test_csv=paths.test_csv, shard_samples=48)[size]
+    step(1, f"demo data → {out_dir / 'source'}; shards → {out_dir / 'shards' / str(size)} ({fmt}, {size} px, 5 folds)")
+    manifest = demo_shards(out_dir / "source", out_dir / "shards", size, fmt=fmt)
     print(summarize(manifest))
-    step(3, "verify")
+    step(2, "verify")
     problems = verify(manifest)
     if problems:
         raise SystemExit("verify found damage:\n" + "\n".join(problems))
     print(f"verify: OK, {len(manifest.shards)} shards match the manifest (bytes, sha256, CRCs, counts)")
-    step(4, f"cv ({config.model.name}, {config.train.epochs} epochs per fold) → {config.output.run_dir}")
+    step(3, f"cv ({config.model.name}, {config.train.epochs} epochs per fold) → {config.output.run_dir}")
     result = run_cv(config)
     print(result.summary())
     return result
@@ -48,15 +43,26 @@ def demo_config(out_dir: Path, overrides: Sequence[str] = ()):
                                                override("output.run_dir", str(out_dir / "run")), *overrides])
 
 
-def _existing(source: Path):
-    from .shards.demo_data import DemoPaths
+def demo_shards(source: Path, out: Path, size: int, *, fmt: str = "tfrecord", folds: int = 5,
+                shard_samples: int = 48, overwrite: bool = False, progress: bool = True, **data_options: Any):
+    """Make the synthetic demo data under `source` (once) and convert it into `out/<size>`; return the Manifest.
 
-    return DemoPaths(images=source / "images", train_csv=source / "train.csv", test_csv=source / "test.csv")
+    Both steps resume: test.csv is the demo data's last file, and `convert` keeps complete shards.
+    """
+    from .shards.convert import convert
+    from .shards.demo_data import DemoPaths, make_demo_data
+
+    if (source / "test.csv").exists():
+        paths = DemoPaths(images=source / "images", train_csv=source / "train.csv", test_csv=source / "test.csv")
+    else:
+        paths = make_demo_data(source, **data_options)
+    return convert(paths.images, paths.train_csv, out, fmt=fmt, sizes=(size,), folds=folds, test_csv=paths.test_csv,
+                   shard_samples=shard_samples, overwrite=overwrite, progress=progress)[size]
 
 
 def step(n: int, text: str) -> None:
     """Print a numbered step header."""
-    print(f"\n== [{n}/4] {text}", flush=True)
+    print(f"\n== [{n}/3] {text}", flush=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

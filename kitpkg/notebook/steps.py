@@ -24,14 +24,12 @@ def demo_shards(env: Environment, image_size: int = 384, *, patients: int = 120,
     if (out / str(image_size) / "manifest.json").is_file():
         print(f"kitpkg: demo shards already in {out / str(image_size)}", flush=True)
         return out / str(image_size)
-    from ..shards.convert import convert
-    from ..shards.demo_data import make_demo_data
+    from ..demo import demo_shards as make_demo_shards
 
     # JPEGs go to local scratch (thousands of small files are what Drive handles worst); only shards go to data_dir
-    demo = make_demo_data(env.scratch_dir / "demo-source", n_patients=patients, images_per_patient=4,
-                          n_test=max(10, patients // 2), width=width, height=height, seed=0)
-    convert(demo.images, demo.train_csv, out, fmt=fmt, sizes=(image_size,), folds=folds, test_csv=demo.test_csv,
-            shard_samples=256, overwrite=True, progress=not os.environ.get("KITPKG_NO_PROGRESS"))
+    make_demo_shards(env.scratch_dir / "demo-source", out, image_size, fmt=fmt, folds=folds, shard_samples=256,
+                     overwrite=True, progress=not os.environ.get("KITPKG_NO_PROGRESS"), n_patients=patients,
+                     images_per_patient=4, n_test=max(10, patients // 2), width=width, height=height, seed=0)
     return out / str(image_size)
 
 
