@@ -384,7 +384,7 @@ def resolve_manifest_path(shards: str, image_size: int) -> str:
         return flat
     sizes = sorted(p.name for p in Path(shards).glob("*") if (p / "manifest.json").exists()) if os.path.isdir(shards) \
         else []
-    hint = f"; sizes there: {', '.join(sizes)}" if sizes else "; run `kitpkg convert --sizes ...` first"
+    hint = f"; sizes there: {', '.join(sizes)}" if sizes else "; run `kitpkg convert ... --size N` first"
     raise KitError(f"data.shards: no manifest for image_size {image_size} at {sized} or {flat}{hint}")
 
 

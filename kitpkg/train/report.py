@@ -16,22 +16,31 @@ from ..fsutil import atomic_write_text
 
 
 def roc_curve(target: np.ndarray, score: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1)."""
-    order = np.argsort(-score, kind="mergesort")
-    y, s = np.asarray(target)[order] > 0.5, np.asarray(score)[order]
-    last_of_tie = np.r_[np.diff(s) != 0, True]  # one point per distinct score: ties move together
-    tp, fp = np.cumsum(y)[last_of_tie], np.cumsum(~y)[last_of_tie]
-    pos, neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return np.r_[0.0, fp / neg], np.r_[0.0, tp / pos]
+    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1) (torchmetrics)."""
+    from torchmetrics.functional.classification import binary_roc
+
+    fpr, tpr, _ = binary_roc(*_as_tensors(target, score))
+    return fpr.numpy(), tpr.numpy()
 
 
 def auc(target: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC (ties count one half); NaN when only one class is present."""
+    """ROC AUC (ties count one half, torchmetrics); NaN when only one class is present."""
+    from torchmetrics.functional.classification import binary_auroc
+
     y = np.asarray(target) > 0.5
     if y.all() or not y.any():
         return float("nan")
-    fpr, tpr = roc_curve(target, score)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    return float(binary_auroc(*_as_tensors(target, score)))
+
+
+def _as_tensors(target: np.ndarray, score: np.ndarray):
+    import torch
+
+    # torchmetrics passes scores outside [0, 1] through a sigmoid, whose float rounding can merge or split ties;
+    # dense ranks scaled into [0, 1] keep the order and every tie exactly, so any score (logits too) gives the true AUC
+    _, ranks = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True)
+    scaled = ranks / max(int(ranks.max(initial=0)), 1)
+    return torch.as_tensor(scaled, dtype=torch.float64), torch.as_tensor(np.asarray(target) > 0.5).long()
 
 
 def fold_score(oof: pd.DataFrame, binary: bool) -> float:
