@@ -1,4 +1,4 @@
-"""ShardDataModule: the LightningDataModule the trainer uses -- manifest + fold + transforms -> train/val/test loaders."""
+"""ShardDataModule: the LightningDataModule the trainer uses: manifest + fold + transforms -> train/val/test loaders."""
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence, Tuple, Union

@@ -2,7 +2,8 @@
 
 Which samples a worker reads comes from `partition.Partition` (pure); this module only reads, decodes and collates.
 Workers yield whole batches (use `ShardLoader`, or a DataLoader with ``batch_size=None``): one IPC message per batch
-instead of one per sample, images decoded straight into a shared-memory buffer.
+instead of one per sample, images decoded straight into a shared-memory buffer (recycled under a ShardLoader:
+buffers.py).
 
 Damage (a CRC mismatch, a truncated shard, undecodable image bytes): by default the sample is skipped and reported
 (`ShardLoader.damaged`, one warning per shard); in training its slot is filled with the next readable samples of the
@@ -24,6 +25,7 @@ from ..errors import KitError
 from ..shards.manifest import Manifest, load_manifest
 from ..shards.reader import Record, open_shard, read_sample
 from ..shards.tfrecord import RecordError
+from .buffers import batch_tensor, begin_worker_iteration
 from .cache import ShardCache
 from .decode import Size, apply_transform, as_size, decode_image, resize, seed_transform
 from .partition import Partition, read_runs
@@ -62,14 +64,6 @@ def _dist_env() -> Tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
-
-
-def _empty(shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    # in a worker, allocate the batch in shared memory so sending it to the main process copies nothing
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    nbytes = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
-    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes)).view(shape)
 
 
 def _configure_worker() -> None:
@@ -175,6 +169,7 @@ class ShardDataset(IterableDataset):
         workers, worker_id = (info.num_workers, info.id) if info else (1, 0)
         if info is not None:
             _configure_worker()
+            begin_worker_iteration()
         epoch, start = (int(x) for x in self._position.tolist())
         stream = self.partition.rank_stream(epoch)
         reader = _Reader(self.sources, self.cache, sorted({c for c, _ in self.labels if c}))
@@ -223,8 +218,10 @@ class ShardDataset(IterableDataset):
         if self.transform is not None:
             seed_transform(self.transform, int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]),
                            globally=get_worker_info() is not None)
-        out = {"image": self._collate([p for _, _, p in slots]), "target": self._targets(slots),
-               "id": [r.id for _, r, _ in slots]}
+        image, ticket = self._collate([p for _, _, p in slots])
+        out = {"image": image, "target": self._targets(slots), "id": [r.id for _, r, _ in slots]}
+        if ticket is not None:
+            out["_buffer"] = ticket  # a recycled buffer: ShardLoader frees it when the batch dies (buffers.py)
         if damage:
             out["_damage"] = damage
         return out
@@ -242,31 +239,31 @@ class ShardDataset(IterableDataset):
                 raise KitError(f"no readable sample left in {len(stream)} samples; every shard read is damaged "
                                f"(first: {damage[0][0]} at offset {damage[0][1]}: {damage[0][2]})")
 
-    def _collate(self, images: List[np.ndarray]) -> torch.Tensor:
+    def _collate(self, images: List[np.ndarray]) -> Tuple[torch.Tensor, Any]:
         size = self.size
         if self.transform is None:
             if size is None and any(img.shape != images[0].shape for img in images):
                 raise KitError(f"images differ in size ({images[0].shape[:2]} vs others) in {self.manifest.root}; "
                                "set image_size=... (or a transform that ends with a fixed-size resize/crop)")
             size = size or images[0].shape[:2]
-            buf = _empty((len(images), size[0], size[1], 3), torch.uint8)
+            buf, ticket = batch_tensor((len(images), size[0], size[1], 3), torch.uint8)
             arr = buf.numpy()
             for i, img in enumerate(images):
                 resize(img, size, out=arr[i])
-            return buf.permute(0, 3, 1, 2)  # B×3×H×W view of HWC memory (= channels_last), no copy
+            return buf.permute(0, 3, 1, 2), ticket  # B×3×H×W view of HWC memory (= channels_last), no copy
         outs = [apply_transform(self.transform, resize(img, size)) for img in images]
         shapes = {tuple(np.shape(o)) for o in outs}
         if len(shapes) > 1:
             raise KitError(f"transform output shapes differ ({' vs '.join(map(str, sorted(shapes)))}); end the "
                            "transform with a fixed-size resize/crop or set image_size")
         if isinstance(outs[0], torch.Tensor):
-            return torch.stack(outs)
+            return torch.stack(outs), None
         first = np.asarray(outs[0])
-        buf = _empty((len(outs), *first.shape), torch.from_numpy(first[:0]).dtype)
+        buf, ticket = batch_tensor((len(outs), *first.shape), torch.from_numpy(first[:0]).dtype)
         arr = buf.numpy()
         for i, o in enumerate(outs):
             arr[i] = o
-        return buf.permute(0, 3, 1, 2) if first.ndim == 3 else buf
+        return (buf.permute(0, 3, 1, 2) if first.ndim == 3 else buf), ticket
 
     def _targets(self, slots: list) -> torch.Tensor:
         values, dtype = [], torch.int64

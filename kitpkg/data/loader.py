@@ -6,6 +6,9 @@ what workers prefetched): {"epoch", "samples" (consumed by this rank this epoch)
 "world_size"}. Resuming re-derives the same rank stream (a pure function, see partition.py) and starts at the first
 unconsumed batch, seeking with the manifest's offsets -- skipped samples are never read or decoded.
 
+Workers write batches into recycled shared buffers (buffers.py); this loader tracks each batch it hands out and frees
+its buffer when the batch's last reference dies.
+
 Epochs: every new `iter()` starts the next epoch (the first one starts `epoch`, default 0); a loaded state makes the
 next `iter()` continue that epoch, or start the following one when the state was saved at the epoch's end.
 """
@@ -17,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from torch.utils.data import DataLoader
 
 from ..errors import KitError
+from .buffers import BatchBuffers, WorkerInit
 from .dataset import ShardDataset
 
 
@@ -30,6 +34,12 @@ class ShardLoader(DataLoader):
         for key in ("sampler", "batch_sampler", "batch_size", "shuffle", "drop_last"):
             if kwargs.pop(key, None) not in (None, False):
                 raise KitError(f"ShardLoader: {key} is not supported; the ShardDataset makes the batches")
+        # recycled batch buffers per worker: what the queue holds (prefetch) plus what the consumer keeps (Lightning's
+        # fetcher holds one batch ahead); beyond that a worker allocates fresh ones
+        self._buffers: Optional[BatchBuffers] = None
+        if num_workers > 0:
+            self._buffers = BatchBuffers(num_workers, (prefetch_factor or 2) + 4, multiprocessing_context)
+            kwargs["worker_init_fn"] = WorkerInit(self._buffers, kwargs.get("worker_init_fn"))
         super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=persistent_workers and num_workers > 0,
                          prefetch_factor=prefetch_factor if num_workers > 0 else None,
@@ -50,7 +60,12 @@ class ShardLoader(DataLoader):
         self.epoch, self.consumed, self._started = epoch, start, True
         self.samples = min(start * self.dataset.batch_size, self.dataset.partition.rank_samples())
         self.dataset.set_epoch(epoch, start)  # before the workers (re)start iterating
-        return self._count(super().__iter__())
+        if self._buffers is None:
+            return self._count(super().__iter__())
+        self._buffers.new_generation()
+        batches = super().__iter__()  # persistent workers: batches of an abandoned iteration are drained by now
+        self._buffers.reclaim(stale=True)
+        return self._count(batches)
 
     def _count(self, batches: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
         for batch in batches:
@@ -62,6 +77,9 @@ class ShardLoader(DataLoader):
                     self._warned.add(shard)
                     warnings.warn(f"kitpkg: skipped damaged sample(s) in {shard}: {reason} at offset {offset}",
                                   RuntimeWarning, stacklevel=2)
+            ticket = batch.pop("_buffer", None)
+            if ticket is not None and self._buffers is not None:
+                self._buffers.track(batch["image"], ticket)
             self.consumed += 1
             self.samples += len(batch["id"])
             yield batch
