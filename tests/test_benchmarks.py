@@ -1,0 +1,48 @@
+"""The README's benchmark commands keep working: each script runs end to end on a tiny input and prints its ratios.
+
+No figure is asserted (speed lives in the benchmarks, not in tests); the scripts' own logic is what is checked.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+
+def _run(script, *args, cwd):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args], cwd=cwd,
+                         capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES=""))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_loader_benchmark_prints_rates_ratios_and_memory(tmp_path):
+    # 3 shards of the 256 the script writes per shard: webdataset needs a shard per worker
+    out = _run("loader.py", "--data", str(tmp_path), "--n", "520", "--size", "64", "--out", "48", "--batch", "8",
+               "--epochs", "2", cwd=tmp_path)
+    for system in ("decode-limit", "files-pil", "webdataset", "tfrecord-pkg", "tf.data", "kitpkg"):
+        assert re.search(rf"{re.escape(system)}:\s+[\d.]+ img/s", out), out
+    assert re.search(r"kitpkg / best peer \([\w.-]+\): [\d.]+x", out), out
+    assert re.search(r"kitpkg / decode limit: \d+%", out), out
+    assert re.search(r"kitpkg per epoch: \d+, \d+ img/s; peak RSS .* growth epoch 1 -> 2: [+-][\d.]+%", out), out
+
+
+def test_convert_benchmark_prints_both_converters_and_the_ratio(tmp_path):
+    out = _run("convert.py", "--cache", str(tmp_path / "src"), "--n-mid", "6", "--n-big", "1", "--size", "64",
+               cwd=tmp_path)
+    row = r"typical PIL \+ ShardWriter +[\d.]+ img/s \| kitpkg convert +[\d.]+ img/s \| ratio +[\d.]+×"
+    rows = re.findall(row, out)
+    assert len(rows) == 2, out
+
+
+def test_gpu_training_benchmark_smoke_runs_on_the_cpu(tmp_path):
+    out = _run("train_gpu.py", "--device", "cpu", "--batch", "2", "--steps", "1", "--warmup", "0", "--size", "64",
+               cwd=tmp_path)
+    assert "fp32 eager NCHW" in out and re.search(r"× fp32 eager NCHW", out), out
+    without = _run("train_gpu.py", cwd=tmp_path)  # the default asks for a GPU: none here, a clear message, exit 0
+    assert "no CUDA GPU here" in without
