@@ -149,3 +149,31 @@ def test_test_csv_with_blanks_in_a_whole_number_column_converts(tmp_path):
     assert m.schema["age"] == "float", "one schema for the shard set: int + float columns become float"
     rows = {r.id: r.fields for i in range(len(m.shards)) for r in iter_manifest_shard(m, i)}
     assert rows["a1"]["age"] == 31.0 and rows["a5"]["age"] == 45.0 and np.isnan(rows["a4"]["age"])
+
+
+@pytest.mark.timeout(120)
+def test_an_image_that_kills_its_worker_is_rejected_and_the_run_finishes(tmp_path, monkeypatch):
+    """A decoder crash or an OOM kill in a worker must cost one image, not hang the conversion."""
+    import os
+    import signal
+
+    import kitpkg.shards.convert as convert_module
+
+    n = 24
+    (tmp_path / "src").mkdir()
+    for i in range(n):
+        (tmp_path / "src" / f"img{i:02d}.jpg").write_bytes(_jpeg(_photo(40 + i, 40)))
+    (tmp_path / "t.csv").write_text("image_name,target\n" + "".join(f"img{i:02d},{i % 2}\n" for i in range(n)))
+    real = convert_module.convert_image
+
+    def crashing(data, sizes, aspect, quality, name):  # the forked workers inherit this
+        if name in ("img05.jpg", "img17.jpg"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(data, sizes, aspect, quality, name)
+    monkeypatch.setattr(convert_module, "convert_image", crashing)
+    m = convert(tmp_path / "src", tmp_path / "t.csv", tmp_path / "out", sizes=(16,), group_col=None, folds=2,
+                workers=2, progress=False)[16]
+    assert sorted(r["id"] for r in m.rejected) == ["img05", "img17"]
+    assert all("killed its decoder process" in r["reason"] for r in m.rejected)
+    kept = sorted(r.id for i in range(len(m.shards)) for r in iter_manifest_shard(m, i))
+    assert kept == [f"img{i:02d}" for i in range(n) if i not in (5, 17)]

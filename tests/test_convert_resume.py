@@ -73,3 +73,23 @@ def test_damaged_or_missing_complete_shards_are_rewritten(tmp_path, demo_source,
     convert(demo_source.images, demo_source.train_csv, tmp_path, **kw)
     assert f"{len(m.shards) - 2} kept from an earlier run" in capsys.readouterr().err
     assert _files(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_killing_convert_leaves_no_worker_processes_behind(tmp_path, big_source):
+    """A SIGKILLed convert (a crashed notebook kernel) must not leave its pool workers waiting for work forever."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KITPKG_NO_PROGRESS": "1"}
+    cmd = _cmd(big_source, tmp_path / "out", "tfrecord")
+    cmd[cmd.index("--workers") + 1] = "2"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.time() + 60, []
+    while time.time() < deadline and not workers and proc.poll() is None:
+        workers = psutil.Process(proc.pid).children()
+        time.sleep(0.002)
+    assert workers, "the pool never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"orphaned convert workers: {[p.pid for p in alive]}"

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .. import fsutil
@@ -36,6 +39,24 @@ def _init_worker(source: ImageSource, sizes: Sequence[int], aspect: str, quality
     _WORKER.update(source=source, sizes=list(sizes), aspect=aspect, quality=quality)
 
 
+def _init_pool_worker(parent: int, *initargs: Any) -> None:
+    _die_with_parent(parent)
+    _init_worker(*initargs)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this worker when the converting process dies (a SIGKILL, a crashed notebook
+    kernel); an orphaned pool worker would otherwise wait for work forever."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux/glibc
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 def _work(rel: str) -> Tuple[bool, Union[List[bytes], str]]:
     """(True, [jpeg per size]) or (False, reason) for one source file."""
     try:
@@ -49,7 +70,7 @@ def _work(rel: str) -> Tuple[bool, Union[List[bytes], str]]:
 
 
 def _results(rels: List[str], workers: int, source: ImageSource, sizes, aspect, quality) -> Iterator[Tuple[bool, Any]]:
-    """Worker results in input order (Pool.imap keeps order, which keeps the output deterministic)."""
+    """Worker results in input order (which keeps the output deterministic)."""
     import cv2
 
     saved = cv2.getNumThreads()  # the caller's setting (a notebook kernel's) is restored when we are done
@@ -69,10 +90,37 @@ def _results(rels: List[str], workers: int, source: ImageSource, sizes, aspect, 
     # (measured: albumentations or an earlier convert in the same kernel is enough to start it)
     cv2.setNumThreads(1)
     try:
-        with ctx.Pool(workers, _init_worker, (source, sizes, aspect, quality, 1)) as pool:
-            yield from pool.imap(_work, rels, chunksize=max(1, min(16, len(rels) // (workers * 8))))
+        yield from _pooled(rels, workers, ctx, (os.getpid(), source, sizes, aspect, quality, 1))
     finally:
         cv2.setNumThreads(saved)
+
+
+def _pooled(rels: List[str], workers: int, ctx: Any, initargs: tuple) -> Iterator[Tuple[bool, Any]]:
+    """`_work` over `rels` in a process pool, in order. A worker that dies (a decoder crash, the OOM killer) costs
+    only the image that killed it: the next unfinished image is retried alone, rejected if it kills its process too,
+    and the pool restarts after it. (multiprocessing.Pool would wait forever for a dead worker's result.)"""
+    chunksize = max(1, min(16, len(rels) // (workers * 8)))
+    done = 0
+    while done < len(rels):
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs)
+        try:
+            for result in pool.map(_work, rels[done:], chunksize=chunksize):
+                yield result
+                done += 1
+        except BrokenProcessPool:
+            yield _alone(rels[done], ctx, initargs)
+            done += 1
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _alone(rel: str, ctx: Any, initargs: tuple) -> Tuple[bool, Any]:
+    """`_work(rel)` in a process of its own; a rejection when that process dies."""
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs) as pool:
+        try:
+            return pool.submit(_work, rel).result()
+        except BrokenProcessPool:
+            return False, "the image killed its decoder process (a crash in the image library, or out of memory)"
 
 
 def _shard_writer(f: IO[bytes], fmt: str, plan: Plan, label_col: Optional[str]) -> ShardWriter:
