@@ -10,7 +10,9 @@ version = re.search(r'__version__ = "([^"]+)"', Path("kitpkg/_version.py").read_
 install_requires = [
     "torch>=2.1",
     "torchvision>=0.16",
-    "pytorch-lightning>=2.2,<3",
+    # 2.5: resuming from a checkpoint saved on an epoch's last batch is exact from 2.5.0 on; 2.2.5-2.4.0 re-run a
+    # batch there (tests/test_loader_resume.py, measured with each version)
+    "pytorch-lightning>=2.5,<3",
     "timm>=0.9.12",
     "torchmetrics>=1.0",
     "albumentations>=1.3",
