@@ -36,6 +36,7 @@ extras_require = {
     "test": [
         "pytest>=7.4",
         "pytest-timeout>=2.1",
+        "timm>=1.0.11",  # the tests' tiny test_resnet model (the kit itself runs on 0.9.12: `kitpkg demo` checked)
         "tensorflow-cpu>=2.13",  # interop only; never imported by the torch path
         "tfrecord>=1.14",  # benchmark peer
         "scikit-learn>=1.2",  # the benchmarks' photo-like source images
