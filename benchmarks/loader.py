@@ -4,7 +4,7 @@ Same work per sample for every system: decode a 512 px q90 photo-like JPEG, resi
 shuffled batches of 64, 2 workers (2 threads for tf.data). Every system runs in its own fresh process (the `tfrecord`
 package cannot share a process with TensorFlow). Prints images/s, kitpkg's ratio to the best peer, kitpkg as a
 fraction of the decode limit (single-core decode+resize rate x workers), and kitpkg's peak RSS per epoch (main +
-workers) over 3 epochs.
+workers) over 3 epochs. `kitpkg-wds` is kitpkg on the same bytes in tar shards (the comparison uses TFRecord).
 
     .venv/bin/python benchmarks/loader.py            # data cached in /tmp/kitpkg-bench (made on the first run)
 """
@@ -21,11 +21,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-SYSTEMS = ("files-pil", "webdataset", "tfrecord-pkg", "tf.data", "kitpkg")
+SYSTEMS = ("files-pil", "webdataset", "tfrecord-pkg", "tf.data", "kitpkg", "kitpkg-wds")
+KITPKG = ("kitpkg", "kitpkg-wds")  # kitpkg on the TFRecord shards (the figure compared) and on the same bytes as tars
 
 
 def prepare(data: str, n: int, size: int) -> None:
-    """JPEG files + the same bytes in TFRecord shards (indexed by kitpkg) and webdataset tars; reused when present."""
+    """JPEG files + the same bytes in TFRecord shards and webdataset tars (both indexed by kitpkg); reused when present."""
     from benchmarks.photos import write_photo_jpegs
     from kitpkg.shards.example import encode_example
     from kitpkg.shards.index import index
@@ -33,6 +34,8 @@ def prepare(data: str, n: int, size: int) -> None:
     from kitpkg.shards.wds import TarShardWriter
 
     if os.path.exists(os.path.join(data, "tfrec", "manifest.json")):
+        if not os.path.exists(os.path.join(data, "wds", "manifest.json")):  # data made before kitpkg-wds existed
+            index([os.path.join(data, "wds")])
         return
     paths = write_photo_jpegs(os.path.join(data, "jpg"), n, size, size, quality=90, seed=0)
     with open(os.path.join(data, "labels.csv"), "w", newline="") as f:
@@ -51,6 +54,7 @@ def prepare(data: str, n: int, size: int) -> None:
                 tarw.write(name, {"jpg": img, "cls": str(label).encode()})
             tarw.close()
     index([os.path.join(data, "tfrec")], label_col="target")
+    index([os.path.join(data, "wds")])
 
 
 def _rss_tree() -> int:
@@ -161,11 +165,11 @@ def run_tfdata(data, a):
                  lambda b: len(b[0]))
 
 
-def run_kitpkg(data, a):
+def run_kitpkg(data, a, fmt="tfrec"):
     from kitpkg.data.dataset import ShardDataset
     from kitpkg.data.loader import ShardLoader
 
-    loader = ShardLoader(ShardDataset(os.path.join(data, "tfrec"), "train", None, batch_size=a.batch,
+    loader = ShardLoader(ShardDataset(os.path.join(data, fmt), "train", None, batch_size=a.batch,
                                       image_size=a.out, seed=0), num_workers=a.workers, persistent_workers=True)
     epochs = [_time(loader, 10**9, lambda b: len(b["id"])) for _ in range(a.epochs)]
     return {"rate": epochs[0]["rate"], "images": epochs[0]["images"], "epochs": epochs,
@@ -188,7 +192,8 @@ def run_decode_limit(data, a):
 
 
 RUNNERS = {"files-pil": run_files, "webdataset": run_webdataset, "tfrecord-pkg": run_tfrecord_pkg,
-           "tf.data": run_tfdata, "kitpkg": run_kitpkg, "decode-limit": run_decode_limit}
+           "tf.data": run_tfdata, "kitpkg": run_kitpkg, "kitpkg-wds": lambda data, a: run_kitpkg(data, a, "wds"),
+           "decode-limit": run_decode_limit}
 
 
 def main() -> None:
@@ -220,7 +225,7 @@ def main() -> None:
         results[system] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{system:>13}: {results[system]['rate']:7.1f} img/s", flush=True)
     limit = results["decode-limit"]["rate"] * a.workers
-    peers = {k: v["rate"] for k, v in results.items() if k not in ("kitpkg", "decode-limit")}
+    peers = {k: v["rate"] for k, v in results.items() if k not in KITPKG + ("decode-limit",)}
     if "kitpkg" in results:
         kit = results["kitpkg"]
         best = max(peers, key=peers.get) if peers else None
@@ -228,6 +233,8 @@ def main() -> None:
         if best:
             print(f"kitpkg / best peer ({best}): {kit['rate'] / peers[best]:.2f}x")
         print(f"kitpkg / decode limit: {kit['rate'] / limit:.0%}")
+        if "kitpkg-wds" in results:
+            print(f"kitpkg on tars / decode limit: {results['kitpkg-wds']['rate'] / limit:.0%}")
         rates = ", ".join(f"{e['rate']:.0f}" for e in kit["epochs"])
         rss = [r / 2**20 for r in kit["peak_rss"]]
         print(f"kitpkg per epoch: {rates} img/s; peak RSS (main + workers) MiB: "

@@ -25,10 +25,11 @@ def test_loader_benchmark_prints_rates_ratios_and_memory(tmp_path):
     # 3 shards of the 256 the script writes per shard: webdataset needs a shard per worker
     out = _run("loader.py", "--data", str(tmp_path), "--n", "520", "--size", "64", "--out", "48", "--batch", "8",
                "--epochs", "2", cwd=tmp_path)
-    for system in ("decode-limit", "files-pil", "webdataset", "tfrecord-pkg", "tf.data", "kitpkg"):
+    for system in ("decode-limit", "files-pil", "webdataset", "tfrecord-pkg", "tf.data", "kitpkg", "kitpkg-wds"):
         assert re.search(rf"{re.escape(system)}:\s+[\d.]+ img/s", out), out
     assert re.search(r"kitpkg / best peer \([\w.-]+\): [\d.]+x", out), out
     assert re.search(r"kitpkg / decode limit: \d+%", out), out
+    assert re.search(r"kitpkg on tars / decode limit: \d+%", out), out
     assert re.search(r"kitpkg per epoch: \d+, \d+ img/s; peak RSS .* growth epoch 1 -> 2: [+-][\d.]+%", out), out
 
 

@@ -270,13 +270,19 @@ def test_mixed_image_sizes_are_fine_when_the_transform_makes_one_size(tmp_path):
         _ids(ShardLoader(ShardDataset(m, "test", batch_size=4, transform=torch.from_numpy), num_workers=1))
 
 
-def test_unreadable_json_in_a_tar_is_skipped_like_any_damaged_sample(tmp_path):
+def test_damaged_bytes_in_a_tar_are_skipped_like_any_damaged_sample(tmp_path):
     m = _indexed_tar(tmp_path / "badjson", [(f"k{i}", _pixels(32, 32, 20 * i), b'{"image_name": "k%d"}' % i)
                                             for i in range(6)])
     shard = m.shards[0]
     path = tmp_path / "badjson" / shard.file
     path.write_bytes(path.read_bytes().replace(b'{"image_name": "k2"}', b'{"image_name"! "k2"}'))  # no tar checksum
+    # the manifest's per-sample CRC-32C catches it (tar members carry no checksum of their own)
+    loader = ShardLoader(ShardDataset(m, "test", batch_size=4), num_workers=2)
+    with pytest.warns(RuntimeWarning, match=f"{shard.file}: sample bytes do not match the manifest's CRC-32C"):
+        assert _ids(loader) == ["k0", "k1", "k3", "k4", "k5"]
+    assert [(d[0], d[1]) for d in loader.damaged] == [(shard.file, shard.offsets[2])]
+    # without per-sample checksums the unreadable .json itself is what is reported
+    shard.checksums = None
     loader = ShardLoader(ShardDataset(m, "test", batch_size=4), num_workers=2)
     with pytest.warns(RuntimeWarning, match=f"{shard.file}: sample 'k2' has an unreadable .json"):
         assert _ids(loader) == ["k0", "k1", "k3", "k4", "k5"]
-    assert [(d[0], d[1]) for d in loader.damaged] == [(shard.file, shard.offsets[2])]

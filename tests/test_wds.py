@@ -61,3 +61,57 @@ def test_unreadable_json_or_cls_is_a_record_error_with_shard_and_offset(members)
     with pytest.raises(RecordError, match="'bad' has an unreadable .json/.cls") as err:
         list(iter_shard_file(io.BytesIO(data), "wds", "t.tar"))
     assert err.value.shard == "t.tar" and err.value.offset == offsets[1]
+
+
+def _bounds(data, offsets):
+    return list(zip(offsets, offsets[1:] + [len(data)]))
+
+
+def _foreign_tar(fmt, names):
+    """A tar written by the tarfile module itself (as webdataset's writer does), in `fmt`."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    return data, [o for o, _ in iter_tar_samples(io.BytesIO(data))]
+
+
+@pytest.mark.parametrize("kind", ["ours", "pax-long-names", "gnu-long-names", "ustar-prefix", "ustar-short"])
+def test_random_access_reads_each_sample_exactly_as_the_tarfile_module_does(kind):
+    import tarfile
+
+    from kitpkg.shards.wds import read_tar_sample
+
+    if kind == "ours":
+        data, offsets = _tar(SAMPLES)
+    else:
+        # names over 100 characters: pax/GNU extension headers, or a ustar name prefix
+        deep = "d/" * 60 if kind != "ustar-short" else ""
+        fmt = {"pax-long-names": tarfile.PAX_FORMAT, "gnu-long-names": tarfile.GNU_FORMAT,
+               "ustar-prefix": tarfile.USTAR_FORMAT, "ustar-short": tarfile.USTAR_FORMAT}[kind]
+        data, offsets = _foreign_tar(fmt, [(f"{deep}k{i}.{ext}", bytes([i]) * (50 + 600 * i))
+                                           for i in range(4) for ext in ("jpg", "cls")])
+    want = [s for _, s in iter_tar_samples(io.BytesIO(data))]
+    got = [read_tar_sample(io.BytesIO(data), start, end, "t.tar") for start, end in _bounds(data, offsets)]
+    assert got == want and len(got) == len(offsets)
+
+
+def test_random_access_checks_the_manifest_crc_and_names_shard_and_offset():
+    from crc32c import crc32c
+
+    from kitpkg.shards.wds import read_tar_sample
+
+    data, offsets = _tar(SAMPLES)
+    (s2, e2), (s4, e4) = _bounds(data, offsets)[2], _bounds(data, offsets)[4]
+    assert read_tar_sample(io.BytesIO(data), s2, e2, "t.tar", crc32c(data[s2:e2]))["__key__"] == "s002"
+    flipped = bytearray(data)
+    flipped[e2 - 700] ^= 0xFF  # inside s002's jpg payload: tar has no checksum of its own for it
+    with pytest.raises(RecordError, match=f"t.tar: .*CRC-32C.* at offset {s2}$"):
+        read_tar_sample(io.BytesIO(bytes(flipped)), s2, e2, "t.tar", crc32c(data[s2:e2]))
+    with pytest.raises(RecordError, match=f"t.tar: .*truncated.* at offset {s4}$"):
+        read_tar_sample(io.BytesIO(data[:e4 - 2000]), s4, e4, "t.tar")

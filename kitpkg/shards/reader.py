@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from .example import decode_example, scalar
 from .manifest import Manifest
 from .tfrecord import RecordError, is_gzip, iter_records, read_record, seek
-from .wds import IMAGE_EXTS, iter_tar_samples
+from .wds import IMAGE_EXTS, iter_tar_samples, read_tar_sample
 
 
 @dataclass
@@ -99,7 +99,8 @@ def read_sample(f: IO[bytes], manifest: Manifest, index: int, sample: int, check
                 keys: Optional[Collection[str]] = None) -> Record:
     """Read sample `sample` of shard `index` from a file opened by `open_shard`, jumping to its stored offset.
 
-    `keys` limits the TFRecord features decoded (the image and id are always kept); damage raises RecordError.
+    `keys` limits the TFRecord features decoded (the image and id are always kept); damage raises RecordError. With
+    `check_crc`, TFRecords are checked against their own CRCs and tar samples against the manifest's CRC-32Cs.
     """
     shard = manifest.shards[index]
     offset = shard.offsets[sample]
@@ -109,11 +110,6 @@ def read_sample(f: IO[bytes], manifest: Manifest, index: int, sample: int, check
         if data is None:
             raise RecordError(shard.file, offset, "file ends before this sample (truncated shard)")
         return _tfrecord_record(offset, data, manifest.image_key, manifest.id_col, shard.file, keys)
-    f.seek(offset)  # iter_tar_samples only seeks for a non-zero start; a reused file may be anywhere
-    records = iter_shard_file(f, manifest.format, shard.file, offset, manifest.id_col, manifest.image_key)
-    try:
-        for record in records:
-            return record
-    finally:
-        records.close()
-    raise RecordError(shard.file, offset, "file ends before this sample (truncated shard)")
+    end = shard.offsets[sample + 1] if sample + 1 < shard.samples else shard.bytes
+    crc = shard.checksums[sample] if check_crc and shard.checksums else None
+    return _tar_record(offset, read_tar_sample(f, offset, end, shard.file, crc), manifest.id_col, shard.file)
