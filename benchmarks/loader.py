@@ -26,7 +26,7 @@ KITPKG = ("kitpkg", "kitpkg-wds")  # kitpkg on the TFRecord shards (the figure c
 
 
 def prepare(data: str, n: int, size: int) -> None:
-    """JPEG files + the same bytes in TFRecord shards and webdataset tars (both indexed by kitpkg); reused when present."""
+    """JPEG files + the same bytes in TFRecord shards and webdataset tars, both indexed by kitpkg; reused if present."""
     from benchmarks.photos import write_photo_jpegs
     from kitpkg.shards.example import encode_example
     from kitpkg.shards.index import index
