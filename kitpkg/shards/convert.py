@@ -110,6 +110,7 @@ def _pooled(rels: List[str], workers: int, ctx: Any, initargs: tuple) -> Iterato
         except BrokenProcessPool:
             yield _alone(rels[done], ctx, initargs)
             done += 1
+            chunksize = 1  # a chunk fails as a whole: one image per task from now on finds the culprit quickly
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
