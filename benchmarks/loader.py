@@ -4,7 +4,8 @@ Same work per sample for every system: decode a 512 px q90 photo-like JPEG, resi
 shuffled batches of 64, 2 workers (2 threads for tf.data). Every system runs in its own fresh process (the `tfrecord`
 package cannot share a process with TensorFlow). Prints images/s, kitpkg's ratio to the best peer, kitpkg as a
 fraction of the decode limit (single-core decode+resize rate x workers), and kitpkg's peak RSS per epoch (main +
-workers) over 3 epochs. `kitpkg-wds` is kitpkg on the same bytes in tar shards (the comparison uses TFRecord).
+workers) over 3 epochs. Every system runs `--rounds` times, interleaved, and keeps its best figure (the machine's
+speed drifts). `kitpkg-wds` is kitpkg on the same bytes in tar shards (the comparison uses TFRecord).
 
     .venv/bin/python benchmarks/loader.py            # data cached in /tmp/kitpkg-bench (made on the first run)
 """
@@ -207,6 +208,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers / tf.data threads")
     p.add_argument("--epochs", type=int, default=3, help="kitpkg epochs (RSS growth is measured over them)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    p.add_argument("--rounds", type=int, default=2,
+                   help="run every system this many times, interleaved, and keep each one's best (this machine's "
+                        "speed drifts by tens of percent over minutes; every system gets the same treatment)")
     p.add_argument("--run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)  # internal: one system, JSON out
     a = p.parse_args()
     data = os.path.join(a.data, f"n{a.n}-{a.size}")
@@ -215,15 +219,20 @@ def main() -> None:
         return
     prepare(data, a.n, a.size)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
-    results = {}
-    for system in ["decode-limit"] + a.systems.split(","):
-        cmd = [sys.executable, __file__, "--run", system] + [x for x in sys.argv[1:] if not x.startswith("--run")]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if out.returncode:
-            print(f"{system}: failed\n{out.stderr[-2000:]}")
-            continue
-        results[system] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{system:>13}: {results[system]['rate']:7.1f} img/s", flush=True)
+    runs: dict = {}
+    for r in range(a.rounds):
+        for system in ["decode-limit"] + a.systems.split(","):
+            cmd = [sys.executable, __file__, "--run", system] + [x for x in sys.argv[1:] if not x.startswith("--run")]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode:
+                print(f"{system}: failed\n{out.stderr[-2000:]}")
+                continue
+            runs.setdefault(system, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}: {system:>13}: {runs[system][-1]['rate']:7.1f} img/s", flush=True)
+    results = {system: max(rs, key=lambda x: x["rate"]) for system, rs in runs.items()}
+    print(f"best of {a.rounds} round(s):")
+    for system, res in results.items():
+        print(f"{system:>13}: {res['rate']:7.1f} img/s")
     limit = results["decode-limit"]["rate"] * a.workers
     peers = {k: v["rate"] for k, v in results.items() if k not in KITPKG + ("decode-limit",)}
     if "kitpkg" in results:
