@@ -177,3 +177,48 @@ def test_an_image_that_kills_its_worker_is_rejected_and_the_run_finishes(tmp_pat
     assert all("killed its decoder process" in r["reason"] for r in m.rejected)
     kept = sorted(r.id for i in range(len(m.shards)) for r in iter_manifest_shard(m, i))
     assert kept == [f"img{i:02d}" for i in range(n) if i not in (5, 17)]
+
+
+@pytest.mark.timeout(120)
+def test_workers_dying_whatever_the_image_stop_the_run_and_a_rerun_continues(tmp_path, monkeypatch):
+    """Deaths that are the machine's (memory, a broken install) must not turn into a shard set of rejections."""
+    import os
+
+    import kitpkg.shards.convert as convert_module
+    from kitpkg.errors import KitError
+
+    n = 12
+    (tmp_path / "src").mkdir()
+    for i in range(n):
+        (tmp_path / "src" / f"img{i:02d}.jpg").write_bytes(_jpeg(_photo(40, 40)))
+    (tmp_path / "t.csv").write_text("image_name,target\n" + "".join(f"img{i:02d},{i % 2}\n" for i in range(n)))
+    args = (tmp_path / "src", tmp_path / "t.csv", tmp_path / "out")
+    opts = dict(sizes=(16,), group_col=None, folds=2, workers=2, progress=False, shard_samples=4)
+    monkeypatch.setattr(convert_module, "_init_worker", lambda *a: os._exit(1))  # every pool process dies at start
+    with pytest.raises(KitError, match="3 images in a row each killed their worker process"):
+        convert(*args, **opts)
+    assert not (tmp_path / "out" / "16" / "manifest.json").exists()
+    monkeypatch.undo()
+    m = convert(*args, **opts)[16]
+    assert m.rejected == [] and sum(s.samples for s in m.shards) == n
+
+
+def test_convert_keeps_a_bounded_number_of_tasks_in_flight():
+    from concurrent.futures import Future
+
+    from kitpkg.shards.convert import _in_order
+
+    class Pool:
+        submitted = 0
+
+        def submit(self, fn, rels):
+            Pool.submitted += 1
+            f = Future()
+            f.set_result([(True, r) for r in rels])
+            return f
+    rels = [f"r{i}" for i in range(1000)]
+    got, most = [], 0
+    for chunk in _in_order(Pool(), rels, 10, 1, window=8):
+        got += [r for _, r in chunk]
+        most = max(most, Pool.submitted - len(got))
+    assert got == rels[10:] and most <= 8

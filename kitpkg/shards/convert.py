@@ -12,8 +12,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -95,33 +95,69 @@ def _results(rels: List[str], workers: int, source: ImageSource, sizes, aspect, 
         cv2.setNumThreads(saved)
 
 
+_DEATHS_IN_A_ROW = 3  # images that each killed their own process, one after another: blame the machine, not them
+
+
 def _pooled(rels: List[str], workers: int, ctx: Any, initargs: tuple) -> Iterator[Tuple[bool, Any]]:
-    """`_work` over `rels` in a process pool, in order. A worker that dies (a decoder crash, the OOM killer) costs
-    only the image that killed it: the next unfinished image is retried alone, rejected if it kills its process too,
-    and the pool restarts after it. (multiprocessing.Pool would wait forever for a dead worker's result.)"""
+    """`_work` over `rels` in a process pool, in order, with a bounded window of tasks in flight. A worker that dies
+    (a decoder crash, the OOM killer) costs only the image that killed it: the next unfinished image is retried
+    alone, rejected if it kills its process too, and the pool restarts after it. (multiprocessing.Pool would wait
+    forever for a dead worker's result.)"""
     chunksize = max(1, min(16, len(rels) // (workers * 8)))
-    done = 0
+    done, deaths = 0, 0
     while done < len(rels):
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs)
+        broken = False
         try:
-            for result in pool.map(_work, rels[done:], chunksize=chunksize):
-                yield result
-                done += 1
+            for results in _in_order(pool, rels, done, chunksize, window=4 * workers):
+                for result in results:
+                    yield result
+                    done += 1
+                deaths = 0
         except BrokenProcessPool:
-            yield _alone(rels[done], ctx, initargs)
+            broken = True
+        finally:
+            # a broken pool has failed every future itself: cancelling them too races its manager thread, which then
+            # never stops the other workers (CPython gh-107219, Python <= 3.11) and the process cannot exit
+            pool.shutdown(wait=True, cancel_futures=not broken)
+        if broken:
+            ok, payload = _alone(rels[done], ctx, initargs)
+            deaths = 0 if ok else deaths + 1
+            if deaths >= _DEATHS_IN_A_ROW:
+                raise KitError(f"{deaths} images in a row each killed their worker process (last: {rels[done]}); "
+                               "that is the machine (out of memory? a broken install?), not the images: fix it and "
+                               "re-run the same command, which continues where this run stopped")
+            yield ok, payload
             done += 1
             chunksize = 1  # a chunk fails as a whole: one image per task from now on finds the culprit quickly
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _in_order(pool: ProcessPoolExecutor, rels: List[str], start: int, chunksize: int,
+              window: int) -> Iterator[List[Tuple[bool, Any]]]:
+    """Results of `rels[start:]` chunk by chunk, in order, with at most `window` chunks submitted ahead
+    (Executor.map would submit every chunk at once: a future per image after a crash)."""
+    pending: "deque[Future]" = deque()
+    nxt = start
+    while pending or nxt < len(rels):
+        while nxt < len(rels) and len(pending) < window:
+            pending.append(pool.submit(_work_chunk, rels[nxt:nxt + chunksize]))
+            nxt += chunksize
+        yield pending.popleft().result()
+
+
+def _work_chunk(rels: List[str]) -> List[Tuple[bool, Any]]:
+    return [_work(rel) for rel in rels]
 
 
 def _alone(rel: str, ctx: Any, initargs: tuple) -> Tuple[bool, Any]:
     """`_work(rel)` in a process of its own; a rejection when that process dies."""
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs) as pool:
-        try:
-            return pool.submit(_work, rel).result()
-        except BrokenProcessPool:
-            return False, "the image killed its decoder process (a crash in the image library, or out of memory)"
+    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs)
+    try:
+        return pool.submit(_work, rel).result()
+    except BrokenProcessPool:
+        return False, "the image killed its decoder process (a crash in the image library, or out of memory)"
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _shard_writer(f: IO[bytes], fmt: str, plan: Plan, label_col: Optional[str]) -> ShardWriter:
