@@ -63,7 +63,7 @@ def test_released_batches_recycle_a_few_buffers(any_manifest, tickets):
     for epoch, want in zip(got, ref):
         _same(epoch, want)
     batches = sum(len(e) for e in got)
-    slots = {(w, s) for w, s, _ in tickets}
+    slots = {(w, s) for _, w, s, _ in tickets}
     assert len(tickets) == batches, "every batch came in a recycled buffer"
     assert len(slots) <= 2 * loader._buffers.slots < batches, "buffers were reused, not allocated per batch"
 
@@ -89,8 +89,8 @@ def test_spawned_workers_get_the_pool_and_the_users_worker_init(tfrecord_manifes
     _same([(b["id"], b["image"].clone()) for b in loader], ref)
     assert sorted(os.listdir(tmp_path)) == ["worker0", "worker1"]
     assert len(tickets) == len(ref)
-    again = ShardLoader(loader.dataset, num_workers=2, worker_init_fn=loader.worker_init_fn)  # as Lightning re-creates
-    assert again.worker_init_fn.user_fn is init and again.worker_init_fn.buffers is again._buffers
+    # the pool does not ride on worker_init_fn: Lightning only adds its per-rank worker seeding when that is None
+    assert loader.worker_init_fn is init and ShardLoader(loader.dataset, num_workers=2).worker_init_fn is None
 
 
 class _MarkWorker:
@@ -101,26 +101,59 @@ class _MarkWorker:
         open(os.path.join(self.folder, f"worker{worker_id}"), "w").close()
 
 
-def test_protocol_frees_a_buffer_only_when_its_batch_is_dead_or_stale(monkeypatch):
+def test_two_loaders_over_one_dataset_and_copies_stay_correct(tfrecord_manifest, tickets):
+    import copy
+    import pickle
+
+    ref = _reference(tfrecord_manifest, 3)
+    ds = _dataset(tfrecord_manifest)
+    a = ShardLoader(ds, num_workers=2, persistent_workers=True)
+    b = ShardLoader(ds, num_workers=2)
+    kept = []
+    for loader in (a, b, a, b):  # a: epochs 0, 1; b: epochs 0, 1 -- every batch kept
+        kept.append([(x["id"], x["image"]) for x in loader])
+    for got, want in zip(kept, [ref[0], ref[0], ref[1], ref[1]]):
+        _same(got, want)
+    assert {t[0] for t in tickets} == {a._buffers.token, b._buffers.token}
+    seen = len(tickets)
+    for clone in (copy.deepcopy(b), pickle.loads(pickle.dumps(b))):  # copies (Lightning's XLA launcher deepcopies)
+        assert clone._buffers.lock is None, "a copied pool never recycles: its lock would not reach the workers"
+        _same([(x["id"], x["image"]) for x in clone], ref[2])
+    assert len(tickets) == seen
+
+
+def test_without_recycling_a_batch_can_be_sent_to_another_process(tfrecord_manifest, tickets):
+    loader = ShardLoader(_dataset(tfrecord_manifest), num_workers=2, recycle_buffers=False)
+    _same([(x["id"], x["image"]) for x in loader], _reference(tfrecord_manifest, 1)[0])
+    assert tickets == [], "recycle_buffers=False: every batch in a fresh buffer"
+
+
+def _forked_copy(pool):
+    """The pool as a forked DataLoader worker sees it: the same shared tensors and lock, its own local state."""
+    worker = B.BatchBuffers.__new__(B.BatchBuffers)
+    worker.__dict__.update(pool.__dict__)
+    worker._init_local()
+    return worker
+
+
+def test_protocol_frees_a_buffer_only_when_its_batch_is_dead_or_stale():
     pool = B.BatchBuffers(workers=1, slots=2)
-    worker = B.BatchBuffers.__new__(B.BatchBuffers)  # the worker's copy, as a DataLoader worker would receive it
-    worker.__setstate__(pool.__getstate__())
-    monkeypatch.setattr(B, "_installed", None)
+    worker = _forked_copy(pool)
     pool.new_generation()
     worker.install(0)
     worker.begin_iteration()
     (s1, t1), (_, t2) = worker.take(100), worker.take(50)
-    assert t1[:2] != t2[:2] and worker.take(10) is None, "two slots, both taken: the next batch gets a fresh buffer"
+    assert t1[1:3] != t2[1:3] and worker.take(10) is None, "two slots, both taken: the next batch gets a fresh buffer"
     batch = B.view_as(B.shared_empty(100), (10, 10), torch.uint8)  # the main process's own mapping of s1
     view = batch[3]
     pool.track(batch, t1)
     del batch
     pool.reclaim(stale=True)
-    assert pool.tickets[0, t1[1]] != 0, "a live view keeps the buffer"
+    assert pool.tickets[0, t1[2]] != 0, "a live view keeps the buffer"
     del view
     pool.reclaim()
-    assert pool.tickets[0, t1[1]] == 0, "freed once the last reference died"
-    assert pool.tickets[0, t2[1]] != 0, "the untracked (in-flight) batch of the current generation stays taken"
+    assert pool.tickets[0, t1[2]] == 0, "freed once the last reference died"
+    assert pool.tickets[0, t2[2]] != 0, "the untracked (in-flight) batch of the current generation stays taken"
     reused, t3 = worker.take(100)
     assert reused.data_ptr() == s1.data_ptr(), "the freed buffer is reused"
     pool.new_generation()

@@ -143,6 +143,7 @@ class ShardDataset(IterableDataset):
         # (epoch, first batch) shared with DataLoader workers, persistent ones included: set before each iter()
         self._position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.errors_as_items = False  # ShardLoader turns worker errors into one clean KitError in the main process
+        self._buffers = None  # the recycled batch buffers of the ShardLoader iterating this (buffers.py)
 
     @property
     def batch_size(self) -> int:
@@ -169,7 +170,7 @@ class ShardDataset(IterableDataset):
         workers, worker_id = (info.num_workers, info.id) if info else (1, 0)
         if info is not None:
             _configure_worker()
-            begin_worker_iteration()
+            begin_worker_iteration(self._buffers)
         epoch, start = (int(x) for x in self._position.tolist())
         stream = self.partition.rank_stream(epoch)
         reader = _Reader(self.sources, self.cache, sorted({c for c, _ in self.labels if c}))

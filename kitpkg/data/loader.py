@@ -7,7 +7,8 @@ what workers prefetched): {"epoch", "samples" (consumed by this rank this epoch)
 unconsumed batch, seeking with the manifest's offsets -- skipped samples are never read or decoded.
 
 Workers write batches into recycled shared buffers (buffers.py); this loader tracks each batch it hands out and frees
-its buffer when the batch's last reference dies.
+its buffer when the batch's last reference in this process dies. To send a batch on to another process, clone it
+first, or pass `recycle_buffers=False`.
 
 Epochs: every new `iter()` starts the next epoch (the first one starts `epoch`, default 0); a loaded state makes the
 next `iter()` continue that epoch, or start the following one when the state was saved at the epoch's end.
@@ -20,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from torch.utils.data import DataLoader
 
 from ..errors import KitError
-from .buffers import BatchBuffers, WorkerInit
+from .buffers import BatchBuffers
 from .dataset import ShardDataset
 
 
@@ -29,17 +30,13 @@ class ShardLoader(DataLoader):
 
     def __init__(self, dataset: ShardDataset, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, prefetch_factor: Optional[int] = None, epoch: int = 0,
-                 multiprocessing_context: Any = None, **kwargs: Any):
+                 multiprocessing_context: Any = None, recycle_buffers: bool = True, **kwargs: Any):
         # Lightning re-creates loaders with sampler=None/batch_sampler=None (e.g. for predict): the dataset batches
         for key in ("sampler", "batch_sampler", "batch_size", "shuffle", "drop_last"):
             if kwargs.pop(key, None) not in (None, False):
                 raise KitError(f"ShardLoader: {key} is not supported; the ShardDataset makes the batches")
-        # recycled batch buffers per worker: what the queue holds (prefetch) plus what the consumer keeps (Lightning's
-        # fetcher holds one batch ahead); beyond that a worker allocates fresh ones
-        self._buffers: Optional[BatchBuffers] = None
-        if num_workers > 0:
-            self._buffers = BatchBuffers(num_workers, (prefetch_factor or 2) + 4, multiprocessing_context)
-            kwargs["worker_init_fn"] = WorkerInit(self._buffers, kwargs.get("worker_init_fn"))
+        self.recycle_buffers = bool(recycle_buffers)
+        self._buffers: Optional[BatchBuffers] = None  # made at the first iter(), with the workers' start method
         super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=persistent_workers and num_workers > 0,
                          prefetch_factor=prefetch_factor if num_workers > 0 else None,
@@ -60,8 +57,15 @@ class ShardLoader(DataLoader):
         self.epoch, self.consumed, self._started = epoch, start, True
         self.samples = min(start * self.dataset.batch_size, self.dataset.partition.rank_samples())
         self.dataset.set_epoch(epoch, start)  # before the workers (re)start iterating
-        if self._buffers is None:
+        if not (self.recycle_buffers and self.num_workers > 0):
+            self.dataset._buffers = None
             return self._count(super().__iter__())
+        if self._buffers is None:
+            # per worker: what the queue holds (prefetch) plus what the consumer keeps (Lightning's fetcher holds one
+            # batch ahead); beyond that a worker allocates fresh buffers
+            slots = (self.prefetch_factor or 2) + 4
+            self._buffers = BatchBuffers(self.num_workers, slots, self.multiprocessing_context)
+        self.dataset._buffers = self._buffers  # reaches the workers this iter() starts (persistent ones have theirs)
         self._buffers.new_generation()
         batches = super().__iter__()  # persistent workers: batches of an abandoned iteration are drained by now
         self._buffers.reclaim(stale=True)
