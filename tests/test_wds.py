@@ -115,3 +115,60 @@ def test_random_access_checks_the_manifest_crc_and_names_shard_and_offset():
         read_tar_sample(io.BytesIO(bytes(flipped)), s2, e2, "t.tar", crc32c(data[s2:e2]))
     with pytest.raises(RecordError, match=f"t.tar: .*truncated.* at offset {s4}$"):
         read_tar_sample(io.BytesIO(data[:e4 - 2000]), s4, e4, "t.tar")
+
+
+def _header(name, size, kind=b"0", magic=b"ustar\x0000", at345=b""):
+    """A hand-made tar header, for layouts the tarfile module does not write but other tools do."""
+    b = bytearray(512)
+    b[0:len(name)] = name
+    b[100:108], b[108:116], b[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    b[124:136], b[136:148] = b"%011o\0" % size, b"00000000000\0"
+    b[156:157], b[257:265], b[345:345 + len(at345)] = kind, magic, at345
+    b[148:156] = b" " * 8
+    b[148:156] = b"%06o\0 " % sum(b)
+    return bytes(b)
+
+
+def _member(name, data, **kw):
+    return _header(name, len(data), **kw) + data + b"\0" * (-len(data) % 512)
+
+
+J = b'{"image_name": "A"}'
+ODD = {  # first sample of each; a second plain sample and the end blocks follow
+    "directory entry with a size field": [_member(b"a.jpg", b"JPEGa"), _header(b"a.d", 1024, kind=b"5"),
+                                          _member(b"a.json", J), _member(b"a.cls", b"1")],
+    "v7 directory entry": [_member(b"a.jpg", b"JPEGa"), _header(b"a.d/", 0, kind=b"\0"), _member(b"a.json", J)],
+    "GNU header with an atime at 345": [_member(b"a.jpg", b"JPEGa", magic=b"ustar  \0", at345=b"14717524461\0"),
+                                        _member(b"a.json", J, magic=b"ustar  \0")],
+    "pax header with a path": [_member(b"././@PaxHeader", b"17 path=long.jpg\n", kind=b"x"),
+                               _member(b"short.jpg", b"JPEGa")],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(ODD))
+def test_random_access_matches_tarfile_on_layouts_other_tools_write(layout):
+    from crc32c import crc32c
+
+    from kitpkg.shards.wds import read_tar_sample
+
+    first = b"".join(ODD[layout])
+    data = first + _member(b"b.jpg", b"JPEGb") + _member(b"b.json", J) + b"\0" * 1024
+    want = next(iter_tar_samples(io.BytesIO(data)))[1]
+    assert read_tar_sample(io.BytesIO(data), 0, len(first), "t.tar", crc32c(data[:len(first)])) == want
+
+
+def test_webdatasets_own_tars_take_the_fast_path():
+    """webdataset's TarWriter puts a pax header (a float mtime) before every member: still no tarfile needed."""
+    import webdataset as wds
+
+    from kitpkg.shards import wds as kit_wds
+
+    buf = io.BytesIO()
+    with wds.TarWriter(buf) as w:
+        for i in range(3):
+            w.write({"__key__": f"s{i}", "jpg": bytes([i]) * 700, "json": {"image_name": f"s{i}"}, "cls": i})
+    data = buf.getvalue()
+    offsets = [o for o, _ in iter_tar_samples(io.BytesIO(data))]
+    want = [s for _, s in iter_tar_samples(io.BytesIO(data))]
+    fast = [kit_wds._plain_members(data[a:b], "t.tar", a) for a, b in _bounds(data, offsets)]
+    assert data[156:157] == b"x" and fast == want

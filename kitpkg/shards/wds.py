@@ -102,12 +102,16 @@ def read_tar_sample(f: IO[bytes], offset: int, end: int, shard: str = "",
 
 
 _FILE_TYPES = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
+_PAX_TIMES = (b"mtime", b"atime", b"ctime")  # pax records that change nothing a reader uses
 
 
 def _plain_members(data: bytes, shard: str, offset: int) -> Optional[Dict[str, bytes]]:
-    """The first sample of `data`, read header by header (tarfile's TarInfo.frombuf alone costs 24 us a header);
-    None when a header is anything but a plain ustar/v7 header with a valid checksum (pax and GNU extensions
-    included): the caller then leaves it to the tarfile module, which also reports real damage."""
+    """The first sample of `data`, read header by header (tarfile's TarInfo.frombuf alone costs 24 us a header).
+
+    Handles plain ustar/v7 headers with a valid checksum, and pax headers that only carry times (webdataset's
+    writer puts one before every member). Returns None for anything else (other pax records, GNU long names,
+    base-256 sizes, odd entries): the caller then leaves the sample to the tarfile module, which also reports damage.
+    """
     from .tfrecord import RecordError
 
     sample: Dict[str, bytes] = {}
@@ -120,7 +124,10 @@ def _plain_members(data: bytes, shard: str, offset: int) -> Optional[Dict[str, b
         if name is None:
             break  # end-of-archive blocks
         body = pos + 512
-        if kind in _FILE_TYPES:
+        if kind == b"x":
+            if not _pax_times_only(data[body:body + size]):
+                return None
+        elif kind in _FILE_TYPES:
             key, ext = split_key(name)
             if sample and sample["__key__"] != key:
                 break
@@ -128,6 +135,8 @@ def _plain_members(data: bytes, shard: str, offset: int) -> Optional[Dict[str, b
                 raise RecordError(shard, offset + pos, f"truncated member {name}")
             sample.setdefault("__key__", key)
             sample[ext] = data[body:body + size]
+        elif size:
+            return None  # a link or directory entry with data: let tarfile decide how to skip it
         pos = body + -(-size // 512) * 512
     return sample or None
 
@@ -142,9 +151,30 @@ def _plain_header(block: bytes) -> Optional[Tuple[Optional[str], int, bytes]]:
     except ValueError:
         return None  # base-256 sizes, damage: the tarfile module decides
     kind = block[156:157]
-    if checksum != sum(block[:148]) + 256 + sum(block[156:]) or kind not in _FILE_TYPES + (b"1", b"2", b"5"):
+    if checksum != sum(block[:148]) + 256 + sum(block[156:]) or kind not in _FILE_TYPES + (b"1", b"2", b"5", b"x"):
         return None
     name = block[:100].split(b"\0", 1)[0]
-    if block[257:263] == b"ustar\x00" and block[345]:  # POSIX ustar: a name prefix (GNU headers have none)
+    if block[345]:  # a ustar name prefix; tarfile would prepend these bytes for any magic, so leave others to it
+        if block[257:263] != b"ustar\x00":
+            return None
         name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+    if kind == b"\0" and name.endswith(b"/"):
+        return None  # a v7 directory entry: tarfile's rule
     return name.decode("utf-8", "surrogateescape"), size, kind
+
+
+def _pax_times_only(payload: bytes) -> bool:
+    """Whether pax extended-header records ("<length> <key>=<value>\\n" each) hold only times."""
+    pos = 0
+    while pos < len(payload):
+        space = payload.find(b" ", pos)
+        try:
+            length = int(payload[pos:space]) if space > pos else 0
+        except ValueError:
+            return False
+        if length <= 0 or pos + length > len(payload):
+            return False
+        if payload[space + 1:pos + length].split(b"=", 1)[0] not in _PAX_TIMES:
+            return False
+        pos += length
+    return True
