@@ -143,7 +143,7 @@ class ShardDataset(IterableDataset):
         # (epoch, first batch) shared with DataLoader workers, persistent ones included: set before each iter()
         self._position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.errors_as_items = False  # ShardLoader turns worker errors into one clean KitError in the main process
-        self._buffers = None  # the recycled batch buffers of the ShardLoader iterating this (buffers.py)
+        self._buffers = None  # set by a ShardLoader only while it starts its workers (buffers.py)
 
     @property
     def batch_size(self) -> int:

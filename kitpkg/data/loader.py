@@ -58,16 +58,18 @@ class ShardLoader(DataLoader):
         self.samples = min(start * self.dataset.batch_size, self.dataset.partition.rank_samples())
         self.dataset.set_epoch(epoch, start)  # before the workers (re)start iterating
         if not (self.recycle_buffers and self.num_workers > 0):
-            self.dataset._buffers = None
             return self._count(super().__iter__())
         if self._buffers is None:
             # per worker: what the queue holds (prefetch) plus what the consumer keeps (Lightning's fetcher holds one
             # batch ahead); beyond that a worker allocates fresh buffers
             slots = (self.prefetch_factor or 2) + 4
             self._buffers = BatchBuffers(self.num_workers, slots, self.multiprocessing_context)
-        self.dataset._buffers = self._buffers  # reaches the workers this iter() starts (persistent ones have theirs)
         self._buffers.new_generation()
-        batches = super().__iter__()  # persistent workers: batches of an abandoned iteration are drained by now
+        self.dataset._buffers = self._buffers  # rides to the workers this iter() starts (persistent ones have theirs)
+        try:
+            batches = super().__iter__()  # persistent workers: batches of an abandoned iteration are drained by now
+        finally:
+            self.dataset._buffers = None  # the workers hold their copy: nothing else iterating the dataset gets it
         self._buffers.reclaim(stale=True)
         return self._count(batches)
 
