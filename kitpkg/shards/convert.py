@@ -106,7 +106,7 @@ def _pooled(rels: List[str], workers: int, ctx: Any, initargs: tuple) -> Iterato
     chunksize = max(1, min(16, len(rels) // (workers * 8)))
     done, deaths = 0, 0
     while done < len(rels):
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs)
+        pool = _pool(workers, ctx, initargs)
         broken = False
         try:
             for results in _in_order(pool, rels, done, chunksize, window=4 * workers):
@@ -132,6 +132,10 @@ def _pooled(rels: List[str], workers: int, ctx: Any, initargs: tuple) -> Iterato
             chunksize = 1  # a chunk fails as a whole: one image per task from now on finds the culprit quickly
 
 
+def _pool(workers: int, ctx: Any, initargs: tuple) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs)
+
+
 def _in_order(pool: ProcessPoolExecutor, rels: List[str], start: int, chunksize: int,
               window: int) -> Iterator[List[Tuple[bool, Any]]]:
     """Results of `rels[start:]` chunk by chunk, in order, with at most `window` chunks submitted ahead
@@ -151,7 +155,7 @@ def _work_chunk(rels: List[str]) -> List[Tuple[bool, Any]]:
 
 def _alone(rel: str, ctx: Any, initargs: tuple) -> Tuple[bool, Any]:
     """`_work(rel)` in a process of its own; a rejection when that process dies."""
-    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_pool_worker, initargs=initargs)
+    pool = _pool(1, ctx, initargs)
     try:
         return pool.submit(_work, rel).result()
     except BrokenProcessPool:

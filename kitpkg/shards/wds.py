@@ -8,6 +8,8 @@ from typing import IO, Dict, Iterator, Optional, Tuple
 
 from crc32c import crc32c
 
+from .tfrecord import RecordError
+
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
@@ -49,8 +51,6 @@ class TarShardWriter:
 
 def iter_tar_samples(f: IO[bytes], start: int = 0, shard: str = "") -> Iterator[Tuple[int, Dict[str, bytes]]]:
     """Yield (offset, {"__key__": key, ext: bytes, …}) for each sample, grouping consecutive members by key."""
-    from .tfrecord import RecordError
-
     if start:
         f.seek(start)
     current: Dict[str, bytes] = {}
@@ -82,8 +82,6 @@ def read_tar_sample(f: IO[bytes], offset: int, end: int, shard: str = "",
     """The sample whose first member header is at `offset`, from exactly the bytes [offset, end) (`end`: the next
     sample's offset, or the file size for the last sample) in one read; checked against `crc` (CRC-32C of that
     range, from the manifest) when given. Damage raises RecordError (shard + offset)."""
-    from .tfrecord import RecordError
-
     f.seek(offset)
     data = f.read(end - offset)
     if len(data) < end - offset:
@@ -112,8 +110,6 @@ def _plain_members(data: bytes, shard: str, offset: int) -> Optional[Dict[str, b
     writer puts one before every member). Returns None for anything else (other pax records, GNU long names,
     base-256 sizes, odd entries): the caller then leaves the sample to the tarfile module, which also reports damage.
     """
-    from .tfrecord import RecordError
-
     sample: Dict[str, bytes] = {}
     pos = 0
     while pos + 512 <= len(data):
