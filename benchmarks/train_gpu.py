@@ -1,10 +1,11 @@
 """Training throughput of efficientnet_b4 at 384 px: fp32 eager NCHW vs the kit's default GPU recipe, in one run.
 
-The recipe is what `train.precision: auto` + `train.channels_last: auto` give on a GPU (bf16-mixed where supported,
-else 16-mixed; channels_last), optionally + torch.compile (`--compile`). Synthetic uint8 batches already on the GPU
-go through the kit's own KitModule (on-device normalisation + augmentation, BCE loss, AdamW), so the figures measure the
-model step, not the loader. Prints images/s for each variant and the ratio. Not part of CI (the tests only smoke-run
-it on the CPU, `--device cpu`, to keep the script working):
+The recipe is what `train.precision: auto` + `train.channels_last: auto` choose for this GPU's generation, printed
+with the reason (bf16-mixed from sm 8.0, 16-mixed on sm 7.x and the P100, 32-true on GTX 10xx; channels_last from
+sm 7.0; see kitpkg/train/trainer.py), optionally + torch.compile (`--compile`). Synthetic uint8 batches already on the
+GPU go through the kit's own KitModule (on-device normalisation + augmentation, BCE loss, AdamW), so the figures
+measure the model step, not the loader. Prints images/s for each variant and the ratio. Not part of CI (the tests
+only smoke-run it on the CPU, `--device cpu`, to keep the script working):
     python benchmarks/train_gpu.py [--batch 32] [--steps 30] [--compile]
 """
 from __future__ import annotations
@@ -77,17 +78,18 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("train_gpu: no CUDA GPU here; run this on a GPU machine (Colab/Kaggle/…) — nothing measured")
         return 0
-    from kitpkg.train.model import resolve_precision
+    from kitpkg.train.trainer import detect_device
 
     torch.backends.cudnn.benchmark = True
     on_gpu = args.device == "cuda"
-    recipe = resolve_precision("auto", on_gpu=on_gpu)
+    choice = detect_device(on_gpu)
     where = torch.cuda.get_device_name(0) if on_gpu else "CPU (smoke run)"
     print(f"{where}: efficientnet_b4, {args.size} px, batch {args.batch}, {args.steps} steps")
-    variants = [("fp32 eager NCHW", "32-true", False, False), (f"kit default ({recipe} + channels_last)", recipe,
-                                                                True, False)]
+    print(f"auto recipe: {choice.reason}")
+    variants = [("fp32 eager NCHW", "32-true", False, False),
+                (f"kit default ({choice.recipe})", choice.precision, choice.channels_last, False)]
     if args.compile:
-        variants.append(("kit default + torch.compile", recipe, True, True))
+        variants.append(("kit default + torch.compile", choice.precision, choice.channels_last, True))
     rates = {}
     for name, precision, cl, comp in variants:
         warmup = args.warmup + (10 if comp else 0)

@@ -45,5 +45,6 @@ def test_gpu_training_benchmark_smoke_runs_on_the_cpu(tmp_path):
     out = _run("train_gpu.py", "--device", "cpu", "--batch", "2", "--steps", "1", "--warmup", "0", "--size", "64",
                cwd=tmp_path)
     assert "fp32 eager NCHW" in out and re.search(r"× fp32 eager NCHW", out), out
+    assert "auto recipe: CPU: 32-true" in out, out  # the choice and its reason, so a GPU run shows what auto picked
     without = _run("train_gpu.py", cwd=tmp_path)  # the default asks for a GPU: none here, a clear message, exit 0
     assert "no CUDA GPU here" in without

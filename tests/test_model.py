@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 from kitpkg.config import config_from_dict
 from kitpkg.errors import KitError
 from kitpkg.train.losses import make_loss
-from kitpkg.train.model import KitModule, apply_view, portable_config, resolve_precision
+from kitpkg.train.model import KitModule, apply_view, portable_config
+from kitpkg.train.trainer import resolve_precision
 
 TINY = "test_resnet"  # timm's own test-sized model: ~0.4 M parameters, fast on 2 cores
 
@@ -87,7 +88,7 @@ def test_losses():
     assert make_loss("ce", 3)(multi, labels) < 0.02
     assert make_loss("ce", 3, label_smoothing=0.1)(multi, labels) > make_loss("ce", 3)(multi, labels)
     assert make_loss("focal", 3)(multi, labels) < make_loss("ce", 3)(multi, labels)
-    with pytest.raises(ValueError, match="bce needs a binary target"):
+    with pytest.raises(KitError, match="bce needs a binary target"):
         make_loss("bce", 3)
 
 
@@ -155,7 +156,7 @@ def test_quiet_lightning_keeps_the_resume_news(caplog):
 
     from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-    from kitpkg.train.cv import quiet_lightning
+    from kitpkg.train.trainer import quiet_lightning
 
     quiet_lightning()
     quiet_lightning()  # idempotent: one filter however often a trainer is built
