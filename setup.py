@@ -6,22 +6,20 @@ from setuptools import find_packages, setup
 
 version = re.search(r'__version__ = "([^"]+)"', Path("kitpkg/_version.py").read_text()).group(1)
 
-# Ranges only: Colab and Kaggle ship torch/torchvision already; a pin would force a multi-GB reinstall.
+# Ranges only: Colab and Kaggle ship torch already; a pin would force a multi-GB reinstall. Only what kitpkg/ imports
+# (tests/test_packaging.py checks it): every extra package here is one more that can clash with a platform's own.
 install_requires = [
     "torch>=2.1",
-    "torchvision>=0.16",
     # 2.5: resuming from a checkpoint saved on an epoch's last batch is exact from 2.5.0 on; 2.2.5-2.4.0 re-run a
     # batch there (tests/test_loader_resume.py, measured with each version)
     "pytorch-lightning>=2.5,<3",
     "timm>=0.9.12",
     "torchmetrics>=1.0",
-    "albumentations>=1.3",
-    "opencv-python-headless>=4.5",  # cv2 is used directly (resize); albumentations brings it too
-    "webdataset>=0.2.86",
+    "opencv-python-headless>=4.5",  # cv2: decode fallback and resize
     "gdown>=4.7",
     "simplejpeg>=1.7",
     "crc32c>=2.3",
-    "protobuf>=3.20",
+    "protobuf>=4.22",  # message_factory.GetMessageClass (3.20 and 4.21 lack it); any newer one the platform has
     "numpy>=1.23",
     "pillow>=9.0",
     "pyyaml>=6.0",
@@ -31,13 +29,16 @@ install_requires = [
     "fsspec>=2023.1",
 ]
 
+# No `tf` extra: tensorflow-cpu beside Colab's/Kaggle's tensorflow shares its module folder and upgrades protobuf,
+# breaking preinstalled packages; kitpkg never imports TensorFlow (its TFRecord codec is its own).
 extras_require = {
-    "tf": ["tensorflow-cpu>=2.13"],
     "test": [
         "pytest>=7.4",
         "pytest-timeout>=2.1",
         "timm>=1.0.11",  # the tests' tiny test_resnet model (the kit itself runs on 0.9.12: `kitpkg demo` checked)
         "tensorflow-cpu>=2.13",  # interop only; never imported by the torch path
+        "webdataset>=0.2.86",  # interop: tars written by webdataset's TarWriter, and the loader benchmark's peer
+        "albumentations>=1.3",  # a user's Compose as the dataset transform
         "tfrecord>=1.14",  # benchmark peer
         "scikit-learn>=1.2",  # the benchmarks' photo-like source images
         "psutil>=5.9",  # the loader benchmark's RSS figures
@@ -59,5 +60,5 @@ setup(
     extras_require=extras_require,
     entry_points={"console_scripts": ["kitpkg=kitpkg.cli:main"]},
     include_package_data=True,
-    package_data={"kitpkg": ["configs/*.yaml"]},
+    package_data={"kitpkg.configs": ["*.yaml"]},  # the templates `kitpkg init --from NAME` writes out
 )
