@@ -22,6 +22,7 @@ DEFAULT_KAGGLE_ROOT = "/kaggle"
 DEFAULT_DRIVE_ROOT = "/content/drive"  # Colab's mountpoint; MyDrive appears inside it
 DEFAULT_COLAB_LOCAL = "/content"  # Colab's local disk: fast, wiped when the runtime dies
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+RUN_STATE = "state.json"  # marks a run directory of `kitpkg cv` (kitpkg.train.runstate.STATE_NAME)
 _WALK_DEPTH = 6  # attached Kaggle datasets mount at /kaggle/input/<slug>/ or a few levels deeper
 
 
@@ -63,12 +64,17 @@ class Layout:
     kaggle_input: Optional[Path] = None  # Kaggle only: the read-only folder attached datasets appear under
 
 
+def kaggle_root(environ: Mapping[str, str]) -> Path:
+    """/kaggle (KITPKG_KAGGLE_ROOT moves it: tests)."""
+    return Path(environ.get("KITPKG_KAGGLE_ROOT", DEFAULT_KAGGLE_ROOT))
+
+
 def layout(platform: str, project: str, environ: Mapping[str, str], cwd: Optional[Path] = None) -> Layout:
     """The project's folders on `platform`; KITPKG_KAGGLE_ROOT/_DRIVE_ROOT/_LOCAL_ROOT move the roots (tests)."""
     if not project or "/" in project or project.startswith("."):
         raise KitError(f"project={project!r}: use a plain folder name such as 'melanoma'")
     if platform == "kaggle":
-        root = Path(environ.get("KITPKG_KAGGLE_ROOT", DEFAULT_KAGGLE_ROOT))
+        root = kaggle_root(environ)
         base = root / "working" / project  # /kaggle/input is read-only; /kaggle/working is kept with the notebook
         return Layout(run_dir=base / "runs", data_dir=base / "data", scratch_dir=root / "temp" / project,
                       cache_dir=None, submit_dir=root / "working", kaggle_input=root / "input")
@@ -87,32 +93,39 @@ def layout(platform: str, project: str, environ: Mapping[str, str], cwd: Optiona
 
 @dataclass(frozen=True)
 class Attached:
-    """What attached (read-only) datasets offer: shard sets, offline wheelhouses, model weights."""
+    """What attached (read-only) datasets offer: shard sets, offline wheelhouses, model weights, run directories."""
 
     manifests: Tuple[Path, ...] = ()
     wheelhouses: Tuple[Path, ...] = ()
     weights: Tuple[Path, ...] = ()
+    runs: Tuple[Path, ...] = ()  # folders holding a state.json: kitpkg run directories (e.g. a version's output)
 
 
 def find_attached(root: Optional[Path], max_depth: int = _WALK_DEPTH) -> Attached:
-    """Walk `root` (e.g. /kaggle/input) for manifest.json folders, folders of kitpkg wheels, and weight files."""
+    """Walk `root` (e.g. /kaggle/input) for manifest.json folders, folders of kitpkg wheels, weight files and run
+    directories (a run directory's own checkpoints are not listed as weights)."""
     if root is None or not root.is_dir():
         return Attached()
     manifests: List[Path] = []
     wheelhouses: List[Path] = []
     weights: List[Path] = []
+    runs: List[Path] = []
     base_depth = len(root.parts)
     for folder, dirs, files in os.walk(root, followlinks=True):
         here = Path(folder)
         if len(here.parts) - base_depth >= max_depth:
             dirs[:] = []
         dirs.sort()
+        if RUN_STATE in files:
+            runs.append(here)
+            dirs[:] = []  # its fold folders are part of it, not datasets of their own
+            continue
         if "manifest.json" in files:
             manifests.append(here)
         if any(f.startswith("kitpkg-") and f.endswith(".whl") for f in files):
             wheelhouses.append(here)
         weights.extend(here / f for f in sorted(files) if f.endswith(WEIGHT_SUFFIXES))
-    return Attached(tuple(sorted(manifests)), tuple(sorted(wheelhouses)), tuple(sorted(weights)))
+    return Attached(tuple(sorted(manifests)), tuple(sorted(wheelhouses)), tuple(sorted(weights)), tuple(sorted(runs)))
 
 
 def gpu_summary(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> str:
@@ -187,6 +200,7 @@ class Environment:
     ram_gib: Tuple[float, float] = (0.0, 0.0)
     disk_free_gib: float = 0.0
     internet: bool = False
+    kaggle_run_type: Optional[str] = None  # KAGGLE_KERNEL_RUN_TYPE: "Interactive" (a session) or "Batch" (Save Version)
 
     def find_manifest(self, image_size: Optional[int] = None) -> Optional[Path]:
         """The folder of an attached or already converted shard set (of `image_size` if given), else None."""
@@ -212,11 +226,24 @@ class Environment:
         ]
         if self.cache_dir is not None:
             rows.append(("shard cache", str(self.cache_dir)))
+        if self.platform == "kaggle":
+            rows += [("persistence", line) for line in kaggle_persistence(self.kaggle_run_type)]
+        rows += [("attached runs", str(p)) for p in self.attached.runs]
         rows += [("attached shards", str(p)) for p in self.attached.manifests]
         rows += [("attached wheels", str(p)) for p in self.attached.wheelhouses]
         rows += [("attached weights", str(p)) for p in self.attached.weights[:5]]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"kitpkg {k.ljust(width)} : {v}" for k, v in rows)
+
+
+def kaggle_persistence(run_type: Optional[str]) -> Tuple[str, ...]:
+    """How /kaggle/working (the run directory) survives this kind of Kaggle run, as summary lines."""
+    if (run_type or "").lower() == "batch":
+        return ("a Save Version run: /kaggle/working becomes this version's output;",
+                "to continue, attach that output to a new session (Add Input -> Your Work) and run the same cells")
+    # Kaggle shows the Persistence setting only in the notebook's menu: nothing in the session says whether it is on
+    return ("/kaggle/working survives a restart only with Settings -> Persistence: Files (best effort, not",
+            "checkable from here); safer: Save Version, then attach its output as input: the run continues from it")
 
 
 def _manifest_size(folder: Path) -> Optional[int]:
@@ -252,7 +279,8 @@ def setup(project: str = "kitpkg", *, platform: Optional[str] = None, mount_time
                       scratch_dir=paths.scratch_dir, cache_dir=paths.cache_dir, submit_dir=paths.submit_dir,
                       drive_mount=paths.drive_mount,
                       attached=find_attached(paths.kaggle_input), gpu=gpu_summary(), ram_gib=ram_gib(),
-                      disk_free_gib=free_disk_gib(paths.scratch_dir), internet=has_internet(environ))
+                      disk_free_gib=free_disk_gib(paths.scratch_dir), internet=has_internet(environ),
+                      kaggle_run_type=(environ.get("KAGGLE_KERNEL_RUN_TYPE") or None) if platform == "kaggle" else None)
     if not quiet:
         print(env.summary(), flush=True)
     return env

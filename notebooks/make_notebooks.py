@@ -1,15 +1,27 @@
-"""Write notebooks/colab.ipynb and notebooks/kaggle.ipynb (outputs empty). Run from the repo root."""
+"""Write notebooks/colab.ipynb and notebooks/kaggle.ipynb (outputs empty). Run from the repo root.
+
+The cell tagged `parameters` holds plain values, as papermill expects: tests (and `papermill -p IMAGE_SIZE 32 ...`)
+put an `injected-parameters` cell after it.
+"""
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-PARAMS = '''import os
-# Demo settings. The tests shrink them through these variables; change the defaults (or the overrides) for real work.
-PROJECT = os.environ.get("KITPKG_NB_PROJECT", "demo")
-IMAGE_SIZE = int(os.environ.get("KITPKG_NB_IMAGE_SIZE", "128"))
-PATIENTS = int(os.environ.get("KITPKG_NB_PATIENTS", "120"))
-FOLDS = int(os.environ.get("KITPKG_NB_FOLDS", "5"))
-LR_STEPS = int(os.environ.get("KITPKG_NB_LR_STEPS", "100"))
-OVERRIDES = [f"data.image_size={IMAGE_SIZE}", *os.environ.get("KITPKG_NB_SET", "train.epochs=4").split()]'''
+PARAMS = '''# Demo settings: change them (and OVERRIDES, any config key) for real work.
+PROJECT = "demo"
+IMAGE_SIZE = 128
+PATIENTS = 120
+FOLDS = 5
+LR_STEPS = 100
+OVERRIDES = ["train.epochs=4"]'''
+
+# The wheel you built (`pip wheel --no-deps -w dist .` in a checkout) and copied to MyDrive; Drive is mounted first
+# because the wheel lives there (setup() then finds it mounted).
+COLAB_INSTALL = '''# kitpkg from the wheel you put on Drive (build it with `pip wheel --no-deps -w dist .` in the repository).
+# Once the repository is published: !pip install -q "git+<its URL>" instead of these two lines.
+from google.colab import drive; drive.mount("/content/drive")
+!pip install -q /content/drive/MyDrive/kitpkg-*.whl'''
+# The line `kitpkg wheelhouse` prints (kitpkg.notebook.wheelhouse.install_line): install.sh of the attached wheelhouse
+KAGGLE_INSTALL = ('sh "$(dirname "$(find /kaggle/input -name \'kitpkg-*.whl\' | head -n 1)")/install.sh"')
 
 SETUP = '''import kitpkg
 from kitpkg import notebook as nb
@@ -18,7 +30,8 @@ env = kitpkg.setup(project=PROJECT)'''
 COMMON_TAIL = [
     new_markdown_cell("The experiment: a config (YAML + overrides) whose run directory is under `env.run_dir`. "
                       "Keep the cells as they are between sessions: the run resumes only with the same config."),
-    new_code_cell('config = nb.experiment(env, shards, "demo", overrides=OVERRIDES)'),
+    new_code_cell('config = nb.experiment(env, shards, "demo", overrides=[f"data.image_size={IMAGE_SIZE}", '
+                  '*OVERRIDES])'),
     new_markdown_cell("LR finder (runs once per config; a re-run reuses its suggestion)."),
     new_code_cell("nb.find_lr(config, num_training=LR_STEPS)"),
     new_markdown_cell("Cross-validation: every fold, OOF predictions, CV score, test predictions averaged over folds. "
@@ -44,7 +57,7 @@ def notebook(title, install, intro, data_cells, platform):
 
 colab = notebook(
     "kitpkg on Colab",
-    "!pip install -q \"git+https://github.com/YOUR_ORG/kitpkg.git\"  # where your copy of kitpkg lives (or a .whl path)",
+    COLAB_INSTALL,
     "Run all cells. After the runtime dies (idle, 12 h, crash), run all cells again: Drive is mounted again, the "
     "shards are found, and training resumes from the checkpoints in the run directory on Drive.",
     [new_markdown_cell("Shards: the demo data is made on local disk and converted into `env.data_dir` on Drive "
@@ -57,10 +70,13 @@ colab = notebook(
 
 kaggle = notebook(
     "kitpkg on Kaggle",
-    "!pip install -q --no-index --find-links \"$(dirname \"$(find /kaggle/input -name 'kitpkg-*.whl' | head -n 1)\")\" "
-    "kitpkg",
+    "!" + KAGGLE_INSTALL,
     "Works with the internet off: attach the dataset made by `kitpkg wheelhouse` (the install cell finds it), and a "
-    "dataset of shards made by `kitpkg convert` (found by walking `/kaggle/input`). Outputs go to `/kaggle/working`.",
+    "dataset of shards made by `kitpkg convert` (found by walking `/kaggle/input`). Outputs go to `/kaggle/working`.\n\n"
+    "**When the session dies**, `/kaggle/working` survives only with *Settings → Persistence: Files* (best effort). "
+    "The safe way: *Save Version* (Save & Run All), then attach that version's output to a new session "
+    "(*Add Input → Your Work*) and run all cells: the run directory is found in `/kaggle/input`, copied (verified) "
+    "into `/kaggle/working`, finished folds are kept and the running fold resumes from its last checkpoint.",
     [new_markdown_cell("Shards: an attached shard set of `IMAGE_SIZE` px if there is one, otherwise the demo data "
                        "converted into `/kaggle/working`."),
      new_code_cell("shards = nb.find_shards(env, IMAGE_SIZE, demo=True, patients=PATIENTS, folds=FOLDS)")],

@@ -21,8 +21,8 @@ from kitpkg.errors import KitError
 from kitpkg.notebook.wheelhouse import install_line
 
 # tiny: 32 px demo images, 2 folds, 1 epoch, a 5-step LR sweep (the defaults are what a user wants)
-TINY = dict(KITPKG_NB_IMAGE_SIZE="32", KITPKG_NB_PATIENTS="8", KITPKG_NB_FOLDS="2", KITPKG_NB_LR_STEPS="5",
-            KITPKG_NB_SET="train.epochs=1 data.batch_size=8 data.num_workers=0 model.name=test_resnet")
+TINY = dict(IMAGE_SIZE=32, PATIENTS=8, FOLDS=2, LR_STEPS=5,
+            OVERRIDES=["train.epochs=1", "data.batch_size=8", "data.num_workers=0", "model.name=test_resnet"])
 
 
 def _tree(root: Path):
@@ -43,12 +43,40 @@ def test_notebooks_are_thin_and_stripped():
             assert call in sources, (name, call)
     kaggle_install = N.load("kaggle.ipynb", skip_tags=()).cells[1]
     assert kaggle_install.source == "!" + install_line()  # the line `kitpkg wheelhouse` prints
+    assert "install.sh" in kaggle_install.source  # the attached wheelhouse's own offline install
+
+
+@pytest.mark.parametrize("name", ["colab.ipynb", "kaggle.ipynb"])
+def test_parameters_cell_holds_plain_values_as_papermill_expects(name):
+    import ast
+
+    cells = N.load(name, skip_tags=()).cells
+    (params,) = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert "os.environ" not in params.source and "KITPKG_NB_" not in params.source
+    for stmt in ast.parse(params.source).body:  # NAME = literal, nothing computed (papermill overrides by name)
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.unparse(stmt)
+        ast.literal_eval(stmt.value)
+    names = {s.targets[0].id for s in ast.parse(params.source).body}
+    assert {"PROJECT", "IMAGE_SIZE", "PATIENTS", "FOLDS", "LR_STEPS", "OVERRIDES"} <= names
+    injected = N.load(name, parameters={"IMAGE_SIZE": 32}).cells
+    at = [i for i, c in enumerate(injected) if "parameters" in c.metadata.get("tags", [])][0]
+    assert injected[at + 1].metadata["tags"] == ["injected-parameters"] and "IMAGE_SIZE = 32" in injected[at + 1].source
+
+
+def test_colab_install_cell_runs_as_written():
+    (install,) = [c for c in N.load("colab.ipynb", skip_tags=()).cells if "install" in c.metadata.get("tags", [])]
+    runnable = [line for line in install.source.splitlines() if not line.lstrip().startswith("#")]
+    assert "YOUR_ORG" not in install.source and not any("<" in line for line in runnable)
+    assert "!pip install -q /content/drive/MyDrive/kitpkg-*.whl" in runnable
+    # Drive holds the wheel, so it is mounted before pip runs
+    assert runnable.index("!pip install -q /content/drive/MyDrive/kitpkg-*.whl") > next(
+        i for i, line in enumerate(runnable) if "drive.mount(" in line)
 
 
 @pytest.mark.slow
 def test_colab_notebook_on_fake_colab(tmp_path):
-    env = {**fake_platform_env("colab", tmp_path), **TINY}
-    nb = N.execute(N.load("colab.ipynb"), env, tmp_path)
+    env = fake_platform_env("colab", tmp_path)
+    nb = N.execute(N.load("colab.ipynb", parameters=TINY), env, tmp_path)
     out = N.text(nb)
     assert "kitpkg platform" in out and ": colab" in out and "internet    : no" in out
     assert [c["call"] for c in calls(tmp_path / "colab-calls.jsonl")] == ["mount"]
@@ -76,8 +104,8 @@ def test_colab_notebook_on_fake_colab(tmp_path):
 @pytest.mark.parametrize("name", ["colab.ipynb", "kaggle.ipynb"])
 def test_notebook_on_a_local_machine(tmp_path, name):
     # the same cells on a workstation (KITPKG_PLATFORM=local): no Drive, no /kaggle, everything under the local root
-    env = {**fake_platform_env("local", tmp_path), **TINY}
-    nb = N.execute(N.load(name), env, tmp_path)
+    env = fake_platform_env("local", tmp_path)
+    nb = N.execute(N.load(name, parameters=TINY), env, tmp_path)
     out = N.text(nb)
     assert ": local" in out and "shard cache" not in out  # local disk: shards are read in place
     project = tmp_path / "local" / "demo"
@@ -99,14 +127,14 @@ def small_shards(tmp_path_factory, demo_source):
 
 @pytest.mark.slow
 def test_kaggle_notebook_offline_with_attached_shards(tmp_path, small_shards):
-    env = {**fake_platform_env("kaggle", tmp_path), **TINY}
+    env = fake_platform_env("kaggle", tmp_path)
     attached = tmp_path / "kaggle" / "input" / "melanoma-shards" / "32"
     shutil.copytree(small_shards.root, attached)
     for p in [attached, *attached.rglob("*")]:  # /kaggle/input is read-only
         p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     before = _tree(tmp_path / "kaggle" / "input")
     try:
-        nb = N.execute(N.load("kaggle.ipynb"), env, tmp_path)
+        nb = N.execute(N.load("kaggle.ipynb", parameters=TINY), env, tmp_path)
     finally:
         for p in [attached, *attached.rglob("*")]:
             p.chmod(p.stat().st_mode | stat.S_IWUSR)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .wheelhouse import KAGGLE_PYTHON  # standard library only: `kitpkg --help` stays fast
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the `kitpkg` parser."""
@@ -30,8 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a dependency not to ship (repeatable), e.g. one your image already has")
     p.add_argument("--keep-preinstalled", action="store_true",
                    help="also ship dependencies known to be on Kaggle's image (numpy, pandas, ...)")
-    p.add_argument("--python-version", help="target Python for binary wheels, e.g. 3.11 (default: this one)")
-    p.add_argument("--platform", dest="platform_tag", help="target platform tag, e.g. manylinux2014_x86_64")
+    p.add_argument("--python-version", default=KAGGLE_PYTHON,
+                   help=f"Python the wheels are for (default: {KAGGLE_PYTHON}, Kaggle's), e.g. 3.13 for Colab")
+    p.add_argument("--platform", dest="platforms", action="append", default=[], metavar="TAG",
+                   help="a platform tag the wheels may have (repeatable; default: Kaggle's, manylinux_2_28 down to "
+                        "manylinux2014/manylinux1 x86_64)")
     p.set_defaults(func=_wheelhouse)
 
     p = sub.add_parser("dataset-meta", help="write dataset-metadata.json so a folder uploads as a Kaggle dataset",
@@ -66,7 +71,7 @@ def _wheelhouse(args: argparse.Namespace) -> int:
 
     build_wheelhouse(args.out, slug=args.slug, user=args.user, title=args.title, deps=args.deps,
                      exclude=args.exclude, keep_preinstalled=args.keep_preinstalled,
-                     python_version=args.python_version, platform_tag=args.platform_tag)
+                     python_version=args.python_version, platforms=args.platforms)
     return 0
 
 

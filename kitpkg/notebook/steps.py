@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 from ..env import WEIGHT_SUFFIXES, Environment
 from ..errors import KitError
 from ..fsutil import atomic_copy
+from .restore import restore_run
 
 PathLike = Union[str, os.PathLike]
 LR_CACHE = "lr_suggestion.json"  # {config hash: suggestion}: the notebook's re-runs reuse it
@@ -50,7 +51,8 @@ def find_shards(env: Environment, image_size: int, *, demo: bool = False, **demo
 def experiment(env: Environment, shards: PathLike, name: str = "demo", *, base: PathLike = "demo",
                overrides: Sequence[str] = ()):
     """A validated Config: a YAML (a packaged name such as 'demo', or a path) + overrides, run dir under env.run_dir;
-    on Colab data.cache_dir = env.cache_dir (shards are copied from Drive to local disk before reading)."""
+    on Colab data.cache_dir = env.cache_dir (shards are copied from Drive to local disk before reading); on Kaggle an
+    attached copy of this run (same config) is copied into the run dir to continue it."""
     from ..config import load_config, override
 
     path = Path(base)
@@ -62,6 +64,8 @@ def experiment(env: Environment, shards: PathLike, name: str = "demo", *, base: 
                                           override("output.run_dir", str(env.run_dir / name)), *cache, *overrides])
     if config.model.pretrained and not config.model.weights and not env.internet:
         config.model.weights = str(_offline_weights(env, config.model.name))
+    # before anything writes into the run dir: an attached copy of this run (Kaggle) continues here
+    restore_run(config.output.run_dir, config, env.attached.runs, expect=lambda run: _as_after_find_lr(config, run))
     return config
 
 
@@ -82,7 +86,7 @@ def find_lr(config, fold: int = 0, **options) -> Optional[float]:
     run_dir = Path(config.output.run_dir)
     cache = run_dir / LR_CACHE
     key = config_hash(config)  # taken before optim.lr changes: the same cells give the same key after a crash
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    known = _lr_cache(run_dir)
     if key in known:
         lr, plot = known[key]["suggestion"], run_dir / known[key]["plot"]
         print(f"kitpkg: the LR finder already ran for this config (plot: {plot})", flush=True)
@@ -100,6 +104,26 @@ def find_lr(config, fold: int = 0, **options) -> Optional[float]:
     config.optim.lr = lr
     print(f"kitpkg: optim.lr = {lr:g} (plot: {plot})", flush=True)
     return lr
+
+
+def _lr_cache(run_dir: Path) -> dict:
+    cache = run_dir / LR_CACHE
+    return json.loads(cache.read_text()) if cache.is_file() else {}
+
+
+def _as_after_find_lr(config, run_dir: Path):
+    """`config` as `find_lr` leaves it when run against `run_dir` (its cached suggestion applied), for comparing
+    with the config a run directory was trained with."""
+    import copy
+
+    from ..config import config_hash
+
+    lr = _lr_cache(run_dir).get(config_hash(config), {}).get("suggestion")
+    if lr is None:
+        return config
+    found = copy.deepcopy(config)
+    found.optim.lr = lr
+    return found
 
 
 def submit(env: Environment, result) -> Path:

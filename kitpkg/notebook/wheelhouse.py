@@ -2,10 +2,13 @@
 
 Kaggle competitions often run with the internet off; a Kaggle dataset holding wheels installs with
 `pip install --no-index --find-links <folder> kitpkg`. torch/torchvision are never shipped: the image has them, and a
-reinstall costs gigabytes. The same dataset-metadata.json helper packages shard folders and timm weights.
+reinstall costs gigabytes. The wheels are chosen for Kaggle's interpreter, not the one running the command (a wheelhouse
+built on 3.11 does not install into Kaggle's 3.12: "No matching distribution found for simplejpeg"). The same
+dataset-metadata.json helper packages shard folders and timm weights.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as metadata
 import json
 import os
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import KitError
+from ..fsutil import atomic_write_text
 
 # Never shipped: present on Kaggle and Colab, huge, and tied to the CUDA driver.
 NEVER = frozenset({"torch", "torchvision", "torchaudio", "triton"})
@@ -32,6 +36,38 @@ httpx httpcore jinja2 markupsafe sympy mpmath networkx setuptools pip wheel attr
 multidict yarl propcache aiohappyeyeballs psutil regex
 """.split())
 DEFAULT_LICENSE = "CC0-1.0"
+INSTALL_COMMAND = 'pip install -q --no-index --find-links "$(dirname "$0")" kitpkg "$@"'  # install.sh's one line
+KAGGLE_PYTHON = "3.12"  # Kaggle's GPU image (Kaggle/docker-python, 2026-08)
+# Kaggle's image is Ubuntu 22.04 (glibc 2.35); targeting 2.28 keeps a margin and still takes manylinux_2_28 wheels.
+KAGGLE_GLIBC_MINOR = 28
+
+
+def manylinux_platforms(glibc_minor: int = KAGGLE_GLIBC_MINOR, arch: str = "x86_64") -> List[str]:
+    """pip --platform values a glibc 2.`glibc_minor` system installs: manylinux_2_N for N down to 5, with the legacy
+    aliases (pip does not expand manylinux2014 to manylinux_2_17 or newer tags itself)."""
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags: List[str] = []
+    for minor in range(glibc_minor, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{arch}")
+        if minor in legacy:
+            tags.append(f"{legacy[minor]}_{arch}")
+    return tags
+
+
+KAGGLE_PLATFORMS = tuple(manylinux_platforms())
+
+
+def target_environment(python_version: str, platforms: Sequence[str]) -> Dict[str, str]:
+    """PEP 508 marker values of the target interpreter (so `; python_version < "3.12"` is judged for Kaggle, not here)."""
+    from packaging.markers import default_environment
+
+    env = dict(default_environment())
+    linux = any("linux" in p for p in platforms)
+    arch = next((m for m in ("x86_64", "aarch64") if any(p.endswith(m) for p in platforms)), env["platform_machine"])
+    env.update(python_version=python_version, python_full_version=f"{python_version}.0", implementation_name="cpython",
+               platform_python_implementation="CPython", platform_machine=arch,
+               **({"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"} if linux else {}))
+    return env
 
 
 def normalize(name: str) -> str:
@@ -52,8 +88,10 @@ def _version(name: str) -> str:
 
 def dependency_closure(root: str = "kitpkg", exclude: Iterable[str] = (), *,
                        requires: Callable[[str], Optional[List[str]]] = _requires,
-                       version: Callable[[str], str] = _version) -> Dict[str, str]:
-    """{project: installed version} for `root` and its runtime dependencies, not entering excluded projects."""
+                       version: Callable[[str], str] = _version,
+                       markers: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """{project: installed version} for `root` and its runtime dependencies, not entering excluded projects;
+    environment markers are judged with `markers` (the target interpreter's values; default: this one's)."""
     from packaging.requirements import Requirement  # pip's own dependency; present wherever pip is
 
     skip = {normalize(n) for n in exclude} | NEVER
@@ -70,7 +108,7 @@ def dependency_closure(root: str = "kitpkg", exclude: Iterable[str] = (), *,
         found[name] = version(name)
         for text in reqs:
             req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            if req.marker is not None and not req.marker.evaluate({**(markers or {}), "extra": ""}):
                 continue  # optional extras and other platforms' dependencies
             todo.append(normalize(req.name))
     return dict(sorted(found.items()))
@@ -81,6 +119,7 @@ def write_dataset_metadata(folder: os.PathLike, slug: str, *, user: Optional[str
     """Write the dataset-metadata.json that `kaggle datasets create -p FOLDER` reads; return its path."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,48}[a-z0-9]", slug):
         raise KitError(f"--slug {slug!r}: Kaggle wants 3-50 lower-case letters, digits or dashes, e.g. kitpkg-wheels")
+    folder = _existing_folder(folder, "the folder to upload, e.g. the size folder `kitpkg convert` wrote")
     user = user or os.environ.get("KAGGLE_USERNAME") or _kaggle_json_user()
     if not user:
         print("kitpkg: no Kaggle user name (pass --user or set KAGGLE_USERNAME); edit INSERT_USERNAME in "
@@ -89,11 +128,19 @@ def write_dataset_metadata(folder: os.PathLike, slug: str, *, user: Optional[str
     title = title or slug
     if not 6 <= len(title) <= 50:
         title = (title + " dataset")[:50] if len(title) < 6 else title[:50]
-    path = Path(folder) / "dataset-metadata.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"title": title, "id": f"{user}/{slug}", "licenses": [{"name": license_name}]},
-                               indent=2) + "\n")
+    path = folder / "dataset-metadata.json"
+    atomic_write_text(path, json.dumps({"title": title, "id": f"{user}/{slug}",
+                                        "licenses": [{"name": license_name}]}, indent=2) + "\n")
     return path
+
+
+def _existing_folder(folder: os.PathLike, what: str) -> Path:
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise KitError(f"{folder}: a file, not a folder; give {what}")
+    if not folder.is_dir():
+        raise KitError(f"{folder}: no such folder; give {what}")
+    return folder
 
 
 def _kaggle_json_user() -> Optional[str]:
@@ -105,10 +152,9 @@ def _kaggle_json_user() -> Optional[str]:
 
 
 def install_line(folder: str = "/kaggle/input", package: str = "kitpkg") -> str:
-    """The one notebook line that installs `package` offline from wheels found anywhere under `folder`."""
+    """The one notebook line that runs the install.sh of the wheelhouse found anywhere under `folder` (offline)."""
     # Attached datasets mount at varying depths, so find the wheel rather than hard-code the slug.
-    return (f"pip install -q --no-index --find-links \"$(dirname \"$(find {folder} -name '{package}-*.whl' "
-            f"| head -n 1)\")\" {package}")
+    return f"sh \"$(dirname \"$(find {folder} -name '{package}-*.whl' | head -n 1)\")/install.sh\""
 
 
 def _source_tree() -> Optional[Path]:
@@ -146,36 +192,51 @@ def build_kit_wheel(out: Path, runner: Callable[..., subprocess.CompletedProcess
     return wheels[-1]
 
 
+def download_wheels(pins: Dict[str, str], out: Path, *, python_version: str = KAGGLE_PYTHON,
+                    platforms: Sequence[str] = KAGGLE_PLATFORMS, pip_args: Sequence[str] = (),
+                    runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> None:
+    """Download the binary wheel of each pinned project for the target Python and platforms into `out`."""
+    if not pins:
+        return
+    target = ["--python-version", python_version, "--implementation", "cp"]
+    for tag in platforms:
+        target += ["--platform", tag]
+    # --only-binary: pip's rule with a foreign target (and a source build could not run there anyway).
+    # --no-deps: the closure is computed by the caller; letting pip resolve would pull torch (timm and lightning need it)
+    _pip(["download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(out), *target, *pip_args,
+          *(f"{n}=={v}" for n, v in pins.items())], runner)
+
+
 def build_wheelhouse(out: os.PathLike, *, slug: str = "kitpkg-wheels", user: Optional[str] = None,
                      title: Optional[str] = None, deps: bool = True, exclude: Iterable[str] = (),
-                     keep_preinstalled: bool = False, python_version: Optional[str] = None,
-                     platform_tag: Optional[str] = None, pip_args: Sequence[str] = (),
+                     keep_preinstalled: bool = False, python_version: str = KAGGLE_PYTHON,
+                     platforms: Sequence[str] = KAGGLE_PLATFORMS, pip_args: Sequence[str] = (),
                      runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Path:
-    """Fill `out` with the kit's wheel, its missing dependencies' wheels, install.sh and dataset-metadata.json."""
+    """Fill `out` with the kit's wheel, its missing dependencies' wheels for the target Python/platform (Kaggle's by
+    default), install.sh and dataset-metadata.json."""
+    if not re.fullmatch(r"3\.\d{1,2}", python_version):
+        raise KitError(f"--python-version {python_version!r}: give major.minor, e.g. {KAGGLE_PYTHON}")
+    platforms = list(platforms) or list(KAGGLE_PLATFORMS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wheel = build_kit_wheel(out, runner)
     wanted: Dict[str, str] = {}
     if deps:
         skip = set(exclude) | (set() if keep_preinstalled else set(KAGGLE_PREINSTALLED))
-        wanted = {n: v for n, v in dependency_closure("kitpkg", skip).items() if n != "kitpkg"}
-    if wanted:
-        target = []
-        if python_version:
-            target += ["--python-version", python_version]
-        if platform_tag:
-            target += ["--platform", platform_tag]
-        # --no-deps: the closure is computed above; letting pip resolve would pull torch (timm and lightning need it)
-        _pip(["download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(out), *target, *pip_args,
-              *(f"{n}=={v}" for n, v in wanted.items())], runner)
+        closure = dependency_closure("kitpkg", skip, markers=target_environment(python_version, platforms))
+        wanted = {n: v for n, v in closure.items() if n != "kitpkg"}
+    download_wheels(wanted, out, python_version=python_version, platforms=platforms, pip_args=pip_args,
+                    runner=runner)
     script = out / "install.sh"
-    script.write_text("#!/bin/sh\n# Offline install of kitpkg from the wheels beside this script (torch untouched).\n"
-                      'pip install -q --no-index --find-links "$(dirname "$0")" kitpkg "$@"\n')
+    atomic_write_text(script, "#!/bin/sh\n# Offline install of kitpkg from the wheels beside this script (torch "
+                              f"untouched); wheels for Python {python_version}.\n{INSTALL_COMMAND}\n")
     script.chmod(0o755)
     write_dataset_metadata(out, slug, user=user, title=title or "kitpkg offline wheels")
-    print(f"kitpkg wheelhouse: {wheel.name} + {len(wanted)} dependency wheels in {out}\n"
+    print(f"kitpkg wheelhouse: {wheel.name} + {len(wanted)} dependency wheels for Python {python_version} "
+          f"({platforms[0]}) in {out}\n"
           f"  upload:  kaggle datasets create -p {out}\n"
-          f"  install: !{install_line()}", flush=True)
+          f"  install: !{install_line()}\n"
+          f"           (install.sh runs: pip install --no-index --find-links {out} kitpkg)", flush=True)
     return out
 
 
@@ -183,9 +244,19 @@ def export_timm_weights(model_name: str, out: os.PathLike, *, pretrained: bool =
     """Save a timm model's (pretrained) weights as OUT/<model>.safetensors for offline use; return the file."""
     import timm  # heavy: only this command needs it
     from safetensors.torch import save_file
+    from timm.models import is_model, is_model_pretrained
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KitError(f"{out}: a file, not a folder; give a folder for the weights")
+    if not is_model(model_name):  # before any download or folder appears
+        close = difflib.get_close_matches(model_name.split(".")[0], timm.list_models(), n=3)
+        raise KitError(f"{model_name}: not a timm model name" + (f" (close: {', '.join(close)})" if close else "")
+                       + "; see timm.list_models()")
+    if pretrained and not is_model_pretrained(model_name):
+        raise KitError(f"{model_name}: timm has no pretrained weights for it; see timm.list_models(pretrained=True)")
     model = timm.create_model(model_name, pretrained=pretrained)
-    path = Path(out) / f"{model_name}.safetensors"
+    path = out / f"{model_name}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))

@@ -22,9 +22,12 @@ def _folds(text: str):
 
 
 def _cv(args: argparse.Namespace) -> int:
+    from ..notebook.restore import restore_on_kaggle
     from .cv import run_cv
 
-    result = run_cv(_load(args), args.run_dir, folds=args.folds)
+    config = _load(args)
+    restore_on_kaggle(config, args.run_dir)  # a run attached as Kaggle input continues here (no-op elsewhere)
+    result = run_cv(config, args.run_dir, folds=args.folds)
     from .runstate import is_rank_zero
 
     if is_rank_zero():

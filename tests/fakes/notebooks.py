@@ -1,19 +1,30 @@
-"""Run the repository's notebooks headless (nbclient) with a faked platform; cells tagged `install` are skipped."""
+"""Run the repository's notebooks headless (nbclient) with a faked platform; cells tagged `install` are skipped, and
+tiny parameters go into an `injected-parameters` cell after the `parameters` one, as papermill does."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import nbformat
 from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def load(name: str, skip_tags=("install",)) -> nbformat.NotebookNode:
-    """A notebook without the cells carrying `skip_tags` (the install line: the kit is installed in the test venv)."""
+def _tags(cell) -> set:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def load(name: str, skip_tags=("install",), parameters: Optional[Mapping[str, Any]] = None) -> nbformat.NotebookNode:
+    """A notebook without the cells carrying `skip_tags` (the install line: the kit is installed in the test venv),
+    with `parameters` (plain Python values) injected after its `parameters` cell."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nb.cells = [c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(skip_tags)]
+    nb.cells = [c for c in nb.cells if not _tags(c) & set(skip_tags)]
+    if parameters:
+        (at,) = [i for i, c in enumerate(nb.cells) if "parameters" in _tags(c)]
+        source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
+        nb.cells.insert(at + 1, new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     return nb
 
 
