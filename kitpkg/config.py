@@ -304,7 +304,10 @@ def _apply_override(data: Dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise KitError(f"override {item!r}: {part} is not a section")
-    node[last] = yaml.safe_load(text)
+    try:
+        node[last] = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise KitError(f"override {item!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> Config:
@@ -312,12 +315,16 @@ def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> Config
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise KitError(f"{path}: is a folder; --config takes the experiment YAML file (e.g. {path / 'exp.yaml'})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise KitError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
         raise KitError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise KitError(f"{path}: cannot read the config ({err})") from None
     try:
         config = config_from_dict(data, path.parent.resolve(), path.stem, overrides)
     except KitError as err:
@@ -389,39 +396,13 @@ def resolve_manifest_path(shards: str, image_size: int) -> str:
 
 
 def write_config_value(path: Union[str, Path], dotted: str, value: Any) -> None:
-    """Set one scalar key in a YAML config file in place, keeping the rest of the text (comments included)."""
+    """Set one key in a YAML config file in place: only that value's line changes, comments and layout stay."""
     from .fsutil import atomic_write_text
+    from .yamledit import set_yaml_value
 
     path = Path(path)
-    lines = path.read_text().splitlines(keepends=True)
-    *parents, last = dotted.split(".")
-    depth_indent: List[int] = []  # indentation of the section found at each depth
-    level = 0
-    for i, line in enumerate(lines):
-        stripped = line.lstrip(" ")
-        if not stripped.strip() or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(stripped)
-        while depth_indent and indent <= depth_indent[-1]:
-            depth_indent.pop()
-            level -= 1
-        key = stripped.split(":", 1)[0].strip()
-        if level < len(parents) and key == parents[level] and stripped.rstrip().endswith(":"):
-            depth_indent.append(indent)
-            level += 1
-        elif level == len(parents) and key == last and ":" in stripped:
-            comment = ""
-            if " #" in stripped:
-                comment = "  #" + stripped.split(" #", 1)[1].rstrip("\n")
-            lines[i] = f"{' ' * indent}{last}: {value}{comment}\n"
-            atomic_write_text(path, "".join(lines))
-            return
-    # key absent: append the section path at the end (valid YAML only when the parent sections are absent too)
-    import yaml
-
-    data = yaml.safe_load("".join(lines)) or {}
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    try:
+        text = set_yaml_value(path.read_text(), dotted, value)
+    except KitError as err:
+        raise KitError(f"{path}: {err}") from None
+    atomic_write_text(path, text)

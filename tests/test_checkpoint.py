@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -64,3 +65,38 @@ def test_short_copy_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"copy is 100 bytes, expected \d+; disk full\?"):
         publish(local, dest)
     assert sorted(p.name for p in dest.parent.iterdir()) == [previous.name]  # no partial file, no half checkpoint
+
+
+class _Payload:
+    """Unpickling it runs code: it writes a marker file (what a hostile checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_the_safe_loader_refuses_is_skipped_never_unpickled(tmp_path):
+    from kitpkg.errors import KitError
+    from kitpkg.train import checkpoint as C
+
+    marker = tmp_path / "pwned"
+    good = _ckpt(tmp_path / "ckpt-00000002-1.ckpt", 2)
+    crafted = tmp_path / "ckpt-00000004-0.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(4)}, "evil": _Payload(marker)}, crafted)  # a valid zip, CRCs fine
+    assert not marker.exists() and not is_intact(crafted)
+    with pytest.warns(RuntimeWarning, match=r"ckpt-00000004-0.ckpt is truncated or damaged, or holds objects"):
+        assert latest_intact(tmp_path) == good
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per file: a second look is silent
+        assert latest_intact(tmp_path) == good
+    with pytest.raises(KitError, match=r"ckpt-00000004-0.ckpt: not a checkpoint kitpkg can load safely"):
+        load_checkpoint(crafted)
+    best = tmp_path / C.BEST
+    torch.save(_Payload(marker), best)
+    from kitpkg.train.cv import best_checkpoint
+
+    with pytest.warns(RuntimeWarning, match=r"best.ckpt is truncated or damaged.*newest intact checkpoint instead"):
+        assert best_checkpoint(tmp_path) == good
+    assert not marker.exists()

@@ -121,6 +121,41 @@ def test_write_config_value_keeps_comments(tmp_path):
     assert load_config(path2).optim.lr == 0.5
 
 
+COMMENTED = """\
+# melanoma, 5 folds  -- my notes
+data:
+  shards: s            # the 512 px set
+  image_size: 64
+optim:
+  name: adamw   # tried radam: worse
+  # lr below came from lr-find
+  lr: 0.001     # keep aligned
+train: {epochs: 2, seed: 1}  # short
+"""
+
+
+@pytest.mark.parametrize("key, value, before, after", [
+    ("optim.lr", 1.2e-05, "  lr: 0.001     # keep aligned\n", "  lr: 1.2e-05     # keep aligned\n"),
+    ("train.epochs", 5, "train: {epochs: 2, seed: 1}  # short\n", "train: {epochs: 5, seed: 1}  # short\n"),
+])
+def test_write_config_value_changes_only_that_line(tmp_path, key, value, before, after):
+    path = _write(tmp_path, COMMENTED)
+    write_config_value(path, key, value)
+    assert path.read_text() == COMMENTED.replace(before, after)  # every comment and the layout kept
+    assert load_config(path).optim.lr == (value if key == "optim.lr" else 0.001)
+
+
+def test_write_config_value_adds_an_absent_key_under_its_section(tmp_path):
+    path = _write(tmp_path, COMMENTED)
+    write_config_value(path, "optim.weight_decay", 0.05)
+    write_config_value(path, "sched.min_lr", 1e-7)
+    text = path.read_text()
+    line = "  lr: 0.001     # keep aligned\n"
+    assert text == COMMENTED.replace(line, line + "  weight_decay: 0.05\n") + "sched:\n  min_lr: 1.0e-07\n"
+    config = load_config(path)
+    assert (config.optim.weight_decay, config.sched.min_lr, config.train.seed) == (0.05, 1e-7, 1)
+
+
 @pytest.mark.parametrize("folder", ["my demo: v2", "run #3", "it's \"quoted\""])
 def test_demo_and_notebook_paths_survive_yaml(tmp_path, folder):
     from kitpkg import env as kenv

@@ -11,6 +11,7 @@ from kitpkg.config import load_config
 from kitpkg.errors import KitError
 from kitpkg.train import cv
 from kitpkg.train.checkpoint import load_checkpoint
+from kitpkg.train.runstate import RunState
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,8 @@ def test_submission_in_competition_format(finished_run, tfrecord_manifest):
 
 def test_best_checkpoint_has_full_state_and_run_dir_is_portable(finished_run):
     _, run_dir, _ = finished_run
-    state = json.loads((run_dir / "state.json").read_text())
-    assert all(f["status"] == "done" for f in state["folds"].values())
+    folds = RunState.read(run_dir).folds()
+    assert sorted(folds) == [0, 1, 2] and all(f["status"] == "done" for f in folds.values())
     ckpt = load_checkpoint(run_dir / "fold0" / "ckpt" / "best.ckpt")  # weights_only=True loads it
     assert {"state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks"} <= set(ckpt)
     assert "combined_loader" in ckpt["loops"]["fit_loop"]["state_dict"]  # the loader's position
@@ -94,9 +95,8 @@ def _copy_run(finished_run, tmp_path):
 
 
 def _set_status(run_dir, fold, status):
-    state = json.loads((run_dir / "state.json").read_text())
-    state["folds"][str(fold)]["status"] = status
-    (run_dir / "state.json").write_text(json.dumps(state))
+    path = run_dir / "folds" / f"fold{fold}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
 
 
 def test_fold_without_best_checkpoint_predicts_from_its_last(finished_run, tmp_path):
@@ -117,7 +117,7 @@ def test_deleting_a_fold_folder_retrains_it(finished_run, tmp_path):
     shutil.rmtree(run_dir / "fold1")
     result = cv.run_cv(config, run_dir)
     assert not result.pending and (run_dir / "fold1" / "ckpt" / "best.ckpt").is_file()
-    assert json.loads((run_dir / "state.json").read_text())["folds"]["1"]["status"] == "done"
+    assert RunState.read(run_dir).fold(1)["status"] == "done"
 
 
 def test_fresh_fit_clears_damaged_checkpoints_of_an_earlier_attempt(finished_run, tmp_path):
@@ -144,3 +144,41 @@ def test_folds_outside_the_manifest_name_the_key(finished_run, tmp_path):
     config.data.folds = None
     with pytest.raises(KitError, match=r"--folds: folds \[5\] are not in the manifest .* \(it has folds \[0, 1, 2\]\)"):
         cv.run_cv(config, run_dir, folds=[5])
+
+
+class _Payload:
+    def __reduce__(self):  # unpickling it would write the marker file named by KITPKG_TEST_MARKER
+        import os
+
+        return (open, (os.environ["KITPKG_TEST_MARKER"], "w"))
+
+
+def test_resume_skips_a_newest_checkpoint_the_safe_loader_refuses(finished_run, tmp_path, monkeypatch):
+    import torch
+
+    config, run_dir = _copy_run(finished_run, tmp_path)
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("KITPKG_TEST_MARKER", str(marker))
+    _set_status(run_dir, 2, "running")  # killed after its last checkpoint: the re-run resumes fold 2
+    crafted = run_dir / "fold2" / "ckpt" / "ckpt-99999999-0.ckpt"
+    torch.save({"state_dict": {}, "evil": _Payload()}, crafted)  # newest by name, a valid zip
+    with pytest.warns(RuntimeWarning, match="ckpt-99999999-0.ckpt is truncated or damaged, or holds objects"):
+        result = cv.run_cv(config, run_dir)
+    assert not result.pending and RunState.read(run_dir).is_done(2)
+    assert not marker.exists()  # never unpickled, by kitpkg or by Lightning's fit(ckpt_path)
+
+
+def test_a_config_with_an_unknown_name_writes_nothing(tfrecord_manifest, tmp_path):
+    from conftest import write_train_config
+
+    config_path = write_train_config(tmp_path, tfrecord_manifest)
+    run_dir = tmp_path / "run"
+    for override, key in (("sched.name=cosinee", "sched.name"), ("model.name=resnet5O", "model.name"),
+                          ("optim.name=adamw2", "optim.name"), ("train.loss=ce", "train.loss")):
+        with pytest.raises(KitError, match=key):
+            cv.run_cv(load_config(config_path, overrides=[override]), run_dir)
+        assert not run_dir.exists()  # refused before anything was written
+    # a run dir whose first run died before any checkpoint (e.g. a crash in the first batch) takes a fixed config
+    cv.open_run(load_config(config_path, overrides=["train.epochs=1"]), run_dir)[1].update_fold(0, status="running")
+    _, state = cv.open_run(load_config(config_path), run_dir)
+    assert state.get("config")["train.epochs"] == 2

@@ -2,6 +2,8 @@
 training through extra_train and that is refused as validation data."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -80,3 +82,97 @@ def test_pseudo_cli_from_a_run(finished_run, tmp_path, capsys):
                  "--out", str(tmp_path / "pl")]) == 0
     assert "pseudo-labels:" in capsys.readouterr().out
     assert (tmp_path / "pl" / "manifest.json").exists()
+
+
+def _set_files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _intact(folder):
+    from kitpkg.shards.manifest import load_manifest
+
+    manifest = load_manifest(str(folder))
+    for i, shard in enumerate(manifest.shards):  # every record where the manifest says, CRCs checked by the reader
+        assert [r.id for r in iter_manifest_shard(manifest, i)] == list(shard.ids)
+    return manifest
+
+
+def test_out_holding_another_shard_set_is_refused(tfrecord_manifest, tmp_path):
+    from kitpkg.cli import main
+
+    preds, _ = _predictions(tfrecord_manifest, tmp_path)
+    shards_root = tfrecord_manifest.root
+    before = _set_files(Path(shards_root))
+    for out in (shards_root, str(Path(shards_root).parent)):  # the set itself, convert's OUT
+        with pytest.raises(KitError, match="holds another shard set"):
+            make_pseudo_labels(out, predictions=str(preds), shards=shards_root)
+    assert _set_files(Path(shards_root)) == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(["pseudo", "--predictions", str(preds), "--shards", shards_root, "--out",
+                 str(tmp_path / "notes")]) == 2
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+_KILL_ON_SECOND_SHARD = """
+import os, signal, sys
+from kitpkg.train import pseudo
+real, calls = pseudo._copy_shard, []
+def copy(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill between two shard writes
+    return real(*args, **kwargs)
+pseudo._copy_shard = copy
+pseudo.make_pseudo_labels(sys.argv[1], predictions=sys.argv[2], shards=sys.argv[3], high=0.55)
+"""
+
+
+def test_killed_rerun_leaves_the_old_set_whole_and_the_next_run_cleans_up(tfrecord_manifest, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    preds, _ = _predictions(tfrecord_manifest, tmp_path)
+    out = tmp_path / "pseudo"
+    old = make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.9)
+    old_files = {p.name: p.read_bytes() for p in out.iterdir()}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    killed = subprocess.run([sys.executable, "-c", _KILL_ON_SECOND_SHARD, str(out), str(preds),
+                             tfrecord_manifest.root], env={**os.environ, "PYTHONPATH": repo}, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old_files  # the old set, untouched and whole
+    assert _intact(out).num_samples("train") == old.num_samples("train")
+    assert [p.name for p in tmp_path.glob(".pseudo.kitpkg-*")]  # the killed run's staging folder is left behind
+
+    new = make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.55)
+    assert _intact(out).num_samples("train") == new.num_samples("train") > old.num_samples("train")
+    assert not list(tmp_path.glob(".pseudo.kitpkg-*"))  # cleaned: nothing of ours is left beside it
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_failure_between_shard_writes_changes_nothing(tfrecord_manifest, tmp_path, monkeypatch):
+    from kitpkg.train import pseudo
+
+    preds, _ = _predictions(tfrecord_manifest, tmp_path)
+    out = tmp_path / "pseudo"
+    make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.9)
+    (out / ".pseudo-00001.tar.abc123.tmp").write_bytes(b"left by a killed run of an earlier version")
+    before = _set_files(out)
+    real, calls = pseudo._copy_shard, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pseudo, "_copy_shard", failing)
+    with pytest.raises(OSError, match="No space left"):
+        make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.55)
+    assert _set_files(out) == before and not list(tmp_path.glob(".pseudo.kitpkg-*"))
+    monkeypatch.setattr(pseudo, "_copy_shard", real)
+    make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.55)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # the stale temp file went with the old set

@@ -4,7 +4,8 @@ The run directory may sit on Google Drive, where Lightning's own save is a non-a
 #21253, #20270). So every checkpoint is saved to a local temp folder first, then copied beside its destination under a
 temp name, size-checked, fsynced and `os.replace`d. Resumable checkpoints are named `ckpt-<global step>-<n>.ckpt`
 (n = 0 mid-epoch, 1 after validation) so their names sort in the order they were written; the newest intact one is
-resumed, a truncated one (Drive sync, full disk) is detected by its zip CRCs and skipped.
+resumed; a truncated one (Drive sync, full disk), detected by its zip CRCs, and one that `weights_only` loading
+refuses (foreign or crafted) are skipped with a warning -- neither is ever unpickled.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import pytorch_lightning as pl
 
+from ..errors import KitError
 from ..fsutil import atomic_copy, atomic_write_text
 
 BEST = "best.ckpt"
@@ -35,12 +37,37 @@ def publish(local: Path, dest: Path) -> None:
 
 
 def is_intact(path: Path) -> bool:
-    """True when the file is a complete torch zip archive whose members all pass their CRC check."""
+    """True when the file is a complete torch zip archive (every member passes its CRC check) that loads with
+    `weights_only=True` -- a foreign or crafted pickle is refused by the safe loader, never run."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.testzip() is None
+            if zf.testzip() is not None:
+                return False
     except (zipfile.BadZipFile, OSError, EOFError):
         return False
+    try:
+        _safe_load(path, mmap=True)  # mmap: only the pickle is read, tensor data stays on disk
+    except Exception:  # noqa: BLE001 - any refusal (UnpicklingError, RuntimeError, ...) means "cannot be resumed"
+        return False
+    return True
+
+
+def _safe_load(path: Path, mmap: bool = False) -> Any:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+_warned: Set[str] = set()
+
+
+def warn_skipped(path: Path, fallback: str) -> None:
+    """Warn once per file and process that `path` cannot be used and what is used instead."""
+    if str(path) in _warned:
+        return
+    _warned.add(str(path))
+    warnings.warn(f"kitpkg: {path} is truncated or damaged, or holds objects the safe loader refuses (not "
+                  f"unpickled); {fallback}", RuntimeWarning, stacklevel=3)
 
 
 def resumable(folder: Path) -> List[Path]:
@@ -51,20 +78,25 @@ def resumable(folder: Path) -> List[Path]:
 
 
 def latest_intact(folder: Path) -> Optional[Path]:
-    """The newest resumable checkpoint that is intact (damaged newer ones are reported and skipped)."""
+    """The newest resumable checkpoint that is intact and safely loadable (newer ones are reported once and skipped)."""
     for path in reversed(resumable(folder)):
         if is_intact(path):
             return path
-        warnings.warn(f"kitpkg: {path} is truncated or damaged; resuming from the checkpoint before it", RuntimeWarning,
-                      stacklevel=2)
+        warn_skipped(path, "resuming from the checkpoint before it")
     return None
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Read a checkpoint kitpkg wrote, with torch.load(weights_only=True): tensors and plain containers only."""
-    import torch
+    """Read a checkpoint kitpkg wrote, with torch.load(weights_only=True): tensors and plain containers only.
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    A file the safe loader refuses is a KitError naming it (never a traceback, never unpickled)."""
+    import pickle
+
+    try:
+        return _safe_load(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise KitError(f"{path}: not a checkpoint kitpkg can load safely ({str(err).splitlines()[0][:160]}); "
+                       f"delete it and re-run") from None
 
 
 class RunCheckpoints(pl.Callback):

@@ -1,7 +1,8 @@
 """K-fold cross-validation from one config: per-fold fit (resumable), OOF, CV score, fold-averaged test predictions.
 
 Run directory layout (relative paths only, so it moves between Colab and Kaggle):
-  state.json            config hash + result keys, shard fingerprints, per-fold status/score
+  state.json            config hash + result keys, shard fingerprints (written when the run starts; see runstate.py)
+  folds/fold{k}.json    fold k's status/score, written only by the process training fold k
   fold{k}/ckpt/         ckpt-<step>-<n>.ckpt (full Lightning state incl. the loader's position), best.ckpt
   fold{k}/metrics.csv   per-epoch history (train loss, val loss/metric, lr)
   oof_fold{k}.csv       OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
@@ -11,9 +12,7 @@ Re-running the same command after a crash skips finished folds and resumes the r
 """
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -22,8 +21,10 @@ from ..config import Config, resolve_manifest_path
 from ..errors import KitError
 from ..shards.manifest import Manifest, load_manifest
 from . import predict as P
-from .checkpoint import BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint, resumable
-from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath
+from .checkpoint import (BEST, KillSwitch, RunCheckpoints, is_intact, latest_intact, load_checkpoint, resumable,
+                         warn_skipped)
+from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
+from .trainer import build_trainer, resolve_device, safe_load_kwargs
 
 
 @dataclass
@@ -88,10 +89,12 @@ def load_data(config: Config) -> RunData:
 
 
 def _infer_classes(manifest: Manifest) -> int:
-    labels = set(manifest.class_counts)
+    """1 (binary: one logit) for two text classes or labels valued 0/1 (ints, floats, bools); else the class count."""
+    names = manifest.classes()  # text labels, e.g. benign/malignant: see Manifest.classes for which is positive
+    labels = set(manifest.class_counts) if names is None else set(names)
     if not labels:
         raise KitError("model.num_classes: the manifest has no class counts; set model.num_classes (1 = binary)")
-    if labels <= {"0", "1"}:
+    if (names is not None and len(names) == 2) or labels <= {"0", "1", "0.0", "1.0", "False", "True"}:
         return 1
     return len(labels)
 
@@ -104,69 +107,13 @@ def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
     return monitor, ("min" if monitor == "val_loss" else "max")
 
 
-def _on_gpu(config: Config) -> bool:
-    import torch
-
-    return config.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-
-
-class _KeepResumeNews(logging.Filter):
-    """Lets warnings and Lightning's "Restored all states from the checkpoint at …" through; drops its other info."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.getMessage().startswith("Restored all states")
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's chatter that says nothing about this run (ads, internal deprecations, a false alarm)."""
-    import warnings
-
-    # "GPU available…", "💡 Tip: … litlogger": setup() already printed the hardware; the rest is advertising. Filtered,
-    # not levelled: "Restored all states from the checkpoint at …" is the news that a crashed fold resumed.
-    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if not any(isinstance(f, _KeepResumeNews) for f in logger.filters):
-        logger.addFilter(_KeepResumeNews())
-    # ShardDataset partitions samples per worker itself, so its __len__ is exact with several workers
-    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-
-
-def safe_load_kwargs(trainer) -> Dict[str, Any]:
-    """`weights_only=True` for Trainer.fit where Lightning has it (2.6+); older ones use torch.load's own default."""
-    import inspect
-
-    return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
-
-
-def build_trainer(config: Config, callbacks: Sequence[Any] = (), **overrides: Any):
-    """A Lightning Trainer from the config (precision/devices/strategy resolved; kitpkg does its own checkpoints)."""
-    import pytorch_lightning as pl
-
-    quiet_lightning()
-
-    from .model import resolve_precision
-
-    devices = 1 if config.train.devices == "auto" else config.train.devices  # auto: one device, DDP only when asked
-    kwargs: Dict[str, Any] = dict(
-        accelerator=config.train.accelerator, devices=devices, strategy=config.train.strategy,
-        precision=resolve_precision(config.train.precision, _on_gpu(config)), max_epochs=config.train.epochs,
-        accumulate_grad_batches=config.train.accumulate, gradient_clip_val=config.train.grad_clip,
-        deterministic=config.train.deterministic, logger=False, enable_checkpointing=False,
-        enable_progress_bar=not P.env_flag("KITPKG_NO_PROGRESS"), enable_model_summary=False,
-        num_sanity_val_steps=0, use_distributed_sampler=False,  # the loader partitions by rank itself
-        default_root_dir=tempfile.gettempdir(), callbacks=list(callbacks))
-    kwargs.update(overrides)
-    return pl.Trainer(**kwargs)
-
-
 def make_module(config: Config, data: RunData, load_pretrained: bool):
     """The KitModule for this config (channels_last resolved for the accelerator)."""
     from .model import KitModule, portable_config
 
     module = KitModule(portable_config(config), data.num_classes, load_pretrained=load_pretrained,
                        weights=config.model.weights)
-    cl = config.train.channels_last
-    module.channels_last = _on_gpu(config) if cl == "auto" else bool(cl)
+    module.channels_last = resolve_device(config).channels_last
     return module
 
 
@@ -232,9 +179,14 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
 
 
 def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:
-    """best.ckpt, else (no validation metric was ever finite) the newest intact checkpoint; None when there is none."""
+    """best.ckpt, else (no validation metric was ever finite, or best.ckpt is damaged or refused by the safe loader)
+    the newest intact checkpoint; None when there is none."""
     best = ckpt_dir / BEST
-    return best if best.exists() else latest_intact(ckpt_dir)
+    if best.exists():
+        if is_intact(best):
+            return best
+        warn_skipped(best, "using the fold's newest intact checkpoint instead")
+    return latest_intact(ckpt_dir)
 
 
 def _fold_weights(run_dir: Path, k: int) -> Path:
@@ -247,9 +199,15 @@ def _fold_weights(run_dir: Path, k: int) -> Path:
 
 def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = ()
              ) -> Tuple[RunData, RunState]:
-    """Load the data and the run state (refusing a changed config or other shards)."""
+    """Load the data and the run state (refusing a changed config or other shards).
+
+    Names the fit would refuse (model, loss, optimizer, schedule) are checked first: a run directory is written
+    only for a config that can train."""
+    from .model import check_components
+
     data = load_data(config)
-    run_dir = Path(run_dir or config.output.run_dir)
+    run_dir = run_directory(run_dir or config.output.run_dir)
+    check_components(config, data.num_classes)
     state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)
     shards = relpath(Path(data.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
     if state.get("shards") != shards:

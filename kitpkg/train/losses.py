@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import KitError
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -15,12 +17,16 @@ def _smooth_binary(target: torch.Tensor, smoothing: float) -> torch.Tensor:
 
 
 def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: float = 2.0) -> LossFn:
-    """loss(logits, target): `kind` bce/ce/focal; binary when num_classes == 1 (logits B×1, target B float)."""
+    """loss(logits, target): `kind` bce/ce/focal (auto: bce binary, ce multi-class); binary when num_classes == 1."""
     binary = num_classes == 1
+    if kind == "auto":
+        kind = "bce" if binary else "ce"
+    if kind not in ("bce", "ce", "focal"):
+        raise KitError(f"train.loss: unknown loss {kind!r}; use auto, bce, ce or focal")
     if kind == "ce" and binary:
-        raise ValueError("train.loss: ce needs model.num_classes >= 2; use bce (or focal) for a binary target")
+        raise KitError("train.loss: ce needs model.num_classes >= 2; use bce (or focal) for a binary target")
     if kind == "bce" and not binary:
-        raise ValueError("train.loss: bce needs a binary target (model.num_classes 1); use ce or focal")
+        raise KitError("train.loss: bce needs a binary target (model.num_classes 1); use ce or focal")
 
     def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits.view(-1).float(),

@@ -21,8 +21,15 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     from .cv import build_trainer, load_data, make_datamodule, make_module
     from .report import plot_lr_find
 
+    from .model import check_components
+    from .runstate import run_directory
+
+    _check_sweep(num_training, min_lr, max_lr)
     data = load_data(config)
-    run_dir = Path(run_dir or config.output.run_dir)
+    if fold not in data.manifest.folds():
+        raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
+    run_dir = run_directory(run_dir or config.output.run_dir)
+    check_components(config, data.num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
     module = make_module(config, data, load_pretrained=True)
     dm = make_datamodule(config, data, fold)
@@ -45,3 +52,11 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
             raise KitError("lr-find --write-config: the config did not come from a file")
         write_config_value(config.source, "optim.lr", float(f"{result['suggestion']:.3g}"))
     return result
+
+
+def _check_sweep(num_training: int, min_lr: float, max_lr: float) -> None:
+    """KitError naming the option for a sweep the LR finder cannot run."""
+    if num_training < 2:  # the suggestion needs a slope: at least two points
+        raise KitError(f"--steps: must be >= 2, got {num_training}")
+    if not 0 < min_lr < max_lr:
+        raise KitError(f"--min-lr {min_lr} / --max-lr {max_lr}: need 0 < min-lr < max-lr")

@@ -103,15 +103,6 @@ def _create(name: str, **kwargs: Any) -> torch.nn.Module:
         raise
 
 
-def resolve_precision(precision: str, on_gpu: bool) -> str:
-    """`auto` -> bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on the CPU."""
-    if precision != "auto":
-        return {"32": "32-true", "64": "64-true"}.get(precision, precision)
-    if not on_gpu:
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-
-
 def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
     """One dihedral view of an N×C×H×W batch (identity, flips, transposes, 90° rotations)."""
     if view in ("transpose", "antitranspose", "rot90", "rot270") and x.shape[-1] != x.shape[-2]:
@@ -264,25 +255,12 @@ class KitModule(pl.LightningModule):
 
     # --- optimizer and schedule --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
-
-        o, s = self.cfg.optim, self.cfg.sched
-        name = f"lookahead_{o.name}" if o.lookahead else o.name
-        try:
-            optimizer = create_optimizer_v2(self.model, opt=name, lr=o.lr, weight_decay=o.weight_decay)
-        except (AssertionError, ValueError) as err:
-            raise KitError(f"optim.name: timm has no optimizer {name!r} ({err})") from None
-        if s.name == "none":
+        optimizer = build_optimizer(self.model, self.cfg)
+        if self.cfg.sched.name == "none":
             return optimizer
-        updates = self._updates_per_epoch() if s.per_update else 0
+        updates = self._updates_per_epoch() if self.cfg.sched.per_update else 0
         per_update = bool(updates)  # unknown epoch length: fall back to per-epoch steps
-        scheduler, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=self.cfg.train.epochs,
-                                           warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr, min_lr=s.min_lr,
-                                           warmup_prefix=True,  # cosine starts at lr after the warmup
-                                           step_on_epochs=not per_update, updates_per_epoch=updates)
-        if scheduler is None:
-            raise KitError(f"sched.name: timm has no scheduler {s.name!r}")
+        scheduler = build_scheduler(optimizer, self.cfg, updates)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_update else "epoch"}}
 
@@ -316,6 +294,53 @@ class KitModule(pl.LightningModule):
     def current_lr(self) -> float:
         """Learning rate of the first parameter group."""
         return float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
+    """timm's optimizer named by optim.* (lookahead_ prefixed when asked); KitError for an unknown name."""
+    from timm.optim import create_optimizer_v2
+
+    o = config.optim
+    name = f"lookahead_{o.name}" if o.lookahead else o.name
+    try:
+        return create_optimizer_v2(model, opt=name, lr=o.lr, weight_decay=o.weight_decay)
+    except (AssertionError, ValueError, KeyError) as err:
+        raise KitError(f"optim.name: timm has no optimizer {name!r} ({err}); use e.g. adamw, radam, lamb, sgd"
+                       ) from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, updates_per_epoch: int) -> Any:
+    """timm's LR schedule named by sched.* (per update when `updates_per_epoch` > 0); KitError for an unknown name."""
+    from timm.scheduler import create_scheduler_v2
+
+    s = config.sched
+    try:
+        scheduler, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=config.train.epochs,
+                                           warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr, min_lr=s.min_lr,
+                                           warmup_prefix=True,  # cosine starts at lr after the warmup
+                                           step_on_epochs=not updates_per_epoch, updates_per_epoch=updates_per_epoch)
+    except (AssertionError, ValueError, KeyError) as err:
+        scheduler = None
+        reason = f" ({err})"
+    else:
+        reason = ""
+    if scheduler is None:
+        raise KitError(f"sched.name: timm has no scheduler {s.name!r}{reason}; use cosine, step, multistep, poly, "
+                       f"tanh or none")
+    return scheduler
+
+
+def check_components(config: Config, num_classes: int) -> None:
+    """Fail (KitError naming the key) on a model, loss, optimizer or schedule the fit would refuse -- before a run
+    directory is written. Builds nothing big and touches no network: the names are checked on a 1-parameter probe."""
+    import timm
+
+    if not timm.is_model(config.model.name):
+        raise KitError(f"model.name: unknown timm model {config.model.name!r} (see timm.list_models())")
+    make_loss(config.train.loss, num_classes, config.train.label_smoothing, config.train.focal_gamma)
+    optimizer = build_optimizer(torch.nn.Linear(1, 1), config)
+    if config.sched.name != "none":
+        build_scheduler(optimizer, config, 1 if config.sched.per_update else 0)
 
 
 def to_prob(logits: torch.Tensor, binary: bool) -> torch.Tensor:

@@ -139,8 +139,11 @@ def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:
 def write_report(run_dir: Path) -> Path:
     """Write report.md and its PNGs into the run directory; return the report path."""
     run_dir = Path(run_dir)
-    state = json.loads((run_dir / "state.json").read_text())
-    folds = {int(k): v for k, v in state.get("folds", {}).items() if v.get("status") == "done"}
+    from .runstate import RunState
+
+    run = RunState.read(run_dir)
+    state = run.data
+    folds = {k: v for k, v in run.folds().items() if v.get("status") == "done"}
     binary = state.get("data", {}).get("num_classes", 1) == 1
     metric = "AUC" if binary else "accuracy"
     lines: List[str] = [f"# CV report: {run_dir.name}", ""]

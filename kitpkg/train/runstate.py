@@ -1,4 +1,12 @@
-"""The run directory's state.json: config hash, shard fingerprints, finished folds -- written atomically by rank 0.
+"""A run directory's state: state.json (run level, written once) and folds/fold{k}.json (one file per fold).
+
+state.json holds what identifies the run -- config hash and result keys, shard fingerprints -- and is written when the
+run starts (later only for run-level facts: where the shards were last seen, the merged CV summary). Fold progress
+never touches it: each fold's status lives in its own folds/fold{k}.json, written atomically (temp name, rename) by
+the one process training that fold (rank 0 of it). So two `kitpkg cv --folds` processes on one run directory -- on one
+machine or on two sharing a mounted Drive folder -- never overwrite each other's finished folds, and no file lock is
+needed (Drive has none). A run directory of the earlier single-file layout (folds inside state.json) is migrated when
+it is opened.
 
 A run directory holds no absolute paths (it moves from Colab to Kaggle); the shard sets are identified by a fingerprint
 of their manifest content instead of their location.
@@ -17,7 +25,9 @@ from ..fsutil import atomic_write_text
 from ..shards.manifest import Manifest
 
 STATE_NAME = "state.json"
-STATE_VERSION = 1
+FOLDS_DIR = "folds"
+STATE_VERSION = 2  # 1: fold records inside state.json (migrated on open)
+_KEPT_STATUS = ("trained", "done")  # a fold in one of these holds work that a changed config would throw away
 
 
 def manifest_fingerprint(manifest: Manifest) -> str:
@@ -34,8 +44,33 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def run_directory(path: os.PathLike) -> Path:
+    """`path` as a run directory: refused (KitError) when it exists as something other than a folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KitError(f"{path}: the run directory is a file; point --run-dir (or output.run_dir) at a folder")
+    return path
+
+
+def _read_json(path: Path) -> Optional[Dict[str, Any]]:
+    """The JSON object in `path` (None when absent); KitError naming the file when it is unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise KitError(f"{path}: unreadable run state ({err}); delete it (a fold file: that fold is retrained) or "
+                       f"use another output.run_dir") from None
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: unreadable run state (not a JSON object); delete it or use another output.run_dir")
+    return data
+
+
 class RunState:
-    """state.json of one run directory."""
+    """The state of one run directory: run-level entries (state.json) and one record per fold (folds/fold{k}.json).
+
+    Fold records are read from disk on every call, so a fold another process finished is seen at once.
+    """
 
     def __init__(self, run_dir: Path, data: Dict[str, Any]):
         self.run_dir, self.data = Path(run_dir), data
@@ -45,63 +80,138 @@ class RunState:
         """Where state.json lives."""
         return self.run_dir / STATE_NAME
 
+    def fold_path(self, k: int) -> Path:
+        """Where fold k's record lives."""
+        return self.run_dir / FOLDS_DIR / f"fold{int(k)}.json"
+
+    @classmethod
+    def read(cls, run_dir: os.PathLike) -> "RunState":
+        """The state of an existing run directory, read as it is (no config check, nothing written)."""
+        run_dir = run_directory(run_dir)
+        data = _read_json(run_dir / STATE_NAME)
+        if data is None:
+            raise KitError(f"{run_dir}: no {STATE_NAME} here; is it a run directory of `kitpkg cv`?")
+        return cls(run_dir, data)
+
     @classmethod
     def open(cls, run_dir: Path, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str] = ()
              ) -> "RunState":
-        """Load the run's state (or start one); refuse a config or shard set that differs from the run's."""
-        run_dir = Path(run_dir)
-        path = run_dir / STATE_NAME
-        current = result_dict(config)
-        if not path.exists():
-            state = cls(run_dir, {"kitpkg_state": STATE_VERSION, "config_hash": config_hash(config),
-                                  "config": current, "data": fingerprints, "folds": {}})
-            state.save()
-            return state
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise KitError(f"{path}: unreadable run state ({err}); use another output.run_dir") from None
+        """Load the run's state (or start one); refuse a config or shard set that differs from a run with work in it.
+
+        A run directory whose folds hold nothing yet (no checkpoint, no trained fold: e.g. a first run that failed
+        before its first checkpoint) is restarted with the new config instead: there is nothing to lose.
+        """
+        run_dir = run_directory(run_dir)
+        data = _read_json(run_dir / STATE_NAME)
+        fresh = {"kitpkg_state": STATE_VERSION, "config_hash": config_hash(config), "config": result_dict(config),
+                 "data": fingerprints}
+        if data is None:
+            return cls._start(run_dir, fresh)
         state = cls(run_dir, data)
-        changed = [line for line in diff_keys(data.get("config", {}), current)
-                   if not any(line.startswith(prefix) for prefix in allow_changed)]
-        if changed:
-            raise KitError(f"{run_dir} was run with another config ({'; '.join(changed)}); restore those values, or "
-                           f"set output.run_dir to a new folder for a new experiment")
-        for key, value in fingerprints.items():
-            if data.get("data", {}).get(key) != value:
-                raise KitError(f"{run_dir} was run on other data ({key} differs from the run's); point data.shards/"
-                               f"data.extra_train at the same shard sets, or use a new output.run_dir")
+        state._migrate()
+        problem = state._mismatch(config, fingerprints, allow_changed)
+        if problem is None:
+            return state
+        if not state.has_work():
+            state._clear_folds()
+            return cls._start(run_dir, {**fresh, **({"shards": data["shards"]} if "shards" in data else {})})
+        raise KitError(problem)
+
+    @classmethod
+    def _start(cls, run_dir: Path, data: Dict[str, Any]) -> "RunState":
+        state = cls(run_dir, data)
+        if is_rank_zero():
+            atomic_write_text(state.path, json.dumps(data, indent=1, sort_keys=True))
         return state
 
+    def _mismatch(self, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str]) -> Optional[str]:
+        """Why this run directory cannot continue with `config` on these shards (None when it can)."""
+        changed = [line for line in diff_keys(self.data.get("config", {}), result_dict(config))
+                   if not any(line.startswith(prefix) for prefix in allow_changed)]
+        if changed:
+            return (f"{self.run_dir} was run with another config ({'; '.join(changed)}); restore those values, or "
+                    f"set output.run_dir to a new folder for a new experiment")
+        for key, value in fingerprints.items():
+            if self.data.get("data", {}).get(key) != value:
+                return (f"{self.run_dir} was run on other data ({key} differs from the run's); point data.shards/"
+                        f"data.extra_train at the same shard sets, or use a new output.run_dir")
+        return None
+
+    def has_work(self) -> bool:
+        """True when a fold has trained or holds a checkpoint (what a restart with another config would lose)."""
+        if any(self.fold(k).get("status") in _KEPT_STATUS for k in self.fold_ids()):
+            return True
+        return any(self.run_dir.glob("fold*/ckpt/*.ckpt")) or any(self.run_dir.glob("oof_fold*.csv"))
+
+    def _clear_folds(self) -> None:
+        if is_rank_zero():
+            for k in self.fold_ids():
+                self.fold_path(k).unlink(missing_ok=True)
+
+    def _migrate(self) -> None:
+        """Version 1 kept the fold records inside state.json: move them into folds/ (idempotent, rank 0 only)."""
+        legacy = self.data.get("folds")
+        if legacy is None or not is_rank_zero():
+            return
+        for key, record in legacy.items():
+            if not self.fold_path(int(key)).exists():
+                atomic_write_text(self.fold_path(int(key)), json.dumps(record, indent=1, sort_keys=True))
+        self.data = {k: v for k, v in self.data.items() if k != "folds"}
+        self.data["kitpkg_state"] = STATE_VERSION
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+
     def save(self) -> None:
-        """Write state.json atomically (rank 0 only)."""
+        """Write the run-level entries into state.json atomically (rank 0 only); fold records are never in it."""
         if is_rank_zero():
             atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
+    # -- folds ----------------------------------------------------------------------------------------------------
     def fold(self, k: int) -> Dict[str, Any]:
-        """The record of fold k (empty when not started)."""
-        return self.data["folds"].get(str(k), {})
+        """The record of fold k as it is on disk now (empty when not started)."""
+        record = _read_json(self.fold_path(k))
+        if record is None:  # a version-1 state.json not yet migrated (read by a rank other than 0)
+            record = self.data.get("folds", {}).get(str(int(k)), {})
+        return record
+
+    def fold_ids(self) -> List[int]:
+        """Sorted folds that have a record (any status)."""
+        ids = {int(k) for k in self.data.get("folds", {})}
+        folder = self.run_dir / FOLDS_DIR
+        if folder.is_dir():
+            ids |= {int(p.stem[4:]) for p in folder.glob("fold*.json") if p.stem[4:].isdigit()}
+        return sorted(ids)
+
+    def folds(self) -> Dict[int, Dict[str, Any]]:
+        """{fold: record} of every fold that has a record."""
+        return {k: self.fold(k) for k in self.fold_ids()}
 
     def is_done(self, k: int) -> bool:
         """True when fold k finished training and its predictions are written."""
         return self.fold(k).get("status") == "done"
 
     def update_fold(self, k: int, **fields: Any) -> None:
-        """Merge fields into fold k's record and save."""
-        self.data["folds"].setdefault(str(k), {}).update(fields)
-        self.save()
+        """Merge fields into fold k's record and write it atomically (only the process training fold k calls it)."""
+        if is_rank_zero():
+            record = {**self.fold(k), **fields}
+            atomic_write_text(self.fold_path(k), json.dumps(record, indent=1, sort_keys=True))
 
     def done_folds(self) -> List[int]:
         """Sorted finished folds."""
-        return sorted(int(k) for k, v in self.data["folds"].items() if v.get("status") == "done")
+        return [k for k in self.fold_ids() if self.is_done(k)]
 
+    # -- run-level entries ----------------------------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
-        """Set a top-level entry and save."""
-        self.data[key] = value
-        self.save()
+        """Set a run-level entry in state.json (re-read first, so another process's entries are kept)."""
+        if key == "folds":
+            raise KitError("RunState.set('folds'): fold records are written with update_fold")
+        if is_rank_zero():
+            self.data = {**(_read_json(self.path) or self.data), key: value}
+            self.save()
+        else:
+            self.data[key] = value
 
     def get(self, key: str, default: Optional[Any] = None) -> Any:
-        """A top-level entry."""
+        """A run-level entry."""
         return self.data.get(key, default)
 
 
