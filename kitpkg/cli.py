@@ -14,13 +14,13 @@ from .errors import KitError
 
 
 def _areas():
-    from . import demo
-    from .data import cli as data_cli
+    from . import demo, starter
+    from .experiments import cli as experiments_cli
     from .notebook import cli as notebook_cli
     from .shards import cli as shards_cli
     from .train import cli as train_cli
 
-    return [shards_cli, data_cli, train_cli, notebook_cli, demo]
+    return [starter, shards_cli, train_cli, experiments_cli, notebook_cli, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(err: OSError) -> str:
+    """One line for an OS error: the file it names, what the OS said, and what to check."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err} (check the path and its permissions, then re-run)"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -40,6 +46,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.func(args) or 0)
     except (KitError, FileNotFoundError) as err:
         print(f"kitpkg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # permission denied, read-only filesystem …: the OS names the file; no traceback for it
+        print(f"kitpkg {args.command}: error: {_os_error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kitpkg {args.command}: interrupted; re-run the same command to continue", file=sys.stderr)

@@ -14,11 +14,13 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 def run_demo(out: str = "demo", fmt: str = "tfrecord", overrides: Sequence[str] = ()):
     """Run the demo end to end under `out`; return the CVResult."""
+    from . import fsutil
+
+    out_dir = fsutil.ensure_folder(Path(out).resolve(), "--out folder")  # before the slow imports below
     from .shards.convert import summarize
     from .shards.verify import verify
     from .train.cv import run_cv
 
-    out_dir = Path(out).resolve()
     config = demo_config(out_dir, overrides)
     size = config.data.image_size
     step(1, f"demo data → {out_dir / 'source'}; shards → {out_dir / 'shards' / str(size)} ({fmt}, {size} px, 5 folds)")

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
+
+from .errors import KitError
 
 PathLike = Union[str, os.PathLike]
 _CHUNK = 1 << 20
@@ -77,3 +80,27 @@ def atomic_copy(src: PathLike, dest: PathLike) -> None:
         copied = fout.tell()
         if copied != expected:  # raising inside atomic_write drops the temp file: nothing half-written appears
             raise OSError(f"{dest}: copy is {copied} bytes, expected {expected}; disk full?")
+
+
+def ensure_folder(path: PathLike, what: str = "output folder") -> Path:
+    """Create the folder `path` (parents too); KitError naming it when it (or a parent) is a file or cannot be made."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise KitError(f"{path}: a file, not a folder; give another {what}") from None
+    except OSError as err:  # a parent is a file, no permission, a read-only file system
+        raise KitError(f"{path}: cannot create the {what} ({err.strerror or err}); give another one") from None
+    return path
+
+
+@contextlib.contextmanager
+def disk_full_is_kit_error(folder: PathLike, advice: str) -> Iterator[None]:
+    """Turn "no space left on device" (or over quota) inside the block into one KitError naming `folder`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise KitError(f"{folder}: the disk is full ({err.strerror or 'no space left on device'}); free some space "
+                       f"(or choose another folder), then {advice}") from None

@@ -219,3 +219,42 @@ def test_convert_keeps_a_bounded_number_of_tasks_in_flight():
         got += [r for _, r in chunk]
         most = max(most, Pool.submitted - len(got))
     assert got == rels[10:] and most <= 8
+
+
+def test_zip_members_too_big_to_be_images_are_refused_before_they_are_inflated(tmp_path, monkeypatch):
+    import zipfile
+
+    from kitpkg.shards import imaging
+
+    good = _jpeg(_photo(40, 40))
+    zeros = bytes(1 << 20)
+    with zipfile.ZipFile(tmp_path / "src.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("good.jpg", good)
+        with zf.open("zeros.jpg", "w") as w:  # a tiny JPEG and 24 MiB of zeros: a ~25 KB member
+            w.write(_jpeg(_photo(16, 16)))
+            for _ in range(24):
+                w.write(zeros)
+        with zf.open("huge.jpg", "w") as w:  # a plausible 4000×4000 header, but over the (lowered) byte limit
+            w.write(_bomb(4000, 4000))
+            for _ in range(40):
+                w.write(zeros)
+    assert (tmp_path / "src.zip").stat().st_size < 1 << 20
+    (tmp_path / "t.csv").write_text("image_name,target\ngood,1\nzeros,0\nhuge,1\n")
+    monkeypatch.setattr(imaging, "MAX_FILE_BYTES", 32 << 20)
+    inflated = {}
+    real_read = zipfile.ZipExtFile.read
+
+    def read(self, n=-1):
+        data = real_read(self, n)
+        inflated[self.name] = inflated.get(self.name, 0) + len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *a: pytest.fail("a member was read whole"))
+    m = convert(tmp_path / "src.zip", tmp_path / "t.csv", tmp_path / "out", sizes=(16,), folds=0, group_col=None,
+                workers=1, progress=False)[16]
+    reasons = {r["id"]: r["reason"] for r in m.rejected}
+    assert reasons["zeros"].startswith("implausible file size: 25 MB for a 16×16 image")
+    assert reasons["huge"].startswith("file too large: 42 MB, over the 34 MB limit")
+    assert inflated["zeros.jpg"] <= imaging.HEAD_BYTES and inflated["huge.jpg"] <= imaging.HEAD_BYTES
+    assert m.num_samples() == 1 and inflated["good.jpg"] == len(good)

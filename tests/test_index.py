@@ -93,3 +93,15 @@ def test_cut_gzip_shard_is_named_by_index_and_verify(tmp_path, tfrecord_manifest
     assert any(p.startswith(m.shards[0].file) and "damaged GZIP stream" in p for p in problems)
     with pytest.raises(KitError, match=f"cannot index .*{victim.name}: damaged GZIP stream"):
         index([str(folder)], label_col="target")
+
+
+def test_index_refuses_to_replace_the_manifest_convert_wrote(tmp_path, wds_manifest, capsys):
+    shutil.copytree(wds_manifest.root, tmp_path / "shards")
+    before = (tmp_path / "shards" / "manifest.json").read_bytes()
+    assert main(["index", str(tmp_path / "shards")]) == 2
+    err = capsys.readouterr().err
+    assert "written by `kitpkg convert`" in err and "--out" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "shards" / "manifest.json").read_bytes() == before, "label column, rejects, options kept"
+    assert main(["index", str(tmp_path / "shards"), "--out", str(tmp_path / "beside")]) == 0  # the way out works
+    assert load_manifest(tmp_path / "beside").num_samples() == wds_manifest.num_samples()
+    assert main(["index", str(tmp_path / "shards"), "--out", str(tmp_path / "beside")]) == 0, "its own: re-index"

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from kitpkg.errors import KitError
 from kitpkg.shards.manifest import FORMAT_VERSION, Manifest, ShardInfo, load_manifest
 
 
@@ -39,8 +40,21 @@ def test_missing_and_newer_manifests_are_clear_errors(tmp_path):
     data = json.loads(_manifest().to_json())
     data["format_version"] = FORMAT_VERSION + 1
     (tmp_path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="upgrade kitpkg"):
+    with pytest.raises(KitError, match="upgrade kitpkg"):  # the one user-facing error type (a ValueError too)
         load_manifest(str(tmp_path))
+
+
+@pytest.mark.parametrize("key, value, needle", [("fold", True, "'fold' must be an integer or null"),
+                                                ("ids", ["a", 2], "'ids' must be a list of strings"),
+                                                ("split", "val", "'split' is 'val'"),
+                                                ("offsets", [0, -5], "negative")])
+def test_wrong_values_name_the_shard_and_key(tmp_path, key, value, needle):
+    data = json.loads(_manifest().to_json())
+    data["shards"][0][key] = value
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(KitError, match="shards\\[0\\] \\(train-f0-00000.tfrec\\)") as err:
+        load_manifest(str(tmp_path))
+    assert needle in str(err.value) and str(tmp_path / "manifest.json") in str(err.value)
 
 
 def test_converted_manifest_describes_its_shards(any_manifest):

@@ -116,3 +116,19 @@ def test_bad_partition_arguments_raise_clear_errors():
         Partition((4,), 0)
     with pytest.raises(ValueError, match="worker_id"):
         list(Partition((4,), 2).batches(0, 0, 2, 2))
+
+
+def test_training_never_yields_a_batch_of_one_the_lone_sample_joins_the_batch_before():
+    # BatchNorm cannot train on one sample: a fold of 2k+1 samples at batch size k would end with a batch of one
+    for n, bs, world in itertools.product((5, 9, 17, 33), (2, 4, 8, 16), (1, 2)):
+        parts = [Partition((n,), bs, seed=1, world_size=world, rank=r) for r in range(world)]
+        assert len({len(p) for p in parts}) == 1
+        for p in parts:
+            seen = _seen(p, epoch=0, workers=2)
+            sizes = [len(batch) for _, batch in seen]
+            assert 1 not in sizes or p.rank_samples() == 1, (n, bs, world, sizes)
+            assert sum(sizes) == p.rank_samples(), "the lone sample is kept, not dropped"
+            if p.rank_samples() % bs == 1 and p.rank_samples() > bs:
+                assert sizes[-1] == bs + 1 and all(s == bs for s in sizes[:-1])
+    eval_part = Partition((9,), 4, shuffle=False, even=False)
+    assert [len(b) for _, b in eval_part.batches(0)] == [4, 4, 1], "eval keeps exactly-once batches as they are"

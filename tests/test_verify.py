@@ -57,3 +57,21 @@ def test_manifest_that_lies_about_ids_is_caught(copy):
     problems = verify(copy)
     assert any("sample 1" in p and "someone-else" in p for p in problems)
     assert len(problems) == 1, "no second, false claim that the file ended early"
+
+
+def test_verify_of_converts_out_folder_checks_every_size_in_it(tmp_path, capsys):
+    from test_convert_inputs import _tiny_source
+
+    _tiny_source(tmp_path, n=6, csv="t.csv")
+    out = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "t.csv"), str(out), "--size", "16,32",
+                 "--folds", "2", "--group-col", "", "--workers", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0  # was: "no manifest here; run `kitpkg convert`"
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"OK {out / '16'}", f"OK {out / '32'}"]
+    shard = next((out / "32").glob("train-*.tfrec"))
+    _flip(shard, shard.stat().st_size // 2)
+    assert main(["verify", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"OK {out / '16'}" in captured.out and f"DAMAGED {shard.name}" in captured.err

@@ -9,7 +9,11 @@ Training order (``even=True``):
      number of batches: DDP never waits for a rank that ran out;
   4. each rank's stream is cut into batches, and batch ``b`` goes to DataLoader worker ``b % num_workers``: the
      DataLoader takes results round-robin from its workers, so the trainer sees the rank's batches in stream order
-     whatever the number of workers.
+     whatever the number of workers;
+  5. never a training batch of one (BatchNorm cannot train on it): when a rank's last batch would hold a single
+     sample (``n % batch_size == 1``, ``n > batch_size``), that sample joins the batch before, which then holds
+     ``batch_size + 1``. Only the epoch's last batch can differ in size, so a position of ``k`` consumed batches is
+     still ``k * batch_size`` samples. (``batch_size=1``, or a rank with one sample, still yields batches of one.)
 Eval order (``even=False``): the selected shards in manifest order, split into contiguous, possibly uneven blocks
 across ranks -- every sample exactly once, nothing dropped or padded.
 Resuming after ``k`` consumed batches is the same stream with its first ``k`` batches left out.
@@ -88,7 +92,20 @@ class Partition:
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch."""
-        return num_batches(self.rank_samples(), self.batch_size, self.drop_last)
+        n = self.rank_samples()
+        return num_batches(n, self.batch_size, self.drop_last) - (1 if self._lone_tail(n) else 0)
+
+    def _lone_tail(self, n: int) -> bool:
+        """True when the last training batch would hold one sample, which then joins the batch before (rule 5)."""
+        return self.even and not self.drop_last and self.batch_size > 1 and n > self.batch_size \
+            and n % self.batch_size == 1
+
+    def bounds(self, b: int) -> Tuple[int, int]:
+        """[start, end) of batch `b` in the rank stream."""
+        end = (b + 1) * self.batch_size
+        if b == len(self) - 1 and self._lone_tail(self.rank_samples()):
+            end += 1
+        return b * self.batch_size, end
 
     def rank_stream(self, epoch: int) -> np.ndarray:
         """This rank's (shard, sample) stream for an epoch, in the order the trainer sees it."""
@@ -105,7 +122,8 @@ class Partition:
             raise ValueError(f"worker_id {worker_id} is outside num_workers {num_workers}")
         stream = self.rank_stream(epoch) if stream is None else stream
         for b in range(start_batch + worker_id, len(self), max(num_workers, 1)):
-            yield b, stream[b * self.batch_size:(b + 1) * self.batch_size]
+            lo, hi = self.bounds(b)
+            yield b, stream[lo:hi]
 
 
 def read_runs(batch: np.ndarray) -> List[Tuple[int, List[int]]]:

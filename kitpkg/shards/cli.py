@@ -27,11 +27,11 @@ def _convert(args) -> int:
 
 
 def _verify(args) -> int:
-    from .manifest import load_manifest
+    from .manifest import load_manifest, manifest_paths
     from .verify import verify
 
     status = 0
-    for folder in args.dirs:
+    for folder in (path for given in args.dirs for path in manifest_paths(given)):
         manifest = load_manifest(folder)
         problems = verify(manifest, deep=not args.quick)
         for problem in problems:
@@ -99,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", formatter_class=fmt, help="check shards against their manifest",
                        description="Check every shard of each manifest: size, sha256, per-sample checksums, record "
                        "CRCs, sample counts, ids and offsets. Exits 1 naming the shard and offset of any damage.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="folder holding manifest.json (or the manifest's path)")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="folder holding manifest.json (or the manifest's path), or convert's OUT: every size in it")
     p.add_argument("--quick", action="store_true", help="only sizes and checksums; do not parse the records")
     p.set_defaults(func=_verify)
 

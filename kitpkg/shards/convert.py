@@ -61,6 +61,8 @@ def _work(rel: str) -> Tuple[bool, Union[List[bytes], str]]:
     """(True, [jpeg per size]) or (False, reason) for one source file."""
     try:
         data = _WORKER["source"].read(rel)
+    except BadImage as err:  # too big to be an image: refused before it is read whole
+        return False, str(err)
     except Exception as err:  # unreadable file in a folder or a damaged zip member
         return False, f"unreadable file ({type(err).__name__}: {err})"
     try:
@@ -210,7 +212,7 @@ def convert(source, csv, out, *, fmt: str = "tfrecord", sizes: Sequence[int] = (
     """
     sizes = _check_options(fmt, sizes, aspect, quality, shard_samples)
     src = ImageSource(source)
-    files = src.list_files()
+    files = src.list_images()
     plan = make_plan(files, csv, test_csv, EXTENSIONS[fmt], id_col=id_col, label_col=label_col or None,
                      group_col=group_col or None, folds=folds, fold_col=fold_col, shard_samples=int(shard_samples),
                      seed=seed, image_key="image" if fmt == "tfrecord" else None)
@@ -219,27 +221,35 @@ def convert(source, csv, out, *, fmt: str = "tfrecord", sizes: Sequence[int] = (
               "folds": folds, "fold_col": fold_col, "csv_sha256": fsutil.sha256_file(csv),
               "test_csv_sha256": fsutil.sha256_file(test_csv) if test_csv else None,
               "source_listing_sha256": listing_sha256(files)}
-    states = {}
-    for size in sizes:  # open every state first: a refusal must come before any work
-        folder = os.path.join(str(out), str(size))
-        os.makedirs(folder, exist_ok=True)
-        states[size] = ConvertState.open(folder, {**common, "size": size}, overwrite)
-        states[size].clean_temp_files()
-    pending = []  # (shard, sizes still to write): a shard complete in every size is kept as it is
-    for shard in plan.shards:
-        todo = [z for z in sizes if not states[z].is_complete(shard.file, [x.id for x in shard.samples])]
-        if todo:
-            pending.append((shard, todo))
     n_workers = int(workers) if workers else _default_workers()
-    with contextlib.closing(src):
-        _write_shards(plan, pending, states, sizes, src, fmt, aspect, int(quality), n_workers, progress, label_col)
-    manifests = {size: _manifest(plan, states[size], fmt, size, aspect, label_col, group_col, id_col, common)
-                 for size in sizes}
-    for size, manifest in manifests.items():
-        manifest.save(states[size].folder)
-        manifest.root = os.path.abspath(states[size].folder)
+    with fsutil.disk_full_is_kit_error(out, "re-run the same command: it keeps the complete shards and continues"):
+        states = _open_states(out, sizes, common, overwrite)
+        pending = []  # (shard, sizes still to write): a shard complete in every size is kept as it is
+        for shard in plan.shards:
+            todo = [z for z in sizes if not states[z].is_complete(shard.file, [x.id for x in shard.samples])]
+            if todo:
+                pending.append((shard, todo))
+        with contextlib.closing(src):
+            _write_shards(plan, pending, states, sizes, src, fmt, aspect, int(quality), n_workers, progress,
+                          label_col)
+        manifests = {size: _manifest(plan, states[size], fmt, size, aspect, label_col, group_col, id_col, common)
+                     for size in sizes}
+        for size, manifest in manifests.items():
+            manifest.save(states[size].folder)
+            manifest.root = os.path.abspath(states[size].folder)
     print(_one_line(manifests[sizes[0]], sizes, out, len(plan.shards) - len(pending)), file=sys.stderr)
     return manifests
+
+
+def _open_states(out, sizes: List[int], common: Dict[str, Any], overwrite: bool) -> Dict[int, ConvertState]:
+    """The state of every OUT/<size> folder, all opened before any work (a refusal must come first)."""
+    fsutil.ensure_folder(out, "OUT folder")
+    states = {}
+    for size in sizes:
+        folder = str(fsutil.ensure_folder(os.path.join(str(out), str(size)), "OUT folder"))
+        states[size] = ConvertState.open(folder, {**common, "size": size}, overwrite)
+        states[size].clean_temp_files()
+    return states
 
 
 def _write_shards(plan: Plan, pending: List[Tuple[ShardPlan, List[int]]], states: Dict[int, ConvertState],

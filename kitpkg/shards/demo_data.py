@@ -19,6 +19,7 @@ import numpy as np
 import simplejpeg
 
 from .. import fsutil
+from ..errors import KitError
 
 TRAIN_COLUMNS = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "diagnosis",
                  "benign_malignant", "target"]
@@ -120,9 +121,11 @@ def _write_csv(path: Path, rows: List[Dict], columns: List[str]) -> None:
 def make_demo_data(out: Union[str, Path], n_patients: int = 120, images_per_patient: int = 4, n_test: int = 60,
                    width: int = 768, height: int = 512, seed: int = 0, quality: int = 90) -> DemoPaths:
     """Write the demo dataset under `out` (images/train, images/test, train.csv, test.csv) and return its paths."""
-    if n_patients < 1 or images_per_patient < 1 or n_test < 0 or width < 16 or height < 16:
-        raise ValueError("make_demo_data: need n_patients ≥ 1, images_per_patient ≥ 1, n_test ≥ 0, width/height ≥ 16")
-    out = Path(out)
+    for option, value, least in (("--patients", n_patients, 1), ("--images-per-patient", images_per_patient, 1),
+                                 ("--test-images", n_test, 0), ("--width", width, 16), ("--height", height, 16)):
+        if value < least:
+            raise KitError(f"demo-data {option} must be ≥ {least}, not {value}")
+    out = fsutil.ensure_folder(out, "demo-data folder")
     rng = np.random.default_rng(seed)
     train, test = _rows(rng, n_patients, images_per_patient, n_test)
     skins = rng.uniform([200, 150, 125], [240, 195, 170], (n_patients + n_test, 3))

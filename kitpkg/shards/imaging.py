@@ -18,6 +18,13 @@ from PIL import Image
 
 ASPECTS = ("crop", "pad", "squash")
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (≈ 89 Mpx); ISIC's largest originals are ~24 Mpx
+# Bounded memory on hostile input: a file is read whole only when it is at most MAX_FILE_BYTES (ISIC's largest JPEG
+# originals are ~20 MB) and at most what its header's pixels take uncompressed (16-bit RGBA: 8 bytes per pixel) plus
+# room for metadata (EXIF, ICC profiles, thumbnails). Checked on the first HEAD_BYTES, before inflating a zip member.
+MAX_FILE_BYTES = 256 << 20
+HEAD_BYTES = 1 << 16
+_MAX_BYTES_PER_PIXEL = 8
+_METADATA_BYTES = 16 << 20
 _MAGIC = [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
           (b"RIFF", "WEBP")]
 # EXIF orientation → (transpose, number of 90° counter-clockwise rotations, flip left-right) applied in that order
@@ -39,16 +46,39 @@ def sniff(data: bytes) -> str:
     return ""
 
 
-def _header(data: bytes, name: str) -> Tuple[Image.Image, int]:
-    """Open with PIL (markers only, no pixel decoding) and return it with its EXIF orientation (1 = upright)."""
+def _open(data: bytes) -> Image.Image:
+    """PIL's view of an image's header (markers only, no pixel decoding); BadImage when it cannot be parsed."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves below
-            img = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves
+            return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
         raise BadImage(f"decompression bomb ({err})") from None
     except Exception as err:  # PIL raises many types for garbage; all mean the same to the user
         raise BadImage(f"unreadable image header ({type(err).__name__}: {err})") from None
+
+
+def check_file(head: bytes, size: int) -> None:
+    """Refuse a file before it is read whole (BadImage) when it is over MAX_FILE_BYTES, or bigger than the image its
+    header describes could be uncompressed (a zip member of zeros behind a tiny JPEG header inflates to gigabytes).
+
+    `head`: the file's first HEAD_BYTES; when the header does not fit in them only the byte limit applies.
+    """
+    if size > MAX_FILE_BYTES:
+        raise BadImage(f"file too large: {size / 1e6:.0f} MB, over the {MAX_FILE_BYTES / 1e6:.0f} MB limit for one "
+                       "image (not read)")
+    try:
+        w, h = _open(head).size
+    except BadImage:
+        return
+    if size > _MAX_BYTES_PER_PIXEL * w * h + _METADATA_BYTES:
+        raise BadImage(f"implausible file size: {size / 1e6:.0f} MB for a {w}×{h} image, more than its pixels take "
+                       "uncompressed (a decompression bomb or appended data; not read)")
+
+
+def _header(data: bytes, name: str) -> Tuple[Image.Image, int]:
+    """Open with PIL (markers only, no pixel decoding) and return it with its EXIF orientation (1 = upright)."""
+    img = _open(data)
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise BadImage(f"decompression bomb: {w}×{h} = {w * h / 1e6:.0f} Mpx exceeds {MAX_PIXELS / 1e6:.0f} Mpx")

@@ -5,6 +5,7 @@ from the popular file names (`train07-2071.tfrec` → fold 7, or 7 mod K with `f
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -13,8 +14,9 @@ from .. import fsutil
 from ..errors import KitError
 from .example import BYTES, FLOAT, INT64, example_schema
 from .imaging import image_size
-from .manifest import Manifest, ShardInfo, label_counts
+from .manifest import MANIFEST_NAME, Manifest, ShardInfo, label_counts
 from .reader import iter_shard_file
+from .resume import STATE_NAME
 from .tfrecord import GZIP_MAGIC, RecordError, iter_records
 from .verify import scan_bytes
 
@@ -92,15 +94,36 @@ def _scan(path: str, fmt: str, id_col: str, label_col: Optional[str]):
     return offsets, ids, labels, first
 
 
+def _refuse_to_replace(out: str) -> None:
+    """KitError when `out` holds a manifest that `kitpkg index` did not write (convert's or pseudo's): replacing it
+    would lose its label column, folds, rejected list and options."""
+    path = os.path.join(out, MANIFEST_NAME)
+    made_by_convert = os.path.exists(os.path.join(out, STATE_NAME))
+    try:
+        with open(path) as f:
+            options = json.load(f).get("options") or {}
+    except FileNotFoundError:
+        options = None
+    except (OSError, ValueError, AttributeError):
+        options = {}  # unreadable: only the convert state file says whose it was
+    if made_by_convert or (options is not None and "indexed_from" not in options):
+        raise KitError(f"{path} was written by `kitpkg {'pseudo' if options and options.get('pseudo') else 'convert'}`"
+                       " and already describes these shards (replacing it would lose the label column, folds and "
+                       "rejected list); use it as it is, or pass --out ANOTHER_FOLDER to write a second manifest")
+
+
 def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = "image_name",
           label_col: Optional[str] = None, folds: Optional[int] = None) -> Manifest:
     """Scan foreign shards and write `manifest.json` into `out` (default: their common folder); return the Manifest."""
+    if folds is not None and folds < 1:
+        raise KitError(f"--folds must be ≥ 1 (fold = the number in the file name mod K), not {folds}")
     files = find_shards(paths)
     kinds = {_format_of(p) for p in files}
     if len(kinds) > 1:
         raise KitError(f"mixed shard formats/compressions {sorted(map(str, kinds))}: index each kind separately")
     fmt, compression = kinds.pop()
     out = os.path.abspath(out or os.path.commonpath([os.path.dirname(p) for p in files]))
+    _refuse_to_replace(out)
     shards, schema, first_image = [], {}, None
     for path in files:
         offsets, ids, labels, first = _scan(path, fmt, id_col, label_col)

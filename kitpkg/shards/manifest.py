@@ -4,15 +4,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import fsutil
 from .._version import __version__
+from ..errors import KitError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 FORMATS = ("tfrecord", "wds")
+SPLITS = ("train", "test")
+# Of two text classes the second in sorted order is the positive one, unless it is one of these (then the first is):
+# {benign, malignant} → malignant, {no, yes} → yes, {False, True} → True, {abnormal, normal} → abnormal
+NEGATIVE_NAMES = frozenset({"0", "f", "false", "n", "no", "neg", "negative", "benign", "normal", "healthy", "absent",
+                            "none"})
+
+
+TRAIN_ONLY_FOLD = -1  # the fold of shards that only ever train (e.g. `kitpkg pseudo`'s): no fold validates on them
 
 
 @dataclass
@@ -21,7 +31,7 @@ class ShardInfo:
 
     file: str
     split: str  # "train" or "test"
-    fold: Optional[int]
+    fold: Optional[int]  # None: test split; TRAIN_ONLY_FOLD: training-only data (pseudo-labels), never validated on
     samples: int
     bytes: int
     sha256: str
@@ -76,6 +86,19 @@ class Manifest:
         """{sample id: fold} for every train sample."""
         return {i: s.fold for s in self.select("train") for i in s.ids if s.fold is not None}
 
+    def classes(self) -> Optional[List[str]]:
+        """Text labels in target order (a sample's target is its label's index), or None when labels are numbers.
+
+        The classes are the label column's sorted names; of two (a binary task) the positive one, target 1, comes
+        second: the second in sorted order unless that one is a negative name (NEGATIVE_NAMES).
+        """
+        if not self.label_col or self.schema.get(self.label_col) != "bytes":
+            return None
+        names = sorted(str(c) for c in self.options.get("classes") or self.class_counts)
+        if len(names) == 2 and names[1].strip().lower() in NEGATIVE_NAMES:
+            names.reverse()
+        return names
+
     def num_samples(self, split: str = "train") -> int:
         """Total samples in a split."""
         return sum(s.samples for s in self.select(split))
@@ -104,8 +127,14 @@ def label_counts(shards: Sequence[ShardInfo]) -> Dict[str, int]:
 
 
 def load_manifest(path: str) -> Manifest:
-    """Read a manifest from a folder, a manifest.json path or a URL; `root` is set to its folder."""
+    """Read a manifest from a folder, a manifest.json path or a URL; `root` is set to its folder.
+
+    Anything that is not a manifest this kitpkg wrote (cut short, hand-edited: a key missing, unknown or of the wrong
+    type, counts that disagree) raises KitError naming the file and the key.
+    """
     path = str(path)
+    if not fsutil.is_url(path) and os.path.isfile(path) and not path.endswith(".json"):
+        raise KitError(f"{path}: a file, not a shard folder; give the folder that holds {MANIFEST_NAME}")
     if not path.endswith(".json"):
         path = fsutil.join(path, MANIFEST_NAME)
     try:
@@ -113,12 +142,113 @@ def load_manifest(path: str) -> Manifest:
             data = json.loads(f.read())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no manifest here; run `kitpkg convert` or `kitpkg index` first") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a valid manifest ({err})") from None
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: manifest format {data['format_version']} is newer than this kitpkg; upgrade kitpkg")
-    data["shards"] = [ShardInfo(**s) for s in data["shards"]]
-    known = {f.name for f in dataclasses.fields(Manifest)}
-    manifest = Manifest(**{k: v for k, v in data.items() if k in known})
+    except OSError as err:
+        raise KitError(f"{path}: cannot read the manifest ({err.strerror or err})") from None
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8 text
+        raise KitError(f"{path}: not a valid manifest, cut short or damaged ({err}); {_REWRITE}") from None
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: not a valid manifest (a JSON {type(data).__name__}, not an object); {_REWRITE}")
+    version = data.get("format_version", 0)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise KitError(f"{path}: manifest format {version} is newer than this kitpkg; upgrade kitpkg")
+    manifest = Manifest(**_checked(data, Manifest, path, "manifest"))
+    wheres = [f"shards[{i}]" + (f" ({s['file']})" if isinstance(s, dict) and isinstance(s.get("file"), str) else "")
+              for i, s in enumerate(data["shards"])]
+    manifest.shards = [ShardInfo(**_checked(s, ShardInfo, path, w)) for s, w in zip(data["shards"], wheres)]
+    for shard, where in zip(manifest.shards, wheres):
+        _check_shard(shard, path, where)
+    if manifest.format not in FORMATS:
+        raise KitError(f"{path}: manifest key 'format' is {manifest.format!r}, expected one of {', '.join(FORMATS)}; "
+                       f"{_REWRITE}")
     manifest.root = path.rsplit("/", 1)[0] if fsutil.is_url(path) else os.path.dirname(os.path.abspath(path))
     return manifest
+
+
+_REWRITE = "restore it, or re-run the command that wrote it (`kitpkg convert` resumes, `kitpkg index` rescans)"
+
+
+def _checked(data: Any, cls: type, path: str, where: str) -> Dict[str, Any]:
+    """`data` as keyword arguments of dataclass `cls`: every required key present, none unknown, each of its type."""
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: {where} must be a JSON object, not {type(data).__name__}; {_REWRITE}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "root"}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise KitError(f"{path}: {where} has an unknown key {key!r} (a typo? known: {', '.join(fields)}); "
+                           f"{_REWRITE}")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in data:
+            if required:
+                raise KitError(f"{path}: {where} lacks the key {name!r}; {_REWRITE}")
+            continue
+        if not _is_a(data[name], hints[name]):
+            raise KitError(f"{path}: {where} key {name!r} must be {_kind(hints[name])}, not {data[name]!r:.60}; "
+                           f"{_REWRITE}")
+    return dict(data)
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a type hint (Optional/List/Dict/Any and the plain types; an int is not a bool)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is typing.Union:
+        return any(_is_a(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            return False
+        if origin is list:
+            if args and args[0] in (int, str):  # ids, offsets, checksums: tens of thousands, checked fast
+                return all(type(v) is args[0] for v in value)  # JSON gives plain ints (type(True) is bool)
+            return not args or args[0] is Any or all(_is_a(v, args[0]) for v in value)
+        return all(_is_a(k, args[0]) and _is_a(v, args[1]) for k, v in value.items()) if args else True
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)  # its own keys are checked on their own (see load_manifest)
+    return isinstance(value, hint)
+
+
+def _kind(hint: Any) -> str:
+    """A type hint in the words of JSON (`Optional[int]` → 'an integer or null')."""
+    names = {int: "an integer", str: "a string", type(None): "null", bool: "true/false"}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return " or ".join(_kind(a) for a in args)
+    if origin is list:
+        return f"a list of {_kind(args[0])[2:]}s" if args and args[0] in names else "a list"
+    if origin is dict:
+        return "an object"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_shard(shard: ShardInfo, path: str, where: str) -> None:
+    """Counts and values that must agree within one shard entry (what a reader relies on to seek)."""
+    if shard.split not in SPLITS:
+        raise KitError(f"{path}: {where} key 'split' is {shard.split!r}, expected one of {', '.join(SPLITS)}; "
+                       f"{_REWRITE}")
+    if shard.fold is not None and shard.fold < TRAIN_ONLY_FOLD:
+        raise KitError(f"{path}: {where} key 'fold' is {shard.fold}, expected a fold number ≥ 0 (or "
+                       f"{TRAIN_ONLY_FOLD}: training only); {_REWRITE}")
+    for key in ("offsets", "ids", "labels", "checksums"):
+        values = getattr(shard, key)
+        if values is not None and len(values) != shard.samples:
+            raise KitError(f"{path}: {where} key 'samples' says {shard.samples} but {key!r} lists {len(values)}; "
+                           f"{_REWRITE}")
+    if shard.samples < 0 or shard.bytes < 0 or min(shard.offsets, default=0) < 0:
+        raise KitError(f"{path}: {where} has a negative size, count or offset; {_REWRITE}")
+
+
+def manifest_paths(path: str) -> List[str]:
+    """The shard sets under `path`: itself when it holds a manifest (or is a file or URL), else its `<size>/`
+    subfolders that do (what `kitpkg convert` writes), else itself (loading it then says what is missing)."""
+    path = str(path)
+    if fsutil.is_url(path) or not os.path.isdir(path) or os.path.exists(os.path.join(path, MANIFEST_NAME)):
+        return [path]
+    subs = sorted((d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, MANIFEST_NAME))),
+                  key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0, d))
+    return [os.path.join(path, d) for d in subs] or [path]

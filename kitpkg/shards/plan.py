@@ -61,11 +61,35 @@ def read_csv(path, required: Sequence[str], id_col: str):
         raise KitError(f"{path}: CSV not found") from None
     except Exception as err:
         raise KitError(f"{path}: cannot read the CSV ({type(err).__name__}: {err})") from None
+    _refuse_duplicate_columns(path)
     for col in required:
         if col and col not in df.columns:
             raise KitError(f"{path}: no column {col!r} (columns: {', '.join(map(str, df.columns))}); "
                            f"name the right one with the matching --*-col option")
     return df
+
+
+def _refuse_duplicate_columns(path) -> None:
+    """KitError naming a column the header has twice (pandas would silently rename the second one `NAME.1`)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    seen = set()
+    for name in (h.strip().lstrip("\ufeff") for h in header):
+        if name in seen:
+            raise KitError(f"{path}: the header has two columns named {name!r}; rename or remove one")
+        seen.add(name)
+
+
+def _nothing_to_convert(csv, df, id_col: str, rejected: List[Dict[str, str]]) -> KitError:
+    """Why a CSV gave no training sample, naming what was looked for."""
+    if df.empty:
+        return KitError(f"{csv}: the CSV has a header but no rows; give the train CSV with one row per image")
+    first = next((r for r in rejected if f"{_name(csv)} line" in r["reason"]), None)
+    why = f" (first: {first['id'] or 'a row'}: {first['reason']})" if first else ""
+    return KitError(f"{csv}: none of its {len(df)} rows became a sample{why}; --id-col {id_col!r} must hold the "
+                    "image file names (with or without extension) of the source folder/.zip")
 
 
 def column_kinds(df) -> Dict[str, str]:
@@ -162,6 +186,8 @@ def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label
     seen: Dict[str, str] = {}
     used: set = set()
     train = _rows(df, kinds, id_col, _name(csv), by_id, seen, rejected, used, label_col)
+    if not train:
+        raise _nothing_to_convert(csv, df, id_col, rejected)
     test: List[Sample] = []
     schema = {"image": BYTES, **kinds}
     if test_df is not None:

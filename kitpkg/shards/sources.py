@@ -7,6 +7,7 @@ import zipfile
 from typing import Dict, List, Tuple
 
 from ..errors import KitError
+from .imaging import HEAD_BYTES, check_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -41,14 +42,30 @@ class ImageSource:
                     files.append((os.path.relpath(full, self.path).replace(os.sep, "/"), os.path.getsize(full)))
         return sorted(f for f in files if not _skip(f[0]))
 
+    def list_images(self) -> List[Tuple[str, int]]:
+        """`list_files()`, refusing (KitError) a source that holds no image file at all."""
+        files = self.list_files()
+        if not any(rel.lower().endswith(IMAGE_SUFFIXES) for rel, _ in files):
+            kind = ".zip" if self.is_zip else "folder (subfolders included)"
+            raise KitError(f"{self.path}: no image files ({' '.join(IMAGE_SUFFIXES)}) in this {kind}; give the folder "
+                           "or .zip that holds the images")
+        return files
+
     def read(self, rel: str) -> bytes:
-        """The bytes of one file (the zip is opened once per process and kept open)."""
+        """The bytes of one file (the zip is opened once per process and kept open); BadImage, before reading it
+        whole, when its size rules it out as an image (imaging.check_file: bounded memory on hostile archives)."""
         if self.is_zip:
             if self._zip is None:
                 self._zip = zipfile.ZipFile(self.path)
-            return self._zip.read(rel)
-        with open(os.path.join(self.path, rel), "rb") as f:
-            return f.read()
+            # zipfile inflates at most the declared file_size (and fails the CRC if the data says otherwise)
+            size, f = self._zip.getinfo(rel).file_size, self._zip.open(rel)
+        else:
+            f = open(os.path.join(self.path, rel), "rb")
+            size = os.fstat(f.fileno()).st_size
+        with f:
+            head = f.read(HEAD_BYTES)
+            check_file(head, size)
+            return head + f.read()
 
     def close(self) -> None:
         """Close the zip if this process opened it (reading again reopens it)."""
