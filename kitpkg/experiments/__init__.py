@@ -1,0 +1,20 @@
+"""Experiments as a whole: compare run directories (`kitpkg runs`) and blend runs on their OOF (`kitpkg blend`).
+
+Public entry points (heavy imports happen on first use):
+  show_runs(dirs=(), out=None) -> Path            kitpkg.experiments.runs
+  run_blend(runs, out, method=None) -> dict       kitpkg.experiments.blend
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {"show_runs": "kitpkg.experiments.runs", "find_runs": "kitpkg.experiments.runs",
+         "run_blend": "kitpkg.experiments.blend"}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kitpkg.experiments' has no attribute {name!r}")

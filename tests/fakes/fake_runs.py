@@ -1,0 +1,98 @@
+"""Run directories without training: given predictions are written through the kit's own writers (RunState, the OOF
+and test part writers of a fold, `cv.finish`), so their on-disk format is the one `kitpkg cv` writes."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from unittest import mock
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from kitpkg.config import config_from_dict
+from kitpkg.shards.manifest import Manifest, ShardInfo
+from kitpkg.train import predict as P
+from kitpkg.train.cv import RunData, finish
+from kitpkg.train.report import fold_score
+from kitpkg.train.runstate import RunState, relpath
+
+
+@dataclass
+class FakeData:
+    """Labelled samples split into folds (and a test split), as a manifest without shard files would hold them."""
+
+    ids: List[str]
+    folds: np.ndarray
+    targets: np.ndarray
+    n_test: int = 0
+    image_size: int = 64
+
+    @property
+    def test_ids(self) -> List[str]:
+        """Ids of the test split."""
+        return [f"test_{i:04d}" for i in range(self.n_test)]
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest of these samples (one shard per fold; `image_size` and the split change its fingerprint)."""
+        shards = []
+        for k in np.unique(self.folds):
+            ids = [self.ids[i] for i in np.flatnonzero(self.folds == k)]
+            content = hashlib.sha256(f"{self.image_size}:{','.join(ids)}".encode()).hexdigest()  # as a file's would
+            shards.append(ShardInfo(file=f"train{k}.tfrec", split="train", fold=int(k), samples=len(ids), bytes=0,
+                                    sha256=content, offsets=list(range(len(ids))), ids=ids,
+                                    labels=[int(self.targets[i]) for i in np.flatnonzero(self.folds == k)]))
+        if self.n_test:
+            shards.append(ShardInfo(file="test.tfrec", split="test", fold=None, samples=self.n_test, bytes=0,
+                                    sha256="t", offsets=list(range(self.n_test)), ids=self.test_ids))
+        counts = {str(c): int((self.targets == c).sum()) for c in np.unique(self.targets)}
+        return Manifest(format="tfrecord", schema={}, shards=shards, label_col="target", image_size=self.image_size,
+                        class_counts=counts, num_folds=len(np.unique(self.folds)))
+
+
+def fake_data(n: int, k: int = 5, seed: int = 0, n_test: int = 0, positives: float = 0.3) -> FakeData:
+    """`n` samples with binary targets in `k` random folds."""
+    rng = np.random.default_rng(seed)
+    return FakeData([f"img_{i:05d}" for i in range(n)], rng.permutation(np.arange(n) % k),
+                    (rng.random(n) < positives).astype(int), n_test)
+
+
+def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
+             test: Optional[np.ndarray] = None, config: Optional[Dict] = None, done: Optional[Sequence[int]] = None,
+             shards_dir: Optional[Path] = None) -> Path:
+    """Write a run directory: OOF probabilities `oof` (rows × classes, in `fake.ids` order) and per-fold test
+    probabilities `test` (folds × rows × classes); only the folds in `done` finish (default: all, then `finish`)."""
+    manifest, targets = fake.manifest, fake.targets
+    oof = oof.reshape(len(fake.ids), -1)
+    sections = {"data": {"shards": str(shards_dir or run_dir), "image_size": manifest.image_size},
+                "model": {"name": "resnet10t"}, "train": {"epochs": 3}}
+    for key, value in (config or {}).items():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, {})[name] = value
+    cfg = config_from_dict(sections, run_dir.parent, run_dir.name)
+    num_classes = oof.shape[1] if oof.shape[1] > 1 else 1
+    data = RunData(manifest, [], num_classes)
+    state = RunState.open(run_dir, cfg, data.fingerprints())
+    if shards_dir is not None:
+        manifest.save(str(shards_dir))
+        state.set("shards", relpath(shards_dir, run_dir))
+    row = {i: n for n, i in enumerate(fake.ids)}
+    all_folds = manifest.folds()
+    for k in (all_folds if done is None else done):
+        ids = P.fold_ids(manifest, "val", k)
+        sel = [row[i] for i in ids]
+        frame = P.pd.DataFrame(oof[sel], columns=P.score_columns(oof.shape[1]))
+        frame.insert(0, "target", targets[sel].astype(float))
+        frame.insert(0, "id", ids)
+        rows = P.oof_rows(frame, k, data.binary, "prob")
+        P.write_csv(rows, run_dir / f"oof_fold{k}.csv")
+        if test is not None:
+            tf = P.pd.DataFrame(test[all_folds.index(k)], columns=P.score_columns(oof.shape[1]))
+            tf.insert(0, "id", P.fold_ids(manifest, "test"))
+            P.write_csv(tf, run_dir / f"test_fold{k}.csv")
+        state.update_fold(k, status="done", score=fold_score(rows, data.binary), samples=len(rows))
+    if done is None:
+        with mock.patch("kitpkg.train.report.write_report"):  # its plots cost seconds and are not what is tested
+            finish(cfg, data, state, all_folds)
+    return run_dir
