@@ -1,7 +1,7 @@
 """Photo-like benchmark images made in the run from the two photos that ship with scikit-learn (no download).
 
-Flat colours decode far faster than photos and pure noise far slower (FIELD-NOTES), so benchmarks use random crops,
-rotations, colour jitter and a little noise of real photos.
+Flat colours decode far faster than photos and pure noise far slower (measured with simplejpeg), so benchmarks use
+random crops, rotations, colour jitter and a little noise of real photos.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from kitpkg.shards.tfrecord import RecordError, TFRecordWriter, crc32c, frame, i
 
 
 def test_crc32c_and_frames_match_tensorflow_vectors():
-    # vectors written by TensorFlow 2.21 (FIELD-NOTES); the interop tests check against TF itself too
+    # vectors written by TensorFlow 2.21; the interop tests check against TF itself too
     assert crc32c(b"123456789") == 0xE3069283
     assert frame(b"") == bytes.fromhex("0000000000000000 29039807 d8ea82a2".replace(" ", ""))
     assert frame(b"hello") == bytes.fromhex("0500000000000000 eab2043e 68656c6c6f bb1f1c19".replace(" ", ""))
