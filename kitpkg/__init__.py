@@ -15,6 +15,7 @@ _LAZY = {
     "load_manifest": "kitpkg.shards.manifest",
     "Manifest": "kitpkg.shards.manifest",
     "convert": "kitpkg.shards.convert",
+    "ConvertOptions": "kitpkg.shards.options",
     "verify": "kitpkg.shards.verify",
     "ShardDataset": "kitpkg.data.dataset",
     "ShardDataModule": "kitpkg.data.datamodule",

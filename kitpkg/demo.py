@@ -9,10 +9,12 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from .shards.formats import DEFAULT_FORMAT, FORMATS
+
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
-def run_demo(out: str = "demo", fmt: str = "tfrecord", overrides: Sequence[str] = ()):
+def run_demo(out: str = "demo", fmt: str = DEFAULT_FORMAT, overrides: Sequence[str] = ()):
     """Run the demo end to end under `out`; return the CVResult."""
     from . import fsutil
 
@@ -45,7 +47,7 @@ def demo_config(out_dir: Path, overrides: Sequence[str] = ()):
                                                override("output.run_dir", str(out_dir / "run")), *overrides])
 
 
-def demo_shards(source: Path, out: Path, size: int, *, fmt: str = "tfrecord", folds: int = 5,
+def demo_shards(source: Path, out: Path, size: int, *, fmt: str = DEFAULT_FORMAT, folds: int = 5,
                 shard_samples: int = 48, overwrite: bool = False, progress: bool = True, **data_options: Any):
     """Make the synthetic demo data under `source` (once) and convert it into `out/<size>`; return the Manifest.
 
@@ -57,7 +59,7 @@ def demo_shards(source: Path, out: Path, size: int, *, fmt: str = "tfrecord", fo
     if (source / "test.csv").exists():
         paths = DemoPaths(images=source / "images", train_csv=source / "train.csv", test_csv=source / "test.csv")
     else:
-        paths = make_demo_data(source, **data_options)
+        paths = make_demo_data(source, overwrite=True, **data_options)  # its own folder, left by a killed run
     return convert(paths.images, paths.train_csv, out, fmt=fmt, sizes=(size,), folds=folds, test_csv=paths.test_csv,
                    shard_samples=shard_samples, overwrite=overwrite, progress=progress)[size]
 
@@ -72,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole job on built-in synthetic data (what `make demo` runs)",
                        description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo", help="folder for the demo data, shards and run (default: demo)")
-    p.add_argument("--format", dest="fmt", choices=("tfrecord", "wds"), default="tfrecord",
-                   help="shard format (default: tfrecord)")
+    p.add_argument("--format", dest="fmt", choices=list(FORMATS), default=DEFAULT_FORMAT,
+                   help=f"shard format (default: {DEFAULT_FORMAT})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value of the demo config, e.g. --set train.epochs=1 (repeatable)")
     p.set_defaults(func=lambda a: run_demo(a.out, a.fmt, a.overrides) and 0)

@@ -203,7 +203,7 @@ def test_workers_dying_whatever_the_image_stop_the_run_and_a_rerun_continues(tmp
 def test_convert_keeps_a_bounded_number_of_tasks_in_flight():
     from concurrent.futures import Future
 
-    from kitpkg.shards.convert import _in_order
+    from kitpkg.shards.pool import _in_order
 
     class Pool:
         submitted = 0

@@ -52,3 +52,17 @@ def test_deterministic_from_seed(tmp_path):
     make_demo_data(tmp_path / "c", n_patients=3, images_per_patient=2, n_test=2, width=96, height=64, seed=6)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
     assert a.train_csv.read_text() == b.train_csv.read_text()
+
+
+def test_an_existing_train_csv_is_never_replaced_silently(tmp_path, capsys):
+    from kitpkg.cli import main
+
+    (tmp_path / "train.csv").write_text("image_name,target\nmine,1\n")
+    small = ["--patients", "2", "--images-per-patient", "1", "--test-images", "1", "--width", "32", "--height", "32"]
+    assert main(["demo-data", str(tmp_path), *small]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "train.csv") in err and "--overwrite" in err, err
+    assert (tmp_path / "train.csv").read_text() == "image_name,target\nmine,1\n"
+    assert not (tmp_path / "images").exists(), "refused before any image is written"
+    assert main(["demo-data", str(tmp_path), *small, "--overwrite"]) == 0
+    assert (tmp_path / "train.csv").read_text().startswith("image_name,patient_id")

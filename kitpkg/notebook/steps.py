@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 from ..env import WEIGHT_SUFFIXES, Environment
 from ..errors import KitError
 from ..fsutil import atomic_copy
+from ..shards.formats import DEFAULT_FORMAT
 from .restore import restore_run
 
 PathLike = Union[str, os.PathLike]
@@ -19,7 +20,7 @@ LR_CACHE = "lr_suggestion.json"  # {config hash: suggestion}: the notebook's re-
 
 
 def demo_shards(env: Environment, image_size: int = 384, *, patients: int = 120, folds: int = 5,
-                fmt: str = "tfrecord", width: int = 768, height: int = 512) -> Path:
+                fmt: str = DEFAULT_FORMAT, width: int = 768, height: int = 512) -> Path:
     """Make the synthetic demo data on local disk and convert it into env.data_dir (skipped once converted)."""
     out = env.data_dir / "demo-shards"
     if (out / str(image_size) / "manifest.json").is_file():

@@ -4,6 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .formats import FORMATS, WRITTEN_EXTENSIONS
+from .options import ASPECTS, ConvertOptions
+
+_DEFAULTS = ConvertOptions()
+
 
 def _sizes(text: str):
     try:
@@ -16,11 +21,12 @@ def _sizes(text: str):
 def _convert(args) -> int:
     from .convert import convert, summarize
 
-    manifests = convert(args.source, args.csv, args.out, fmt=args.format, sizes=args.size, id_col=args.id_col,
-                        label_col=args.label_col or None, group_col=args.group_col or None, folds=args.folds,
-                        fold_col=args.fold_col, test_csv=args.test_csv, aspect=args.aspect, quality=args.quality,
-                        shard_samples=args.shard_samples, workers=args.workers, seed=args.seed,
-                        progress=not args.no_progress, overwrite=args.overwrite)
+    options = ConvertOptions(fmt=args.format, sizes=args.size, aspect=args.aspect, quality=args.quality,
+                             id_col=args.id_col, label_col=args.label_col, group_col=args.group_col, folds=args.folds,
+                             fold_col=args.fold_col, test_csv=args.test_csv, shard_samples=args.shard_samples,
+                             workers=args.workers, seed=args.seed, progress=not args.no_progress,
+                             overwrite=args.overwrite)
+    manifests = convert(args.source, args.csv, args.out, options)
     for size, manifest in manifests.items():
         print(f"{args.out}/{size}/manifest.json\n{summarize(manifest)}")
     return 0
@@ -57,7 +63,8 @@ def _demo_data(args) -> int:
     from .demo_data import make_demo_data
 
     paths = make_demo_data(args.out, n_patients=args.patients, images_per_patient=args.images_per_patient,
-                           n_test=args.test_images, width=args.width, height=args.height, seed=args.seed)
+                           n_test=args.test_images, width=args.width, height=args.height, seed=args.seed,
+                           overwrite=args.overwrite)
     print(f"images: {paths.images}\ntrain:  {paths.train_csv}\ntest:   {paths.test_csv}")
     return 0
 
@@ -72,25 +79,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="folder of images (nested folders OK) or a .zip (read in place, never extracted)")
     p.add_argument("csv", help="train CSV: one row per image, with the id column (and label/group columns)")
     p.add_argument("out", help="output folder; shards go to OUT/<size>/")
-    p.add_argument("--format", default="tfrecord", choices=["tfrecord", "wds"],
-                   help="tfrecord: tf.train.Example with `image` + every CSV column; wds: tars of KEY.jpg/.json/.cls")
-    p.add_argument("--size", type=_sizes, default=(384,), metavar="N[,N…]",
+    p.add_argument("--format", default=_DEFAULTS.fmt, choices=list(FORMATS),
+                   help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
+    p.add_argument("--size", type=_sizes, default=_DEFAULTS.sizes, metavar="N[,N…]",
                    help="output image side(s) in px; several (256,384,512) are made from one decode")
-    p.add_argument("--aspect", default="crop", choices=["crop", "pad", "squash"],
+    p.add_argument("--aspect", default=_DEFAULTS.aspect, choices=ASPECTS,
                    help="crop: resize the shorter side to N and keep the centre square; pad: fit the longer side "
                         "and pad with black; squash: stretch to N×N")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the re-encoded images (1-100)")
-    p.add_argument("--id-col", default="image_name", help="CSV column naming each image file (with or without .jpg)")
-    p.add_argument("--label-col", default="target", help="CSV label column; '' for unlabeled data")
-    p.add_argument("--group-col", default="patient_id",
+    p.add_argument("--quality", type=int, default=_DEFAULTS.quality,
+                   help="JPEG quality of the re-encoded images (1-100)")
+    p.add_argument("--id-col", default=_DEFAULTS.id_col,
+                   help="CSV column naming each image file (with or without .jpg)")
+    p.add_argument("--label-col", default=_DEFAULTS.label_col, help="CSV label column; '' for unlabeled data")
+    p.add_argument("--group-col", default=_DEFAULTS.group_col,
                    help="images with the same value stay in one fold; '' to fold by image")
-    p.add_argument("--folds", type=int, default=5, help="number of stratified, grouped folds (0: no folds)")
-    p.add_argument("--fold-col", default="fold", help="a CSV column with this name already assigns the folds "
-                   "(used as given, --folds ignored); otherwise the assigned fold is stored under this name")
-    p.add_argument("--test-csv", default=None, help="test CSV (no label needed): written as test shards")
-    p.add_argument("--shard-samples", type=int, default=1024, help="at most this many images per shard")
-    p.add_argument("--workers", type=int, default=None, help="processes for decoding/encoding (default: all cores)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the fold assignment and the order within folds")
+    p.add_argument("--folds", type=int, default=_DEFAULTS.folds,
+                   help="number of stratified, grouped folds (0: no folds)")
+    p.add_argument("--fold-col", default=_DEFAULTS.fold_col, help="a CSV column with this name already assigns the "
+                   "folds (used as given, --folds ignored); otherwise the assigned fold is stored under this name")
+    p.add_argument("--test-csv", default=_DEFAULTS.test_csv, help="test CSV (no label needed): written as test shards")
+    p.add_argument("--shard-samples", type=int, default=_DEFAULTS.shard_samples,
+                   help="at most this many images per shard")
+    p.add_argument("--workers", type=int, default=_DEFAULTS.workers,
+                   help="processes for decoding/encoding (default: all cores)")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed,
+                   help="seed of the fold assignment and the order within folds")
     p.add_argument("--overwrite", action="store_true",
                    help="replace shards in OUT made from other inputs or options (otherwise refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also: KITPKG_NO_PROGRESS=1)")
@@ -108,10 +121,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Scan TFRecords (from tf.io.TFRecordWriter, plain or GZIP) or webdataset tars and "
                        "write a manifest.json so they load without re-conversion. Folds come from names like "
                        "train07-2071.tfrec (fold 7).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="shard files, or folders searched for .tfrec/.tar files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="shard files, or folders searched for "
+                   f"{'/'.join(WRITTEN_EXTENSIONS)} files")
     p.add_argument("--out", default=None,
                    help="folder for manifest.json (default: the shards' common folder; needed if that is read-only)")
-    p.add_argument("--id-col", default="image_name", help="feature (TFRecord) or JSON field (tar) holding the id")
+    p.add_argument("--id-col", default=_DEFAULTS.id_col, help="feature (TFRecord) or JSON field (tar) holding the id")
     p.add_argument("--label-col", default=None, help="feature or JSON field holding the label (e.g. target, cls)")
     p.add_argument("--folds", type=int, default=None, help="K: fold = number in the file name mod K")
     p.set_defaults(func=_index)
@@ -126,4 +140,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=768, help="image width in px")
     p.add_argument("--height", type=int, default=512, help="image height in px")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--overwrite", action="store_true", help="replace a train.csv/test.csv already in OUT")
     p.set_defaults(func=_demo_data)

@@ -119,13 +119,21 @@ def _write_csv(path: Path, rows: List[Dict], columns: List[str]) -> None:
 
 
 def make_demo_data(out: Union[str, Path], n_patients: int = 120, images_per_patient: int = 4, n_test: int = 60,
-                   width: int = 768, height: int = 512, seed: int = 0, quality: int = 90) -> DemoPaths:
-    """Write the demo dataset under `out` (images/train, images/test, train.csv, test.csv) and return its paths."""
+                   width: int = 768, height: int = 512, seed: int = 0, quality: int = 90,
+                   overwrite: bool = False) -> DemoPaths:
+    """Write the demo dataset under `out` (images/train, images/test, train.csv, test.csv) and return its paths.
+
+    A train.csv or test.csv already in `out` (the user's own data?) is refused with a KitError unless `overwrite`.
+    """
     for option, value, least in (("--patients", n_patients, 1), ("--images-per-patient", images_per_patient, 1),
                                  ("--test-images", n_test, 0), ("--width", width, 16), ("--height", height, 16)):
         if value < least:
             raise KitError(f"demo-data {option} must be ≥ {least}, not {value}")
     out = fsutil.ensure_folder(out, "demo-data folder")
+    for name in ("train.csv", "test.csv"):
+        if (out / name).exists() and not overwrite:
+            raise KitError(f"{out / name} already exists; demo-data would replace it (and the images beside it): "
+                           "choose another folder, or pass --overwrite")
     rng = np.random.default_rng(seed)
     train, test = _rows(rng, n_patients, images_per_patient, n_test)
     skins = rng.uniform([200, 150, 125], [240, 195, 170], (n_patients + n_test, 3))

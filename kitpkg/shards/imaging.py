@@ -16,7 +16,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-ASPECTS = ("crop", "pad", "squash")
+from .options import ASPECTS
+
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (≈ 89 Mpx); ISIC's largest originals are ~24 Mpx
 # Bounded memory on hostile input: a file is read whole only when it is at most MAX_FILE_BYTES (ISIC's largest JPEG
 # originals are ~20 MB) and at most what its header's pixels take uncompressed (16-bit RGBA: 8 bytes per pixel) plus

@@ -1,27 +1,27 @@
 """`kitpkg index`: a manifest for shards written elsewhere (tf.io.TFRecordWriter files, plain or GZIP; webdataset tars).
 
-The schema is inferred from the records, offsets and ids come from one scan with the kit's own reader, and folds come
-from the popular file names (`train07-2071.tfrec` → fold 7, or 7 mod K with `folds=K`). Nothing is re-encoded.
+The schema is inferred from the records (how, and which format a file is: its entry in formats.FORMATS), offsets and
+ids come from one scan with the kit's own reader, and folds come from the popular file names (`train07-2071.tfrec` →
+fold 7, or 7 mod K with `folds=K`). Nothing is re-encoded.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .. import fsutil
 from ..errors import KitError
-from .example import BYTES, FLOAT, INT64, example_schema
+from .formats import SHARD_EXTENSIONS, detect, shard_format
 from .imaging import image_size
 from .manifest import MANIFEST_NAME, Manifest, ShardInfo, label_counts
+from .options import ConvertOptions
 from .reader import iter_shard_file
 from .resume import STATE_NAME
-from .tfrecord import GZIP_MAGIC, RecordError, iter_records
+from .tfrecord import RecordError
 from .verify import scan_bytes
 
-TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords", ".tfrec.gz", ".tfrecord.gz", ".tfrecords.gz")
-TAR_SUFFIXES = (".tar",)
 _FOLD_RE = re.compile(r"^(train|test|val|valid)[-_]?(?:f|fold)?(\d+)", re.IGNORECASE)
 
 
@@ -32,24 +32,14 @@ def find_shards(paths: Sequence[str]) -> List[str]:
         if os.path.isdir(path):
             for root, dirs, names in os.walk(path):
                 dirs.sort()
-                found += [os.path.join(root, n) for n in names if n.lower().endswith(TFRECORD_SUFFIXES + TAR_SUFFIXES)]
+                found += [os.path.join(root, n) for n in names if n.lower().endswith(SHARD_EXTENSIONS)]
         elif os.path.isfile(path):
             found.append(path)
         else:
             raise KitError(f"{path}: no such file or folder")
     if not found:
-        raise KitError(f"no .tfrec/.tfrecord/.tar files under {', '.join(paths)}")
+        raise KitError(f"no {'/'.join(SHARD_EXTENSIONS)} files under {', '.join(paths)}")
     return sorted(set(os.path.abspath(p) for p in found))
-
-
-def _format_of(path: str) -> Tuple[str, Optional[str]]:
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if head[:2] == GZIP_MAGIC:
-        return "tfrecord", "GZIP"
-    if path.lower().endswith(TAR_SUFFIXES) or head[257:262] == b"ustar":
-        return "wds", None
-    return "tfrecord", None
 
 
 def split_and_fold(name: str, folds: Optional[int]) -> Tuple[str, Optional[int]]:
@@ -60,23 +50,6 @@ def split_and_fold(name: str, folds: Optional[int]) -> Tuple[str, Optional[int]]
         return split, None
     fold = int(match.group(2))
     return split, (fold % folds if folds else fold)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
-        return INT64
-    return FLOAT if isinstance(value, float) else BYTES
-
-
-def _first_schema(path: str, fmt: str, first) -> Dict[str, str]:
-    if fmt == "tfrecord":
-        with fsutil.open_binary(path) as f:
-            for _, data in iter_records(f, os.path.basename(path)):
-                return example_schema(data)
-        return {}
-    schema = {"image": BYTES}
-    schema.update({k: _json_kind(v) for k, v in sorted(first.fields.items())})
-    return schema
 
 
 def _scan(path: str, fmt: str, id_col: str, label_col: Optional[str]):
@@ -112,13 +85,13 @@ def _refuse_to_replace(out: str) -> None:
                        "rejected list); use it as it is, or pass --out ANOTHER_FOLDER to write a second manifest")
 
 
-def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = "image_name",
+def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = ConvertOptions.id_col,
           label_col: Optional[str] = None, folds: Optional[int] = None) -> Manifest:
     """Scan foreign shards and write `manifest.json` into `out` (default: their common folder); return the Manifest."""
     if folds is not None and folds < 1:
         raise KitError(f"--folds must be ≥ 1 (fold = the number in the file name mod K), not {folds}")
     files = find_shards(paths)
-    kinds = {_format_of(p) for p in files}
+    kinds = {detect(p) for p in files}
     if len(kinds) > 1:
         raise KitError(f"mixed shard formats/compressions {sorted(map(str, kinds))}: index each kind separately")
     fmt, compression = kinds.pop()
@@ -128,7 +101,7 @@ def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = "ima
     for path in files:
         offsets, ids, labels, first = _scan(path, fmt, id_col, label_col)
         if first is not None:
-            schema.update({k: v for k, v in _first_schema(path, fmt, first).items() if k not in schema})
+            schema.update({k: v for k, v in shard_format(fmt).schema(first, path).items() if k not in schema})
             first_image = first_image or first.image
         sha, size, checksums = scan_bytes(path, offsets if compression is None else [0])
         inside = os.path.commonpath([out, path]) == out
@@ -136,7 +109,7 @@ def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = "ima
         shards.append(ShardInfo(os.path.relpath(path, out) if inside else path, split, fold, len(ids), size, sha,
                                 offsets, ids, labels if label_col and split == "train" else None,
                                 checksums if compression is None else None))
-    if label_col and schema and label_col not in schema and not (fmt == "wds" and label_col == "cls"):
+    if label_col and schema and label_col not in schema and label_col != shard_format(fmt).label_member:
         raise KitError(f"--label-col {label_col!r} is not a feature of these shards (features: {', '.join(schema)})")
     wh = image_size(first_image) if first_image else None
     fold_values = sorted({s.fold for s in shards if s.fold is not None})

@@ -11,10 +11,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from .. import fsutil
 from .._version import __version__
 from ..errors import KitError
+from .formats import FORMATS, IMAGE_KEY
+from .options import ConvertOptions
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-FORMATS = ("tfrecord", "wds")
 SPLITS = ("train", "test")
 # Of two text classes the second in sorted order is the positive one, unless it is one of these (then the first is):
 # {benign, malignant} → malignant, {no, yes} → yes, {False, True} → True, {abnormal, normal} → abnormal
@@ -50,10 +51,10 @@ class Manifest:
     format: str
     schema: Dict[str, str]
     shards: List[ShardInfo]
-    id_col: str = "image_name"
+    id_col: str = ConvertOptions.id_col
     label_col: Optional[str] = None
     group_col: Optional[str] = None
-    image_key: str = "image"
+    image_key: str = IMAGE_KEY
     compression: Optional[str] = None
     image_size: Optional[int] = None
     aspect: Optional[str] = None
@@ -252,3 +253,21 @@ def manifest_paths(path: str) -> List[str]:
     subs = sorted((d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, MANIFEST_NAME))),
                   key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0, d))
     return [os.path.join(path, d) for d in subs] or [path]
+
+
+def resolve_manifest_path(shards: str, image_size: int) -> str:
+    """The manifest for `image_size` under `shards`: OUT/<size>/manifest.json, else OUT/manifest.json (or a .json)."""
+    if shards.endswith(".json"):
+        return shards
+    sized = fsutil.join(fsutil.join(shards, str(image_size)), MANIFEST_NAME)
+    flat = fsutil.join(shards, MANIFEST_NAME)
+    if fsutil.is_url(shards):
+        return sized  # remote: the sized layout convert writes
+    if os.path.exists(sized):
+        return sized
+    if os.path.exists(flat):
+        return flat
+    sizes = sorted(d for d in os.listdir(shards) if os.path.exists(os.path.join(shards, d, MANIFEST_NAME))) \
+        if os.path.isdir(shards) else []
+    hint = f"; sizes there: {', '.join(sizes)}" if sizes else "; run `kitpkg convert ... --size N` first"
+    raise KitError(f"data.shards: no manifest for image_size {image_size} at {sized} or {flat}{hint}")

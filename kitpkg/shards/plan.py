@@ -15,7 +15,7 @@ from ..errors import KitError
 from .example import BYTES, FLOAT, INT64
 from .folds import assign_folds
 from .sources import IMAGE_SUFFIXES, index_by_id, stem_of
-from .wds import tar_key
+from .formats import sample_key
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _rows(df, kinds: Dict[str, str], id_col: str, csv_name: str, files: Dict[str
             rejected.append({"id": sid, "file": files[key], "reason": f"no label: {csv_name} line {line} has an "
                              f"empty {label_col!r}"})
             continue
-        samples.append(Sample(sid, tar_key(key), files[key], row, None, label))
+        samples.append(Sample(sid, sample_key(key), files[key], row, None, label))
     return samples
 
 

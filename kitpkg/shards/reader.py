@@ -1,56 +1,16 @@
-"""Sample-level reading of one shard, whatever its format: the one place that turns shard bytes into records."""
+"""Sample-level reading of one shard, whatever its format: the one place that turns shard bytes into records (each
+format's own reading is its entry in formats.FORMATS)."""
 from __future__ import annotations
 
 import gzip
-import json
-from dataclasses import dataclass
-from typing import IO, Any, Collection, Dict, Iterator, Optional
+from typing import IO, Collection, Iterator, Optional
 
-from google.protobuf.message import DecodeError
-
-from .example import decode_example, scalar
+from .formats import IMAGE_KEY, Record, shard_format
 from .manifest import Manifest
-from .tfrecord import RecordError, is_gzip, iter_records, read_record, seek
-from .wds import IMAGE_EXTS, iter_tar_samples, read_tar_sample
+from .options import ConvertOptions
+from .tfrecord import is_gzip
 
-
-@dataclass
-class Record:
-    """One sample as stored: its id, the encoded image bytes, the other columns, and where it starts."""
-
-    id: str
-    image: bytes
-    fields: Dict[str, Any]
-    offset: int
-
-
-def _tfrecord_record(offset: int, data: bytes, image_key: str, id_col: str, shard: str,
-                     keys: Optional[Collection[str]] = None) -> Record:
-    try:
-        feats = decode_example(data, None if keys is None else {image_key, id_col, *keys})
-    except DecodeError as err:  # CRCs were fine: the writer stored something that is not a tf.train.Example
-        raise RecordError(shard, offset, f"record is not a tf.train.Example ({err})") from None
-    image = feats.pop(image_key, None)
-    if not image:
-        raise RecordError(shard, offset, f"record has no {image_key!r} feature")
-    fields = {k: scalar(v) for k, v in feats.items()}
-    return Record(str(fields.get(id_col, offset)), bytes(image[0]), fields, offset)
-
-
-def _tar_record(offset: int, sample: Dict[str, bytes], id_col: str, shard: str) -> Record:
-    image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
-    if image is None:
-        raise RecordError(shard, offset, f"sample {sample['__key__']!r} has no image member ({'/'.join(IMAGE_EXTS)})")
-    try:  # tar members carry no checksum: a damaged .json/.cls is reported like any damaged sample
-        fields: Dict[str, Any] = json.loads(sample["json"]) if "json" in sample else {}  # JSON only, never pickle
-        if not isinstance(fields, dict):
-            raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
-        if "cls" in sample and "cls" not in fields:
-            fields["cls"] = int(sample["cls"].decode().strip())
-    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RecordError(shard, offset, f"sample {sample['__key__']!r} has an unreadable .json/.cls ({err})") \
-            from None
-    return Record(str(fields.get(id_col, sample["__key__"])), image, fields, offset)
+__all__ = ["Record", "iter_shard_file", "iter_manifest_shard", "open_shard", "read_sample"]
 
 
 def iter_shard_file(
@@ -58,19 +18,12 @@ def iter_shard_file(
     fmt: str,
     shard: str = "",
     start: int = 0,
-    id_col: str = "image_name",
-    image_key: str = "image",
+    id_col: str = ConvertOptions.id_col,
+    image_key: str = IMAGE_KEY,
     check_crc: bool = True,
 ) -> Iterator[Record]:
     """Yield the records of an open shard from byte offset `start`; damage raises RecordError (shard + offset)."""
-    if fmt == "tfrecord":
-        for offset, data in iter_records(f, shard, start, check_crc):
-            yield _tfrecord_record(offset, data, image_key, id_col, shard)
-    elif fmt == "wds":
-        for offset, sample in iter_tar_samples(f, start, shard):
-            yield _tar_record(offset, sample, id_col, shard)
-    else:
-        raise ValueError(f"unknown shard format {fmt!r}; expected 'tfrecord' or 'wds'")
+    yield from shard_format(fmt).stream(f, shard, start, id_col, image_key, check_crc)
 
 
 def iter_manifest_shard(manifest: Manifest, index: int, start_sample: int = 0, path: Optional[str] = None,
@@ -102,14 +55,4 @@ def read_sample(f: IO[bytes], manifest: Manifest, index: int, sample: int, check
     `keys` limits the TFRecord features decoded (the image and id are always kept); damage raises RecordError. With
     `check_crc`, TFRecords are checked against their own CRCs and tar samples against the manifest's CRC-32Cs.
     """
-    shard = manifest.shards[index]
-    offset = shard.offsets[sample]
-    if manifest.format == "tfrecord":
-        seek(f, offset, shard.file)
-        data = read_record(f, offset, shard.file, check_crc)
-        if data is None:
-            raise RecordError(shard.file, offset, "file ends before this sample (truncated shard)")
-        return _tfrecord_record(offset, data, manifest.image_key, manifest.id_col, shard.file, keys)
-    end = shard.offsets[sample + 1] if sample + 1 < shard.samples else shard.bytes
-    crc = shard.checksums[sample] if check_crc and shard.checksums else None
-    return _tar_record(offset, read_tar_sample(f, offset, end, shard.file, crc), manifest.id_col, shard.file)
+    return shard_format(manifest.format).sample(f, manifest, manifest.shards[index], sample, check_crc, keys)

@@ -1,22 +1,17 @@
-"""Writing one shard in either format while recording what its ShardInfo needs (offsets, ids, sha256, CRCs).
+"""Writing one shard in any format while recording what its ShardInfo needs (offsets, ids, sha256, CRCs).
 
-One writer serves every producer of shards (`kitpkg convert`, `kitpkg pseudo`), so both formats are laid out the same
-way everywhere: TFRecord = one tf.train.Example per sample (`image` + the row's columns); WebDataset = `KEY.jpg` +
-`KEY.json` (the row) + `KEY.cls` (the class index) when the sample has a label.
+One writer serves every producer of shards (`kitpkg convert`, `kitpkg pseudo`), so each format is laid out the same
+way everywhere; how a sample is laid out is its format's `writer` in formats.FORMATS.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from typing import IO, Any, Dict, List, Optional, Sequence
 
 from crc32c import crc32c
 
-from .example import encode_example
+from .formats import IMAGE_KEY, shard_format
 from .manifest import ShardInfo
-from .tfrecord import TFRecordWriter
-from .wds import TarShardWriter
 
 
 class _HashingFile:
@@ -49,18 +44,14 @@ class _HashingFile:
         self._f.flush()
 
 
-def _jsonable(row: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-
-
 class ShardWriter:
     """One shard being written into an open binary file; `finish()` returns its ShardInfo (no re-read needed)."""
 
-    def __init__(self, f: IO[bytes], fmt: str, schema: Dict[str, str], image_key: str = "image",
+    def __init__(self, f: IO[bytes], fmt: str, schema: Dict[str, str], image_key: str = IMAGE_KEY,
                  classes: Optional[Sequence[Any]] = None):
         self.out, self.fmt, self.schema, self.image_key = _HashingFile(f), fmt, schema, image_key
         self.classes = list(classes or [])
-        self.writer = TFRecordWriter(self.out) if fmt == "tfrecord" else TarShardWriter(self.out)
+        self.writer = shard_format(fmt).writer(self.out, schema, image_key)
         self.offsets: List[int] = []
         self.ids: List[str] = []
         self.labels: List[Any] = []
@@ -68,14 +59,7 @@ class ShardWriter:
     def add(self, key: str, sample_id: str, image: bytes, row: Dict[str, Any], label: Any = None) -> None:
         """Append one sample: its tar key, id, encoded image, columns (label and fold included) and label."""
         self.out.mark()
-        if self.fmt == "tfrecord":
-            offset = self.writer.write(encode_example({self.image_key: image, **row}, self.schema))
-        else:
-            members = {"jpg": image, "json": json.dumps(_jsonable(row), sort_keys=True).encode()}
-            cls = self._class_index(label)
-            if cls is not None:
-                members["cls"] = str(cls).encode()
-            offset = self.writer.write(key, members)
+        offset = self.writer.add(key, image, row, self._class_index(label))
         self.offsets.append(offset)
         self.ids.append(sample_id)
         self.labels.append(label)
@@ -87,7 +71,6 @@ class ShardWriter:
 
     def finish(self, file: str, split: str, fold: Optional[int], keep_labels: bool = True) -> ShardInfo:
         """Close the format's framing and describe the shard."""
-        if self.fmt == "wds":
-            self.writer.close()
+        self.writer.close()
         return ShardInfo(file, split, fold, len(self.ids), self.out.bytes, self.out.sha.hexdigest(), self.offsets,
                          self.ids, self.labels if keep_labels else None, self.out.close_checksums())

@@ -20,12 +20,12 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pandas as pd
 
-from ..config import resolve_manifest_path
 from ..errors import KitError
 from ..fsutil import atomic_write
-from ..shards.manifest import MANIFEST_NAME, TRAIN_ONLY_FOLD, Manifest, ShardInfo, label_counts, load_manifest
+from ..shards.manifest import (MANIFEST_NAME, TRAIN_ONLY_FOLD, Manifest, ShardInfo, label_counts, load_manifest,
+                               resolve_manifest_path)
 from ..shards.reader import iter_manifest_shard
-from ..shards.wds import tar_key
+from ..shards.formats import WRITTEN_EXTENSIONS, sample_key, shard_format
 from ..shards.writer import ShardWriter
 
 PSEUDO_FOLD = TRAIN_ONLY_FOLD
@@ -88,7 +88,7 @@ def make_pseudo_labels(out: str, run_dir: Optional[str] = None, predictions: Opt
         for index, shard in enumerate(test.shards):
             if shard.split != "test":
                 continue
-            name = f"pseudo-{len(infos):05d}.{'tfrec' if test.format == 'tfrecord' else 'tar'}"
+            name = f"pseudo-{len(infos):05d}{shard_format(test.format).extension}"
             try:
                 infos.append(_copy_shard(test, index, staging / name, labels, label_col, schema))
             except _NothingKept:
@@ -101,7 +101,7 @@ def make_pseudo_labels(out: str, run_dir: Optional[str] = None, predictions: Opt
     return load_manifest(str(out_dir))
 
 
-_SET_FILE = r"(manifest\.json|pseudo-\d{5}\.(tar|tfrec))"
+_SET_FILE = rf"(manifest\.json|pseudo-\d{{5}}({'|'.join(map(re.escape, WRITTEN_EXTENSIONS))}))"
 _OURS = re.compile(rf"^({_SET_FILE}|\.{_SET_FILE}\..*\.tmp)$")  # a set's files and the temp names of a killed run
 
 
@@ -181,7 +181,7 @@ def _copy_shard(test: Manifest, index: int, path: Path, labels: Dict[str, int], 
         for record in iter_manifest_shard(test, index):
             if record.id in labels:
                 label = int(labels[record.id])
-                writer.add(tar_key(record.id), record.id, record.image,
+                writer.add(sample_key(record.id), record.id, record.image,
                            {**record.fields, label_col: label, "fold": PSEUDO_FOLD}, label)
         info = writer.finish(path.name, "train", PSEUDO_FOLD)
         if not info.ids:
