@@ -27,6 +27,8 @@ install_requires = [
     "matplotlib>=3.6",
     "pandas>=1.5",
     "fsspec>=2023.1",
+    # data.aug.cpu: A.from_dict and Compose.set_random_seed (2.x; Colab and Kaggle ship 2.0.8)
+    "albumentations>=2.0",
 ]
 
 # No `tf` extra: tensorflow-cpu beside Colab's/Kaggle's tensorflow shares its module folder and upgrades protobuf,
@@ -38,7 +40,6 @@ extras_require = {
         "timm>=1.0.11",  # the tests' tiny test_resnet model (the kit itself runs on 0.9.12: `kitpkg demo` checked)
         "tensorflow-cpu>=2.13",  # interop only; never imported by the torch path
         "webdataset>=0.2.86",  # interop: tars written by webdataset's TarWriter, and the loader benchmark's peer
-        "albumentations>=1.3",  # a user's Compose as the dataset transform
         "tfrecord>=1.14",  # benchmark peer
         "scikit-learn>=1.2",  # the benchmarks' photo-like source images
         "psutil>=5.9",  # the loader benchmark's RSS figures
@@ -60,5 +61,6 @@ setup(
     extras_require=extras_require,
     entry_points={"console_scripts": ["kitpkg=kitpkg.cli:main"]},
     include_package_data=True,
-    package_data={"kitpkg.configs": ["*.yaml"]},  # the templates `kitpkg init --from NAME` writes out
+    # the templates `kitpkg init --from NAME` writes out; the augmentation presets `data.aug.preset: NAME` names
+    package_data={"kitpkg.configs": ["*.yaml"], "kitpkg.augment.presets": ["*.yaml"]},
 )

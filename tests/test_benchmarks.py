@@ -48,3 +48,12 @@ def test_gpu_training_benchmark_smoke_runs_on_the_cpu(tmp_path):
     assert "auto recipe: CPU: 32-true" in out, out  # the choice and its reason, so a GPU run shows what auto picked
     without = _run("train_gpu.py", cwd=tmp_path)  # the default asks for a GPU: none here, a clear message, exit 0
     assert "no CUDA GPU here" in without
+
+
+def test_augment_benchmark_prints_both_loaders_the_gpu_stage_and_the_ratio(tmp_path):
+    out = _run("augment.py", "--data", str(tmp_path), "--n", "40", "--n-full", "16", "--size", "48", "--batch", "8",
+               "--gpu-batches", "1", "--gpu-warmup", "0", "--rounds", "1", cwd=tmp_path)
+    assert re.search(r"\(a\) kitpkg loader \+ isic CPU stage: +[\d.]+ img/s", out), out
+    assert re.search(r"\(b\) plain Dataset \+ full 1st-place list on CPU: +[\d.]+ img/s", out), out
+    assert re.search(r"\(c\) isic GPU stage on cpu: [\d.]+ ms per 8x48² batch", out), out
+    assert re.search(r"\(a\)/\(b\): [\d.]+x \(target >= 5x\): (met|NOT met)", out), out

@@ -81,4 +81,5 @@ def test_wheel_builds_without_warnings_and_ships_the_templates(tmp_path):
     assert "absent from the `packages` configuration" not in done.stdout + done.stderr
     (wheel,) = (tmp_path / "dist").glob("kitpkg-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"kitpkg/configs/demo.yaml", "kitpkg/configs/effnet_b4_384.yaml"} <= names
+    assert {"kitpkg/configs/demo.yaml", "kitpkg/configs/effnet_b4_384.yaml", "kitpkg/augment/presets/light.yaml",
+            "kitpkg/augment/presets/isic.yaml"} <= names
