@@ -115,7 +115,7 @@ def test_two_loaders_over_one_dataset_and_copies_stay_correct(tfrecord_manifest,
     for got, want in zip(kept, [ref[0], ref[0], ref[1], ref[1]]):
         _same(got, want)
     assert {t[0] for t in tickets} == {a._buffers.token, b._buffers.token}
-    assert ds._buffers is None, "the pool rides on the dataset only while a loader starts its workers"
+    assert ds.link is None, "the pool rides on the dataset only while a loader starts its workers"
     seen = len(tickets)
     for clone in (copy.deepcopy(b), pickle.loads(pickle.dumps(b))):  # copies (Lightning's XLA launcher deepcopies)
         assert clone._buffers.lock is None, "a copied pool never recycles: its lock would not reach the workers"

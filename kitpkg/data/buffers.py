@@ -6,7 +6,7 @@ a page clear and a page-cache insert and removal for every 4 KiB -- at 64 x 384 
 CPU (perf), and recycling gave +25 % images/s (benchmarks/loader.py).
 
 Protocol (one `BatchBuffers` per ShardLoader, created in the main process at its first `iter()` and handed to the
-workers on the dataset, `ShardDataset._buffers`):
+workers through `ShardDataset.serve(pool)`; a batch's ticket travels back in `WorkerMessage.ticket`, message.py):
 - `tickets[w, s]` (shared) is 0 when worker w's buffer s is free, else the ticket of the batch it carries. Only a
   worker turns 0 into a ticket (`take`), only the main process turns a ticket back into 0 (`reclaim`), both under
   one inter-process lock.

@@ -1,7 +1,7 @@
 """ShardDataModule: the LightningDataModule the trainer uses: manifest + fold + transforms -> train/val/test loaders."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
@@ -31,6 +31,11 @@ class ShardDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._train: Optional[ShardLoader] = None
 
+    def _dataset(self, split: str, **kwargs: Any) -> ShardDataset:
+        """A ShardDataset of `split` with the settings every split shares (a new per-sample option goes here)."""
+        return ShardDataset(self.manifest, split, self.fold, seed=self.seed, image_size=self.image_size,
+                            strict=self.strict, cache_dir=self.cache_dir, **kwargs)
+
     def _loader(self, dataset: ShardDataset) -> ShardLoader:
         dataset.cache_shards(background=True)
         return ShardLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -39,18 +44,15 @@ class ShardDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ShardLoader:
         """The shuffled, stateful training loader (one object per DataModule, so its state survives reloads)."""
         if self._train is None:
-            ds = ShardDataset(self.manifest, "train", self.fold, batch_size=self.batch_size, seed=self.seed,
-                              transform=self.train_transform, image_size=self.image_size,
-                              shuffle_window=self.shuffle_window, strict=self.strict, cache_dir=self.cache_dir,
-                              extra=self.extra_train)
+            ds = self._dataset("train", batch_size=self.batch_size, transform=self.train_transform,
+                               shuffle_window=self.shuffle_window, extra=self.extra_train)
             self._train = self._loader(ds)
         return self._train
 
     def eval_dataloader(self, split: str = "val", folds: Optional[Sequence[int]] = None) -> ShardLoader:
         """Every sample of a selection exactly once across ranks and workers, in manifest order, with ids."""
-        ds = ShardDataset(self.manifest, split, self.fold, folds=folds, batch_size=self.eval_batch_size,
-                          training=False, seed=self.seed, transform=self.eval_transform,
-                          image_size=self.image_size, strict=self.strict, cache_dir=self.cache_dir)
+        ds = self._dataset(split, folds=folds, batch_size=self.eval_batch_size, training=False,
+                           transform=self.eval_transform)
         return self._loader(ds)
 
     def val_dataloader(self) -> Union[ShardLoader, List]:

@@ -10,11 +10,27 @@ Damage (a CRC mismatch, a truncated shard, undecodable image bytes): by default 
 rank's stream so the batch keeps its size and every rank its batch count (DDP never hangs; the fillers are seen twice
 that epoch); in eval the batch is simply shorter (exactly-once minus the damaged). ``strict=True`` raises a KitError
 naming the shard and offset instead.
+
+What a worker does per batch (`_batch`), step by step -- and where the next stages go:
+  1. read     `_Reader.read`: each sample's image bytes and the record fields `_fields()` names (the label columns;
+              a per-sample metadata column is one more name there).
+  2. decode   `decode.decode_image`: RGB HWC uint8, DCT-shrunk towards `image_size`.
+  3. sample   `_sample_stage`: per sample, on HWC uint8 after decode: resize, then `transform`, seeded per batch
+              from (seed, epoch, batch) by `decode.seed_transform` -- so a resumed epoch sees the same draws. A CPU
+              augmentation stage belongs here (HWC uint8 in, HWC uint8 out); without a transform the resize writes
+              straight into the batch buffer (no copy), which is the fast path to keep.
+  4. collate  `_collate`: the images into one (recycled, shared) B×H×W×3 buffer, yielded as a B×3×H×W view.
+  5. columns  `_columns`: the other data keys, "target" and "id"; a per-sample metadata column is one more key
+              there (e.g. "meta", a B×k tensor built from the fields read in step 1).
+  6. message  a `message.WorkerMessage` (data batch + buffer ticket + damaged samples + error) to the ShardLoader,
+              which yields the data batch alone; outside `serve()` this dataset yields the data batch itself.
 """
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -22,12 +38,14 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import KitError
+from ..shards.formats import shard_format
 from ..shards.manifest import Manifest, load_manifest
 from ..shards.reader import Record, open_shard, read_sample
 from ..shards.tfrecord import RecordError
-from .buffers import batch_tensor, begin_worker_iteration
+from .buffers import BatchBuffers, batch_tensor, begin_worker_iteration
 from .cache import ShardCache
 from .decode import Size, apply_transform, as_size, decode_image, resize, seed_transform
+from .message import Damage, LoaderLink, WorkerMessage, report_damage
 from .partition import Partition, read_runs
 
 SPLITS = ("train", "val", "test")
@@ -139,15 +157,14 @@ class ShardDataset(IterableDataset):
         self.partition = Partition(counts, batch_size, seed=self.seed, shuffle=self.training, window=shuffle_window,
                                    even=self.training, drop_last=drop_last and self.training,
                                    world_size=world_size, rank=rank)
-        self.labels = [(m.label_col, _label_dtype(m)) for m, _ in self.sources]
+        self.labels = [_LabelColumn.of(m, self.manifest) for m, _ in self.sources]
         # (epoch, first batch) shared with DataLoader workers, persistent ones included: set before each iter()
         self._position = torch.zeros(2, dtype=torch.int64).share_memory_()
-        self.errors_as_items = False  # ShardLoader turns worker errors into one clean KitError in the main process
-        self._buffers = None  # set by a ShardLoader only while it starts its workers (buffers.py)
+        self.link: Optional[LoaderLink] = None  # set only inside `serve()`: iterators made then send WorkerMessages
 
     @property
     def batch_size(self) -> int:
-        """Samples per batch (the last batch of an epoch may be shorter unless drop_last)."""
+        """Samples per batch (an epoch's last batch may be shorter, or in training one longer: partition.py rule 5)."""
         return self.partition.batch_size
 
     def __len__(self) -> int:
@@ -165,23 +182,40 @@ class ShardDataset(IterableDataset):
         order = list(dict.fromkeys(self.partition.rank_stream(0)[:, 0].tolist()))
         self.cache.fetch_all([self.sources[s] for s in order], background=background)
 
-    def __iter__(self) -> Iterator[Dict[str, Any]]:
+    @contextmanager
+    def serve(self, pool: Optional[BatchBuffers] = None) -> Iterator[None]:
+        """ShardLoader's side of the contract: iterators made inside the block (in worker processes started there, or
+        here) yield `WorkerMessage`s and write images into `pool`, for as long as they live (message.py)."""
+        self.link = LoaderLink(pool)
+        try:
+            yield
+        finally:
+            self.link = None  # the iterators (and workers) made inside keep theirs; nothing else gets the pool
+
+    def __iter__(self) -> Iterator[Any]:
+        """This process's share of the epoch's batches: data batches, or `WorkerMessage`s inside `serve()`."""
+        link = self.link  # read now, not at the first next(): the iterator keeps the link it was made under
+        if link is not None:
+            return self._messages(link.pool, errors_as_messages=True)
+        return _data_only(self._messages(None, errors_as_messages=False))
+
+    def _messages(self, pool: Optional[BatchBuffers], errors_as_messages: bool) -> Iterator[WorkerMessage]:
         info = get_worker_info()
         workers, worker_id = (info.num_workers, info.id) if info else (1, 0)
         if info is not None:
             _configure_worker()
-            begin_worker_iteration(self._buffers)
+            begin_worker_iteration(pool)
         epoch, start = (int(x) for x in self._position.tolist())
         stream = self.partition.rank_stream(epoch)
-        reader = _Reader(self.sources, self.cache, sorted({c for c, _ in self.labels if c}))
+        reader = _Reader(self.sources, self.cache, self._fields())
         try:
             for b, batch in self.partition.batches(epoch, start, workers, worker_id, stream):
                 try:
                     out = self._batch(reader, stream, batch, (epoch, b))
                 except (KitError, OSError) as err:
-                    if not self.errors_as_items:
+                    if not errors_as_messages:
                         raise
-                    yield {"_error": str(err)}
+                    yield WorkerMessage(None, error=str(err))  # the loader raises it in the main process
                     return
                 if out is not None:
                     yield out
@@ -203,29 +237,33 @@ class ShardDataset(IterableDataset):
                     from None
             return None, None, (err.shard, err.offset, err.reason)
 
-    def _batch(self, reader: _Reader, stream: np.ndarray, batch: np.ndarray, key: Tuple[int, int]):
+    def _fields(self) -> List[str]:
+        """The record fields a batch needs besides the image (step 1): the label columns."""
+        return sorted({lab.col for lab in self.labels if lab.col})
+
+    def _batch(self, reader: _Reader, stream: np.ndarray, batch: np.ndarray,
+               key: Tuple[int, int]) -> Optional[WorkerMessage]:
         slots: List[Optional[Tuple[int, Record, np.ndarray]]] = [None] * len(batch)
-        damage = []
+        damage: List[Damage] = []
         for source, positions in read_runs(batch):  # file order inside the batch: forward reads only
             for pos in positions:
                 record, pixels, bad = self._read(reader, source, int(batch[pos, 1]))
                 slots[pos] = None if bad else (source, record, pixels)
                 damage += [bad] if bad else []
         if damage and self.training:
-            self._fill(reader, stream, slots, (key[1] + 1) * self.batch_size, damage)
+            self._fill(reader, stream, slots, self.partition.bounds(key[1])[1], damage)
         slots = [s for s in slots if s is not None]
         if not slots:
             return None
-        if self.transform is not None:
+        if self.transform is not None:  # the sample stage's draws: a function of (seed, epoch, batch) only
             seed_transform(self.transform, int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]),
                            globally=get_worker_info() is not None)
         image, ticket = self._collate([p for _, _, p in slots])
-        out = {"image": image, "target": self._targets(slots), "id": [r.id for _, r, _ in slots]}
-        if ticket is not None:
-            out["_buffer"] = ticket  # a recycled buffer: ShardLoader frees it when the batch dies (buffers.py)
-        if damage:
-            out["_damage"] = damage
-        return out
+        return WorkerMessage({"image": image, **self._columns(slots)}, ticket, tuple(damage))
+
+    def _columns(self, slots: list) -> Dict[str, Any]:
+        """The batch's data keys besides "image" (step 5), one value per sample."""
+        return {"target": self._targets(slots), "id": [r.id for _, r, _ in slots]}
 
     def _fill(self, reader: _Reader, stream: np.ndarray, slots: list, pos: int, damage: list) -> None:
         # training keeps batch sizes: fill holes with the next readable samples of the rank stream (wrapping)
@@ -252,7 +290,7 @@ class ShardDataset(IterableDataset):
             for i, img in enumerate(images):
                 resize(img, size, out=arr[i])
             return buf.permute(0, 3, 1, 2), ticket  # B×3×H×W view of HWC memory (= channels_last), no copy
-        outs = [apply_transform(self.transform, resize(img, size)) for img in images]
+        outs = [self._sample_stage(img) for img in images]
         shapes = {tuple(np.shape(o)) for o in outs}
         if len(shapes) > 1:
             raise KitError(f"transform output shapes differ ({' vs '.join(map(str, sorted(shapes)))}); end the "
@@ -266,17 +304,52 @@ class ShardDataset(IterableDataset):
             arr[i] = o
         return (buf.permute(0, 3, 1, 2) if first.ndim == 3 else buf), ticket
 
+    def _sample_stage(self, img: np.ndarray) -> Any:
+        """Step 3 for one decoded HWC uint8 image: resize to `image_size`, then `transform` (seeded in `_batch`)."""
+        return apply_transform(self.transform, resize(img, self.size))
+
     def _targets(self, slots: list) -> torch.Tensor:
-        values, dtype = [], torch.int64
-        for source, record, _ in slots:
-            col, kind = self.labels[source]
-            # wds samples may carry the label only as KEY.cls
-            value = record.fields.get(col, record.fields.get("cls")) if col else None
-            values.append(-1 if value is None or isinstance(value, (list, str)) else value)
-            dtype = torch.float32 if kind == "float" else dtype
-        return torch.tensor(values, dtype=dtype)
+        values = [self.labels[source].target(record, self.training) for source, record, _ in slots]
+        floats = any(self.labels[source].kind == "float" for source, _, _ in slots)
+        return torch.tensor(values, dtype=torch.float32 if floats else torch.int64)
 
 
-def _label_dtype(manifest: Manifest) -> str:
-    kind = manifest.schema.get(manifest.label_col or "", "int64")
-    return "float" if str(kind).startswith("float") else "int64"
+@dataclass(frozen=True)
+class _LabelColumn:
+    """How one source's label becomes a target: numbers as stored, text labels as their index in `classes`."""
+
+    col: Optional[str]
+    kind: str  # "int64" or "float"
+    classes: Dict[str, int]
+    root: str
+    member: Optional[str] = None  # the format's own label member, read when the row lacks the column (a tar's .cls)
+
+    @classmethod
+    def of(cls, manifest: Manifest, main: Manifest) -> "_LabelColumn":
+        """The label column of `manifest`; text labels are indexed by `main`'s classes (the task's)."""
+        kind = manifest.schema.get(manifest.label_col or "", "int64")
+        own = manifest.classes()
+        names = (main.classes() or own) if own is not None else []
+        return cls(manifest.label_col, "float" if str(kind).startswith("float") else "int64",
+                   {name: i for i, name in enumerate(names)}, manifest.root,
+                   shard_format(manifest.format).label_member)
+
+    def target(self, record: Record, training: bool) -> Any:
+        """The record's target; -1 when it has none (test data); a text label that is no class fails in training."""
+        value = record.fields.get(self.col, record.fields.get(self.member)) if self.col else None
+        if isinstance(value, str) and self.classes:
+            if value in self.classes:
+                return self.classes[value]
+            if training:
+                raise KitError(f"{self.root}: sample {record.id!r} has the label {value!r}, which is not one of the "
+                               f"classes {list(self.classes)}; fix the label and re-run `kitpkg convert`")
+        return -1 if value is None or isinstance(value, (list, str)) else value
+
+
+def _data_only(messages: Iterator[WorkerMessage]) -> Iterator[Dict[str, Any]]:
+    """The data batches of `messages`, warning once per damaged shard (plain iteration, no ShardLoader)."""
+    log: List[Damage] = []
+    warned: set = set()
+    for message in messages:
+        report_damage(message.damaged, log, warned)
+        yield message.batch

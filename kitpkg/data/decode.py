@@ -1,4 +1,8 @@
-"""Image bytes -> HWC uint8 pixels, fast: simplejpeg (libjpeg-turbo) with DCT scaling, cv2 bilinear resize."""
+"""Image bytes -> HWC uint8 pixels, fast: simplejpeg (libjpeg-turbo) with DCT scaling, cv2 bilinear resize.
+
+Steps 2-3 of a worker's batch (the list at the top of dataset.py): `decode_image`, then per sample `resize` and
+`apply_transform`, with the transform's randomness set per batch by `seed_transform`.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple, Union

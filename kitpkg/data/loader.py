@@ -6,6 +6,11 @@ what workers prefetched): {"epoch", "samples" (consumed by this rank this epoch)
 "world_size"}. Resuming re-derives the same rank stream (a pure function, see partition.py) and starts at the first
 unconsumed batch, seeking with the manifest's offsets -- skipped samples are never read or decoded.
 
+The dataset's iterators are made inside `ShardDataset.serve(pool)`, so they send one `WorkerMessage` per batch
+(message.py): the data batch plus its control fields. This loader raises a message's `error` as one KitError, records
+its `damaged` samples (`damaged`, one warning per shard), tracks its `ticket` and yields the data batch alone -- what
+the trainer iterates holds only data keys ("image", "target", "id").
+
 Workers write batches into recycled shared buffers (buffers.py); this loader tracks each batch it hands out and frees
 its buffer when the batch's last reference in this process dies. To send a batch on to another process, clone it
 first, or pass `recycle_buffers=False`.
@@ -15,7 +20,6 @@ next `iter()` continue that epoch, or start the following one when the state was
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from torch.utils.data import DataLoader
@@ -23,6 +27,7 @@ from torch.utils.data import DataLoader
 from ..errors import KitError
 from .buffers import BatchBuffers
 from .dataset import ShardDataset
+from .message import Damage, WorkerMessage, report_damage
 
 
 class ShardLoader(DataLoader):
@@ -41,10 +46,9 @@ class ShardLoader(DataLoader):
                          persistent_workers=persistent_workers and num_workers > 0,
                          prefetch_factor=prefetch_factor if num_workers > 0 else None,
                          multiprocessing_context=multiprocessing_context, **kwargs)
-        dataset.errors_as_items = True
         self.epoch, self.consumed = int(epoch), 0  # consumed = batches the trainer took this epoch
         self.samples = 0
-        self.damaged: List[Tuple[str, int, str]] = []  # (shard, offset, reason) of every skipped sample
+        self.damaged: List[Damage] = []  # (shard, offset, reason) of every skipped sample
         self._started = False
         self._resume: Optional[Tuple[int, int]] = None
         self._warned: set = set()
@@ -58,34 +62,27 @@ class ShardLoader(DataLoader):
         self.samples = min(start * self.dataset.batch_size, self.dataset.partition.rank_samples())
         self.dataset.set_epoch(epoch, start)  # before the workers (re)start iterating
         if not (self.recycle_buffers and self.num_workers > 0):
-            return self._count(super().__iter__())
+            with self.dataset.serve():
+                return self._count(super().__iter__())
         if self._buffers is None:
             # per worker: what the queue holds (prefetch) plus what the consumer keeps (Lightning's fetcher holds one
             # batch ahead); beyond that a worker allocates fresh buffers
             slots = (self.prefetch_factor or 2) + 4
             self._buffers = BatchBuffers(self.num_workers, slots, self.multiprocessing_context)
         self._buffers.new_generation()
-        self.dataset._buffers = self._buffers  # rides to the workers this iter() starts (persistent ones have theirs)
-        try:
+        with self.dataset.serve(self._buffers):  # rides to the workers this iter() starts (persistent ones have it)
             batches = super().__iter__()  # persistent workers: batches of an abandoned iteration are drained by now
-        finally:
-            self.dataset._buffers = None  # the workers hold their copy: nothing else iterating the dataset gets it
         self._buffers.reclaim(stale=True)
         return self._count(batches)
 
-    def _count(self, batches: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
-        for batch in batches:
-            if "_error" in batch:
-                raise KitError(batch["_error"])
-            for shard, offset, reason in batch.pop("_damage", ()):
-                self.damaged.append((shard, offset, reason))
-                if shard not in self._warned:  # one warning per shard, the count is in `damaged`
-                    self._warned.add(shard)
-                    warnings.warn(f"kitpkg: skipped damaged sample(s) in {shard}: {reason} at offset {offset}",
-                                  RuntimeWarning, stacklevel=2)
-            ticket = batch.pop("_buffer", None)
-            if ticket is not None and self._buffers is not None:
-                self._buffers.track(batch["image"], ticket)
+    def _count(self, messages: Iterator[WorkerMessage]) -> Iterator[Dict[str, Any]]:
+        for message in messages:
+            if message.error is not None:
+                raise KitError(message.error)
+            report_damage(message.damaged, self.damaged, self._warned)
+            batch = message.batch
+            if message.ticket is not None and self._buffers is not None:
+                self._buffers.track(batch["image"], message.ticket)
             self.consumed += 1
             self.samples += len(batch["id"])
             yield batch
