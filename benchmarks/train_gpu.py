@@ -17,11 +17,11 @@ import time
 
 def _module(channels_last: bool, size: int):
     from kitpkg.config import config_from_dict
-    from kitpkg.train.model import KitModule, portable_config
+    from kitpkg.train.model import KitModule
 
     cfg = config_from_dict({"data": {"shards": "synthetic", "image_size": size},
                             "model": {"name": "efficientnet_b4", "pretrained": False}})
-    module = KitModule(portable_config(cfg), num_classes=1)
+    module = KitModule(cfg, num_classes=1)
     module.channels_last = channels_last
     return module
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kitpkg.config import (Config, config_hash, diff_keys, load_config, resolve_manifest_path, result_dict, to_yaml,
+from kitpkg.config import (Config, config_hash, diff_keys, load_config, result_dict, to_yaml,
                            write_config_value)
 from kitpkg.errors import KitError
+from kitpkg.shards.manifest import resolve_manifest_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -56,6 +56,14 @@ def test_best_checkpoint_has_full_state_and_run_dir_is_portable(finished_run):
             assert needle not in path.read_bytes(), f"absolute path inside {path}"
 
 
+def test_each_fold_records_where_the_time_goes(finished_run):
+    _, run_dir, _ = finished_run
+    for record in RunState.read(run_dir).folds().values():
+        assert record["wall_s"] > 0 and record["train_img_s"] > 0 and record["loader_img_s"] > 0
+        assert 0 <= record["loader_wait"] <= 1
+        assert (record["device"], record["precision"]) == ("CPU", "32-true")
+
+
 def test_rerun_skips_finished_folds(finished_run, monkeypatch):
     config_path, run_dir, result = finished_run
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kitpkg.cli import main
-from kitpkg.config import PATH_KEYS, Config, load_config, resolve_manifest_path, to_dict
+from kitpkg.config import PATH_KEYS, Config, load_config, to_dict
 from kitpkg.configs import template_path
-from kitpkg.shards.manifest import load_manifest
+from kitpkg.shards.manifest import load_manifest, resolve_manifest_path
 from kitpkg.starter import KEY_DOCS
 
 TEMPLATES = ["demo", "effnet_b4_384"]

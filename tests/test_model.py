@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from kitpkg.config import config_from_dict
 from kitpkg.errors import KitError
 from kitpkg.train.losses import make_loss
-from kitpkg.train.model import KitModule, apply_view, portable_config
+from kitpkg.train.model import KitModule, apply_view
 from kitpkg.train.trainer import resolve_precision
 
 TINY = "test_resnet"  # timm's own test-sized model: ~0.4 M parameters, fast on 2 cores
@@ -26,7 +26,7 @@ def _config(**sections):
 
 
 def _module(num_classes=1, **sections) -> KitModule:
-    return KitModule(portable_config(_config(**sections)), num_classes=num_classes)
+    return KitModule(_config(**sections), num_classes=num_classes)
 
 
 class _Synthetic(torch.utils.data.Dataset):

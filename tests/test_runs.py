@@ -12,7 +12,7 @@ from PIL import Image
 
 from fakes.fake_runs import FakeData, fake_data, make_run
 from kitpkg.cli import main
-from kitpkg.experiments.runs import compare, find_runs, print_table
+from kitpkg.experiments.runs import compare, find_runs, load_run, print_table
 
 
 def _sigmoid(x):
@@ -88,6 +88,17 @@ def test_wall_time_shown_when_the_folds_record_it(tmp_path):
     for k in (0, 1):
         run.state.update_fold(k, **{WALL_KEY: 1800.4})
     assert compare([load_run(run_dir)])[0].cells()["wall"] == "1:00:01"
+
+
+def test_where_the_time_goes_is_shown_per_run(tmp_path):
+    run_dir = make_run(tmp_path / "timed", fake_data(50, k=2), np.random.default_rng(0).random(50))
+    state = load_run(run_dir).state
+    for k, (rate, loader) in enumerate(((100.0, 400.0), (120.0, 420.0))):
+        state.update_fold(k, train_img_s=rate, loader_img_s=loader, loader_wait=0.05, device="T4 (sm 7.5)",
+                          precision="16-mixed + channels_last")
+    cells = compare([load_run(run_dir)])[0].cells()
+    assert (cells["img/s"], cells["loader img/s"], cells["wait"]) == ("110", "410", "5%")
+    assert cells["device"] == "T4 (sm 7.5) 16-mixed + channels_last"
 
 
 def test_refuses_a_folder_without_runs(tmp_path, capsys):

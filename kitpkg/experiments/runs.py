@@ -22,7 +22,7 @@ from ..train.runstate import STATE_NAME, RunState
 
 RUNS_ROOT = "runs"
 NO_VALUE = "–"
-WALL_KEY = "wall_s"  # per-fold wall time in seconds, once cv.py records it (shown as "–" until then)
+WALL_KEY = "wall_s"  # per-fold figures recorded by cv.py (see kitpkg/train/timing.py); "–" where a run lacks them
 
 
 @dataclass
@@ -93,6 +93,17 @@ class Run:
         """Summed wall time of the finished folds, when every one of them recorded it."""
         times = [record.get(WALL_KEY) for record in self.done.values()]
         return float(sum(times)) if times and all(t is not None for t in times) else None
+
+    def mean_of(self, key: str) -> Optional[float]:
+        """Mean of a per-fold figure (e.g. train_img_s) over the finished folds that recorded it."""
+        values = [float(record[key]) for record in self.done.values() if record.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    @property
+    def device(self) -> Optional[str]:
+        """The device(s) and precision(s) the finished folds ran on, e.g. "T4 (sm 7.5) 16-mixed + channels_last"."""
+        found = {f"{r['device']} {r.get('precision', '')}".strip() for r in self.done.values() if r.get("device")}
+        return ", ".join(sorted(found)) or None
 
     def fold_of(self) -> Dict[str, int]:
         """{sample id: fold} of the finished folds' OOF rows."""
@@ -196,7 +207,9 @@ class Row:
                 "CV": NO_VALUE if r.mean is None else f"{r.mean:.4f} ± {r.std:.4f} {r.metric}",
                 "OOF": NO_VALUE if r.oof_score is None else f"{r.oof_score:.4f}",
                 "folds": f"{len(r.scores)}/{r.folds_total if r.folds_total is not None else '?'}",
-                "wall": _duration(r.wall_s), "comparable": "yes" if self.comparable else "NO",
+                "wall": _duration(r.wall_s), "img/s": _rate(r.mean_of("train_img_s")),
+                "loader img/s": _rate(r.mean_of("loader_img_s")), "wait": _share(r.mean_of("loader_wait")),
+                "device": r.device or NO_VALUE, "comparable": "yes" if self.comparable else "NO",
                 "differs": "; ".join(self.notes) or NO_VALUE}
 
 
@@ -205,6 +218,14 @@ def _duration(seconds: Optional[float]) -> str:
         return NO_VALUE
     minutes, s = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
+
+
+def _rate(value: Optional[float]) -> str:
+    return NO_VALUE if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _share(value: Optional[float]) -> str:
+    return NO_VALUE if value is None else f"{100 * value:.0f}%"
 
 
 def compare(runs: Sequence[Run]) -> List[Row]:
@@ -261,9 +282,9 @@ def print_table(rows: Sequence[Row], reference: str) -> None:
 
 def plot_runs(rows: Sequence[Row], path: Path) -> str:
     """CV per run, best first: each fold's score as a point, mean ± std as a bar; non-comparable runs in grey."""
-    from ..train.report import _plt, _save
+    from ..train.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     scored = [row for row in rows if row.run.scores]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(scored) + 2), 3.8))
     for x, row in enumerate(scored):
@@ -278,7 +299,7 @@ def plot_runs(rows: Sequence[Row], path: Path) -> str:
     metric = scored[0].run.metric if scored else "score"
     ax.set(ylabel=f"CV {metric}", title=f"CV {metric} per run (folds as points, mean ± std), best first")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _label(row: Row) -> str:
@@ -299,6 +320,10 @@ def write_runs_report(rows: Sequence[Row], out: Path, reference: str) -> Path:
         lines += [f"![CV per run]({plot_runs(rows, out / 'runs.png')})", ""]
     if all(row.run.wall_s is None for row in rows):
         lines += ["Wall time: not recorded by these runs.", ""]
+    lines += ["img/s: training images per second (mean over folds); loader img/s: what the training loader delivers "
+              "alone, without the model; wait: share of training time spent waiting for batches. A loader rate near "
+              "img/s with a high wait means the loader is the bottleneck (more workers, smaller images); a loader "
+              "rate far above it means the GPU is.", ""]
     path = out / "runs.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -3,10 +3,12 @@
 Public entry points (heavy imports happen on first use):
   run_cv(config, run_dir=None, folds=None) -> CVResult          kitpkg.train.cv
   predict_test(config, run_dir=None, out=None) -> Path           kitpkg.train.cv
+  run_parallel_cv(config, workers, run_dir=None, folds=None)     kitpkg.train.parallel
+  merge_runs(config, dirs, into=None) -> (CVResult, conflicts)   kitpkg.train.merge
   run_lr_find(config, run_dir=None, fold=0, write_config=False)  kitpkg.train.lr_find
   make_pseudo_labels(out, run_dir=..., predictions=..., ...)     kitpkg.train.pseudo
   write_report(run_dir) -> Path                                  kitpkg.train.report
-  KitModule(config_dict, num_classes, load_pretrained, weights)  kitpkg.train.model
+  KitModule(config, num_classes, load_pretrained)                kitpkg.train.model
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ _LAZY = {
     "run_cv": "kitpkg.train.cv",
     "predict_test": "kitpkg.train.cv",
     "CVResult": "kitpkg.train.cv",
+    "run_parallel_cv": "kitpkg.train.parallel",
+    "merge_runs": "kitpkg.train.merge",
     "run_lr_find": "kitpkg.train.lr_find",
     "make_pseudo_labels": "kitpkg.train.pseudo",
     "write_report": "kitpkg.train.report",

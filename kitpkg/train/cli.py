@@ -27,11 +27,28 @@ def _cv(args: argparse.Namespace) -> int:
 
     config = _load(args)
     restore_on_kaggle(config, args.run_dir)  # a run attached as Kaggle input continues here (no-op elsewhere)
-    result = run_cv(config, args.run_dir, folds=args.folds)
+    if getattr(args, "parallel_folds", 1) != 1:
+        from .parallel import run_parallel_cv
+
+        result = run_parallel_cv(config, args.parallel_folds, args.run_dir, folds=args.folds)
+    else:
+        result = run_cv(config, args.run_dir, folds=args.folds, train_only=getattr(args, "train_only", False))
     from .runstate import is_rank_zero
 
     if is_rank_zero():
         print(result.summary())
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    import sys
+
+    from .merge import merge_runs
+
+    result, conflicts = merge_runs(_load(args), args.dirs, args.into)
+    for line in conflicts:
+        print(f"kitpkg merge: {line}", file=sys.stderr)
+    print(result.summary())
     return 0
 
 
@@ -83,7 +100,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "oof.csv, submission.csv and report.md into the run directory.")
     _common(p)
     p.add_argument("--folds", type=_folds, default=None, help="comma-separated folds to train now (default: all)")
+    p.add_argument("--parallel-folds", type=int, default=1, metavar="N",
+                   help="train N folds at once, in N processes (one GPU each; on the CPU they share the cores)")
+    p.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)  # a --parallel-folds worker
     p.set_defaults(func=_cv)
+
+    p = sub.add_parser("merge", help="put together run directories of one config trained elsewhere; finish the run",
+                       description="Copy the finished folds of run directories (same config, same shards, trained on "
+                                   "other machines) into one and write oof.csv, submission.csv and report.md, "
+                                   "retraining nothing. A fold finished in two of them with different results is "
+                                   "reported and the target's kept.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories of `kitpkg cv` for this config")
+    p.add_argument("--config", required=True, help="the experiment YAML the runs were trained with")
+    p.add_argument("--into", default=None, help="the run directory to merge into (default: the first DIR)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, as given to `kitpkg cv`")
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("train", help="train one fold of a config (same run directory as `kitpkg cv`)")
     _common(p)

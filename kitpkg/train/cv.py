@@ -2,28 +2,32 @@
 
 Run directory layout (relative paths only, so it moves between Colab and Kaggle):
   state.json            config hash + result keys, shard fingerprints (written when the run starts; see runstate.py)
-  folds/fold{k}.json    fold k's status/score, written only by the process training fold k
+  folds/fold{k}.json    fold k's status/score and where its time went (timing.py), written only by its process
   fold{k}/ckpt/         ckpt-<step>-<n>.ckpt (full Lightning state incl. the loader's position), best.ckpt
   fold{k}/metrics.csv   per-epoch history (train loss, val loss/metric, lr)
   oof_fold{k}.csv       OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
   test_fold{k}.csv      fold k's test scores                                -> submission.csv (fold average)
   report.md + *.png     see report.py
-Re-running the same command after a crash skips finished folds and resumes the running one mid-epoch.
+Re-running the same command after a crash skips finished folds and resumes the running one mid-epoch. Folds can
+train side by side (parallel.py: `--parallel-folds N`) or on other machines and be put together (merge.py).
+One fold: resume_point -> fit -> reload_best -> predict_fold -> record_fold.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..config import Config, resolve_manifest_path
+from ..config import Config
 from ..errors import KitError
-from ..shards.manifest import Manifest, load_manifest
+from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
 from .checkpoint import (BEST, KillSwitch, RunCheckpoints, is_intact, latest_intact, load_checkpoint, resumable,
                          warn_skipped)
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
+from .timing import device_fields
 from .trainer import build_trainer, resolve_device, safe_load_kwargs
 
 
@@ -109,73 +113,119 @@ def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
 
 def make_module(config: Config, data: RunData, load_pretrained: bool):
     """The KitModule for this config (channels_last resolved for the accelerator)."""
-    from .model import KitModule, portable_config
+    from .model import KitModule
 
-    module = KitModule(portable_config(config), data.num_classes, load_pretrained=load_pretrained,
-                       weights=config.model.weights)
+    module = KitModule(config, data.num_classes, load_pretrained=load_pretrained)
     module.channels_last = resolve_device(config).channels_last
     return module
 
 
 def make_datamodule(config: Config, data: RunData, fold: Optional[int]):
     """The ShardDataModule of one fold (extra_train sets go to training only)."""
-    from ..data.datamodule import ShardDataModule
+    from ..data.datamodule import ShardDataModule, config_options
 
     return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
                            num_workers=config.data.num_workers, seed=config.train.seed, extra_train=data.extras,
-                           image_size=config.data.image_size, cache_dir=config.data.cache_dir)
+                           image_size=config.data.image_size, cache_dir=config.data.cache_dir,
+                           **config_options(config))
 
 
 def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
-    """Train fold k (resuming from its newest intact checkpoint), then write its OOF and test predictions."""
+    """Train fold k (resuming from its newest intact checkpoint), then write its OOF and test predictions and its
+    record with where the time went: resume_point -> fit -> reload_best -> predict_fold -> record_fold."""
     import pytorch_lightning as pl
     import torch
 
-    fold_dir = state.run_dir / f"fold{k}"
-    ckpt_dir = fold_dir / "ckpt"
-    monitor, mode = monitor_of(config, data.binary)
-    resume = latest_intact(ckpt_dir) if state.fold(k).get("status") == "running" else None
-    # "trained" without a checkpoint: the fold folder was deleted (as the error below advises) -> train it again
-    trained = state.fold(k).get("status") == "trained" and best_checkpoint(ckpt_dir) is not None
-    if resume is None and not trained and is_rank_zero():
-        # a fresh fit: damaged checkpoints of an earlier attempt would sort after the new ones (and survive pruning
-        # instead of them), and a stale best.ckpt would stand in for the new weights if no metric is ever finite
-        for old in [*resumable(ckpt_dir), ckpt_dir / BEST]:
-            old.unlink(missing_ok=True)
+    from .timing import Throughput
+
+    ckpt_dir = state.run_dir / f"fold{k}" / "ckpt"
+    resume, trained = resume_point(state, k)
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
     module = make_module(config, data, load_pretrained=resume is None and not trained)
     dm = make_datamodule(config, data, k)
-    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, monitor,
-                            mode)
-    trainer = build_trainer(config, callbacks=[writer, KillSwitch(k)])
+    throughput = Throughput()
+    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints,
+                            *monitor_of(config, data.binary))
+    trainer = build_trainer(config, callbacks=[writer, KillSwitch(k), throughput])  # Throughput last: see timing.py
+    started = time.perf_counter()
     if not trained:
-        state.update_fold(k, status="running")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, **safe_load_kwargs(trainer))
-        state.update_fold(k, status="trained")
+        fit(trainer, module, dm, state, k, resume)
     trainer.strategy.barrier("kitpkg-fit-done")  # rank 0 publishes the last checkpoint after the others return
-    ckpt = load_checkpoint(_fold_weights(state.run_dir, k))
-    module.load_state_dict(ckpt["state_dict"])
-    best_epoch = ckpt.get("epoch")
-    del ckpt
-    space = config.predict.average
-    frame = P.predict_frame(trainer, module, dm.eval_dataloader("val"), fold_dir / "parts", "oof",
-                            P.fold_ids(data.manifest, "val", k))
-    test_frame = None
-    if data.manifest.select("test"):
-        test_frame = P.predict_frame(trainer, module, dm.test_dataloader(), fold_dir / "parts", "test",
-                                     P.fold_ids(data.manifest, "test"))
+    best_epoch = reload_best(module, state.run_dir, k)
+    frame, test_frame = predict_fold(trainer, module, dm, data, k, state.run_dir / f"fold{k}" / "parts")
     if is_rank_zero():
-        from .report import fold_score
-
-        oof = P.oof_rows(frame, k, data.binary, space)
-        P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
-        if test_frame is not None:
-            P.write_csv(test_frame.drop(columns=["target"]), state.run_dir / f"test_fold{k}.csv")
-        state.update_fold(k, status="done", score=fold_score(oof, data.binary), best_epoch=best_epoch,
-                          samples=len(oof))
+        figures = {"wall_s": round(time.perf_counter() - started, 2), **throughput.figures(trainer.world_size)}
+        record_fold(state, k, frame, test_frame, data.binary, config.predict.average, best_epoch=best_epoch,
+                    **figures, **loader_figures(config, data, k, trained), **device_fields(config, trainer.world_size))
     trainer.strategy.barrier("kitpkg-fold-done")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def resume_point(state: RunState, k: int) -> Tuple[Optional[Path], bool]:
+    """(checkpoint to resume fold k from, or None; whether it finished training already).
+
+    A fresh fit clears the fold's checkpoints of an earlier attempt: damaged ones would sort after the new ones (and
+    survive pruning instead of them), and a stale best.ckpt would stand in for the new weights if no metric is ever
+    finite."""
+    ckpt_dir = state.run_dir / f"fold{k}" / "ckpt"
+    status = state.fold(k).get("status")
+    resume = latest_intact(ckpt_dir) if status == "running" else None
+    # "trained" without a checkpoint: the fold folder was deleted (as _fold_weights advises) -> train it again
+    trained = status == "trained" and best_checkpoint(ckpt_dir) is not None
+    if resume is None and not trained and is_rank_zero():
+        for old in [*resumable(ckpt_dir), ckpt_dir / BEST]:
+            old.unlink(missing_ok=True)
+    return resume, trained
+
+
+def fit(trainer: Any, module: Any, dm: Any, state: RunState, k: int, resume: Optional[Path]) -> None:
+    """Train fold k (from `resume` when given), its status "running" while it trains and "trained" after."""
+    state.update_fold(k, status="running")
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, **safe_load_kwargs(trainer))
+    state.update_fold(k, status="trained")
+
+
+def reload_best(module: Any, run_dir: Path, k: int) -> Optional[int]:
+    """Load fold k's best weights (see best_checkpoint) into `module`; return the epoch they come from."""
+    ckpt = load_checkpoint(_fold_weights(run_dir, k))
+    module.load_state_dict(ckpt["state_dict"])
+    return ckpt.get("epoch")
+
+
+def predict_fold(trainer: Any, module: Any, dm: Any, data: RunData, k: int, part_dir: Path) -> Tuple[Any, Any]:
+    """(OOF scores frame of fold k, test scores frame or None without a test split); both None off rank 0."""
+    frame = P.predict_frame(trainer, module, dm.eval_dataloader("val"), part_dir, "oof",
+                            P.fold_ids(data.manifest, "val", k))
+    test_frame = None
+    if data.manifest.select("test"):
+        test_frame = P.predict_frame(trainer, module, dm.test_dataloader(), part_dir, "test",
+                                     P.fold_ids(data.manifest, "test"))
+    return frame, test_frame
+
+
+def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, binary: bool, space: str, **fields: Any
+                ) -> None:
+    """Write fold k's results: oof_fold{k}.csv (from the scores frame: id, target, s*), test_fold{k}.csv (id, s*),
+    then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
+    from .report import fold_score
+
+    oof = P.oof_rows(frame, k, binary, space)
+    P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
+    if test_frame is not None:
+        P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.run_dir / f"test_fold{k}.csv")
+    state.update_fold(k, status="done", score=fold_score(oof, binary), samples=len(oof), **fields)
+
+
+def loader_figures(config: Config, data: RunData, k: int, trained: bool) -> Dict[str, float]:
+    """{"loader_img_s": …} of fold k's training loader alone (see timing.py); nothing when the fold was not trained
+    by this process."""
+    from .timing import loader_rate
+
+    if trained:
+        return {}
+    rate = loader_rate(make_datamodule(config, data, k).train_dataloader())
+    return {} if rate is None else {"loader_img_s": rate}
 
 
 def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:
@@ -215,9 +265,23 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
     return data, state
 
 
-def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optional[Sequence[int]] = None) -> CVResult:
-    """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report."""
+def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optional[Sequence[int]] = None,
+           train_only: bool = False) -> CVResult:
+    """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report
+    (train_only: leave that to another process, e.g. the parent of `--parallel-folds`)."""
     data, state = open_run(config, run_dir)
+    all_folds, selected = fold_selection(config, data, folds)
+    for k in selected:
+        if not state.is_done(k):
+            fit_fold(config, data, state, k)
+    if train_only:
+        return fold_result(data, state, selected)
+    return finish(config, data, state, all_folds)
+
+
+def fold_selection(config: Config, data: RunData, folds: Optional[Sequence[int]] = None
+                   ) -> Tuple[List[int], List[int]]:
+    """(the run's folds: data.folds or the manifest's; the folds to train now: `folds` or all of them), checked."""
     known = data.manifest.folds()
     all_folds = list(config.data.folds) if config.data.folds is not None else known
     for label, selection in (("data.folds", all_folds), ("--folds", folds or [])):
@@ -225,23 +289,26 @@ def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optiona
         if unknown:
             raise KitError(f"{label}: folds {unknown} are not in the manifest of {config.data.shards} (it has folds "
                            f"{known}); pick from those")
-    for k in (folds if folds is not None else all_folds):
-        if not state.is_done(k):
-            fit_fold(config, data, state, k)
-    return finish(config, data, state, all_folds)
+    return all_folds, list(folds) if folds is not None else all_folds
 
 
-def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
-    """Merge what is done: oof.csv + submission.csv + report once every fold of the selection has finished."""
+def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
+    """The scores of the finished folds among `all_folds` (mean ± std), the others pending; nothing written."""
     import numpy as np
 
-    monitor = "auc" if data.binary else "accuracy"
-    result = CVResult(state.run_dir, monitor)
+    result = CVResult(state.run_dir, "auc" if data.binary else "accuracy")
     result.scores = {k: float(state.fold(k)["score"]) for k in all_folds if state.is_done(k)}
     result.pending = [k for k in all_folds if not state.is_done(k)]
     if result.scores:
         values = np.array(list(result.scores.values()))
         result.mean, result.std = float(values.mean()), float(values.std())
+    return result
+
+
+def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
+    """Merge what is done: oof.csv + submission.csv + report once every fold of the selection has finished."""
+    result = fold_result(data, state, all_folds)
+    monitor = result.metric
     if result.pending or not is_rank_zero():
         return result
     from .report import fold_score, write_report

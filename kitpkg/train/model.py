@@ -6,85 +6,26 @@ timm's data config for the model), so the loader ships 4× fewer bytes and nothi
 from __future__ import annotations
 
 import hashlib
-import pickle
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytorch_lightning as pl
 import torch
 
-from ..config import Config, ModelConfig, config_from_dict
-from ..env import WEIGHT_SUFFIXES
+from ..config import PATH_KEYS, Config, ModelConfig, to_dict
 from ..errors import KitError
 from .losses import make_loss
-
-PREFERRED_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def find_weights_file(path: str, model_name: str) -> str:
-    """The weights file for `model.weights`: the file itself, or the one file in a folder (e.g. a Kaggle dataset)."""
-    p = Path(path)
-    if p.is_file():
-        return str(p)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
-        for name in PREFERRED_WEIGHT_FILES:
-            for f in files:
-                if f.name == name:
-                    return str(f)
-        named = [f for f in files if model_name in f.name]
-        if len(named) == 1 or len(files) == 1:
-            return str((named or files)[0])
-        found = ", ".join(f.name for f in files) or "none"
-        raise KitError(f"model.weights: {p} holds no single weights file for {model_name} (found: {found}); "
-                       f"point model.weights at the file")
-    raise KitError(f"model.weights: {p} not found; expected a .safetensors/.pth/.bin file (or a folder holding "
-                   f"model.safetensors) with {model_name} weights, e.g. an attached Kaggle dataset")
-
-
-def load_weights_file(file: str) -> Dict[str, torch.Tensor]:
-    """The state dict in a downloaded weights file: safetensors, or torch.load(weights_only=True) -- never unpickled.
-
-    kitpkg reads the file itself rather than handing the path to timm: timm < 1.0 (allowed by setup.py, found on
-    older Kaggle images) calls plain torch.load, which unpickles arbitrary objects on torch < 2.6.
-    """
-    if file.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(file)
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise KitError(f"model.weights: {file} is not a plain tensor file ({str(err).splitlines()[0][:160]}); kitpkg "
-                       f"never unpickles downloads: use a .safetensors file (`kitpkg weights MODEL OUT` writes one)"
-                       ) from None
-    if isinstance(obj, dict):  # training checkpoints wrap the weights; the EMA copy first, as timm does
-        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise KitError(f"model.weights: {file} holds a {type(obj).__name__}, not a state dict (name -> tensor)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}  # DataParallel prefix
+from .weights import create_from_weights
 
 
 def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool = True) -> torch.nn.Module:
     """timm.create_model from the config; pretrained weights from `cfg.weights` (offline) or timm's hub."""
-    import timm
-
     kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_rate=cfg.drop_rate)
     if cfg.drop_path_rate:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
     if not (load_pretrained and (cfg.pretrained or cfg.weights)):
         return _create(cfg.name, pretrained=False, **kwargs)
     if cfg.weights:
-        file = find_weights_file(cfg.weights, cfg.name)
-        state_dict = load_weights_file(file)
-        try:  # timm adapts the stem to in_chans and drops a classifier of another size
-            return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict),
-                                     **kwargs)
-        except (RuntimeError, KeyError, ValueError, OSError) as err:
-            raise KitError(f"model.weights: {file} does not fit {cfg.name} ({str(err).splitlines()[0][:200]})") from err
+        return create_from_weights(cfg.name, cfg.weights, **kwargs)
     try:
         return _create(cfg.name, pretrained=True, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as err:
@@ -127,26 +68,25 @@ def step_seed(seed: int, *parts: int) -> int:
 
 
 def portable_config(config: Config) -> Dict[str, Any]:
-    """The config as a dict without paths (checkpoints must not hold absolute paths: run dirs move Colab -> Kaggle)."""
-    from ..config import to_dict
-
+    """The config as plain data without paths: what checkpoints hold as hyperparameters (`weights_only` loading reads
+    plain containers only; run directories move Colab -> Kaggle, so no absolute paths)."""
     data = to_dict(config)
-    data["data"].update(shards="portable", extra_train=[], cache_dir=None)
-    data["model"]["weights"] = None
-    data["output"]["run_dir"] = None
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        data[section][name] = None
+    data["data"]["extra_train"] = []
     return data
 
 
 class KitModule(pl.LightningModule):
     """A timm classifier trained from a kitpkg Config (binary: one logit; multi-class: one logit per class)."""
 
-    def __init__(self, config: Dict[str, Any], num_classes: int, load_pretrained: bool = False,
-                 weights: Optional[str] = None):
+    def __init__(self, config: Config, num_classes: int, load_pretrained: bool = False):
         super().__init__()
-        # the weights path is used once, here, and kept out of the hyperparameters: checkpoints hold no paths
-        self.save_hyperparameters(ignore=["load_pretrained", "weights"])
-        self.cfg = config_from_dict(config)
-        self.cfg.model.weights = weights or self.cfg.model.weights
+        # hyperparameters as plain data (never the Config object: checkpoints must load with weights_only=True),
+        # without paths; `model.weights` is read once, here, when load_pretrained
+        self.save_hyperparameters({"config": portable_config(config), "num_classes": int(num_classes)})
+        self.cfg = config
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 1
         self.model = create_timm_model(self.cfg.model, self.num_classes, load_pretrained)
@@ -155,8 +95,8 @@ class KitModule(pl.LightningModule):
         data_cfg = resolve_model_data_config(self.model)
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
-        loss = self.cfg.train.loss if self.cfg.train.loss != "auto" else ("bce" if self.binary else "ce")
-        self.loss_fn = make_loss(loss, self.num_classes, self.cfg.train.label_smoothing, self.cfg.train.focal_gamma)
+        train = self.cfg.train
+        self.loss_fn = make_loss(train.loss, self.num_classes, train.label_smoothing, train.focal_gamma)
         self.channels_last = False  # set by the runner from train.channels_last and the accelerator
         self._compiled: Optional[torch.nn.Module] = None
         self._make_metrics()

@@ -50,7 +50,8 @@ def fold_score(oof: pd.DataFrame, binary: bool) -> float:
     return float((oof["target"].astype(int) == oof["prediction"].astype(int)).mean())
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -59,17 +60,18 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> str:
+def save_figure(fig, path: Path) -> str:
+    """Save `fig` as `path` (a PNG appearing under its final name only when complete), close it; return the name."""
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     tmp.replace(path)  # appears under its final name only when complete
-    _plt().close(fig)
+    pyplot().close(fig)
     return path.name
 
 
 def plot_roc(oof: pd.DataFrame, path: Path) -> str:
     """ROC curve of every fold and of the pooled OOF."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for k, g in oof.groupby("fold"):
         fpr, tpr = roc_curve(g["target"].to_numpy(), g["prediction"].to_numpy())
@@ -79,12 +81,12 @@ def plot_roc(oof: pd.DataFrame, path: Path) -> str:
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per fold")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
     """Train/val loss and the val metric per epoch for every fold."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (k, h) in enumerate(sorted(histories.items())):
         color = f"C{i % 10}"  # one colour per fold: train dashed, val solid
@@ -100,24 +102,24 @@ def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
     ax_metric.set(xlabel="epoch", title="validation metric")
     for ax in (ax_loss, ax_metric):
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_scores(scores: Dict[int, float], metric: str, path: Path) -> str:
     """Bar chart of the per-fold scores with the mean."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     folds = sorted(scores)
     ax.bar([str(k) for k in folds], [scores[k] for k in folds], color="tab:blue")
     ax.axhline(float(np.mean(list(scores.values()))), color="black", ls="--", lw=1, label="mean")
     ax.set(xlabel="fold", ylabel=metric, title="score per fold")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr_find(result: Dict, path: Path) -> str:
     """Loss against learning rate from `kitpkg lr-find`, with the suggestion marked."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(result["lr"], result["loss"])
     ax.set_xscale("log")
@@ -125,7 +127,7 @@ def plot_lr_find(result: Dict, path: Path) -> str:
         ax.axvline(result["suggestion"], color="red", ls="--", label=f"suggestion {result['suggestion']:.2e}")
         ax.legend(fontsize=8)
     ax.set(xlabel="learning rate", ylabel="loss", title="LR finder")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:

@@ -109,7 +109,7 @@ class RunState:
             return cls._start(run_dir, fresh)
         state = cls(run_dir, data)
         state._migrate()
-        problem = state._mismatch(config, fingerprints, allow_changed)
+        problem = state.mismatch(config, fingerprints, allow_changed)
         if problem is None:
             return state
         if not state.has_work():
@@ -124,7 +124,8 @@ class RunState:
             atomic_write_text(state.path, json.dumps(data, indent=1, sort_keys=True))
         return state
 
-    def _mismatch(self, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str]) -> Optional[str]:
+    def mismatch(self, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str] = ()
+                 ) -> Optional[str]:
         """Why this run directory cannot continue with `config` on these shards (None when it can)."""
         changed = [line for line in diff_keys(self.data.get("config", {}), result_dict(config))
                    if not any(line.startswith(prefix) for prefix in allow_changed)]
@@ -192,7 +193,11 @@ class RunState:
     def update_fold(self, k: int, **fields: Any) -> None:
         """Merge fields into fold k's record and write it atomically (only the process training fold k calls it)."""
         if is_rank_zero():
-            record = {**self.fold(k), **fields}
+            self.replace_fold(k, {**self.fold(k), **fields})
+
+    def replace_fold(self, k: int, record: Dict[str, Any]) -> None:
+        """Write fold k's record as given, atomically (a fold copied from another run directory)."""
+        if is_rank_zero():
             atomic_write_text(self.fold_path(k), json.dumps(record, indent=1, sort_keys=True))
 
     def done_folds(self) -> List[int]:

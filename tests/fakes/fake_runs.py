@@ -1,5 +1,5 @@
-"""Run directories without training: given predictions are written through the kit's own writers (RunState, the OOF
-and test part writers of a fold, `cv.finish`), so their on-disk format is the one `kitpkg cv` writes."""
+"""Run directories without training: given predictions are written through the kit's own writers (RunState,
+`cv.record_fold`, `cv.finish`), so their on-disk format is the one `kitpkg cv` writes."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +13,7 @@ import numpy as np
 from kitpkg.config import config_from_dict
 from kitpkg.shards.manifest import Manifest, ShardInfo
 from kitpkg.train import predict as P
-from kitpkg.train.cv import RunData, finish
-from kitpkg.train.report import fold_score
+from kitpkg.train.cv import RunData, finish, record_fold
 from kitpkg.train.runstate import RunState, relpath
 
 
@@ -58,6 +57,17 @@ def fake_data(n: int, k: int = 5, seed: int = 0, n_test: int = 0, positives: flo
                     (rng.random(n) < positives).astype(int), n_test)
 
 
+def fake_config(run_dir: Path, fake: FakeData, config: Optional[Dict] = None, shards_dir: Optional[Path] = None):
+    """The Config of a fake run: a tiny model on `fake`'s manifest (at `shards_dir`), `config` ({dotted: value}) on
+    top."""
+    sections = {"data": {"shards": str(shards_dir or run_dir), "image_size": fake.image_size},
+                "model": {"name": "resnet10t"}, "train": {"epochs": 3}}
+    for key, value in (config or {}).items():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, {})[name] = value
+    return config_from_dict(sections, run_dir.parent, run_dir.name)
+
+
 def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
              test: Optional[np.ndarray] = None, config: Optional[Dict] = None, done: Optional[Sequence[int]] = None,
              shards_dir: Optional[Path] = None) -> Path:
@@ -65,12 +75,7 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
     probabilities `test` (folds × rows × classes); only the folds in `done` finish (default: all, then `finish`)."""
     manifest, targets = fake.manifest, fake.targets
     oof = oof.reshape(len(fake.ids), -1)
-    sections = {"data": {"shards": str(shards_dir or run_dir), "image_size": manifest.image_size},
-                "model": {"name": "resnet10t"}, "train": {"epochs": 3}}
-    for key, value in (config or {}).items():
-        section, name = key.split(".", 1)
-        sections.setdefault(section, {})[name] = value
-    cfg = config_from_dict(sections, run_dir.parent, run_dir.name)
+    cfg = fake_config(run_dir, fake, config, shards_dir)
     num_classes = oof.shape[1] if oof.shape[1] > 1 else 1
     data = RunData(manifest, [], num_classes)
     state = RunState.open(run_dir, cfg, data.fingerprints())
@@ -85,13 +90,11 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
         frame = P.pd.DataFrame(oof[sel], columns=P.score_columns(oof.shape[1]))
         frame.insert(0, "target", targets[sel].astype(float))
         frame.insert(0, "id", ids)
-        rows = P.oof_rows(frame, k, data.binary, "prob")
-        P.write_csv(rows, run_dir / f"oof_fold{k}.csv")
+        tf = None
         if test is not None:
             tf = P.pd.DataFrame(test[all_folds.index(k)], columns=P.score_columns(oof.shape[1]))
             tf.insert(0, "id", P.fold_ids(manifest, "test"))
-            P.write_csv(tf, run_dir / f"test_fold{k}.csv")
-        state.update_fold(k, status="done", score=fold_score(rows, data.binary), samples=len(rows))
+        record_fold(state, k, frame, tf, data.binary, "prob")
     if done is None:
         with mock.patch("kitpkg.train.report.write_report"):  # its plots cost seconds and are not what is tested
             finish(cfg, data, state, all_folds)

@@ -1,0 +1,105 @@
+"""`kitpkg cv --parallel-folds N`: folds trained side by side, one run directory.
+
+The parent checks the config and writes state.json once, then starts up to N workers -- each a
+`kitpkg cv --folds k --train-only` process, `CUDA_VISIBLE_DEVICES` set to one GPU when there are GPUs (on the CPU,
+with `train.accelerator: cpu`, they share the cores: each gets its share of threads) -- and hands the next fold to
+whichever worker is free. Each fold writes only its own files (runstate.py), so the workers never collide; the parent
+then writes OOF, CV score, submission and report from all folds, as a sequential run would. The workers read the
+parent's config, written to a temporary YAML, so overrides and resolved paths are the same in every process.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from ..config import AUTO, Config, to_yaml
+from ..errors import KitError
+from .cv import CVResult, finish, fold_selection, open_run
+
+POLL_S = 0.2  # how often a free worker is looked for
+
+
+def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike] = None,
+                    folds: Optional[Sequence[int]] = None) -> CVResult:
+    """Train the folds not yet done in up to `workers` processes at once, then finish the run here."""
+    envs = worker_environments(config, workers, visible_gpus(config))
+    data, state = open_run(config, run_dir)  # state.json is written here, once, before any worker starts
+    all_folds, selected = fold_selection(config, data, folds)
+    todo = [k for k in selected if not state.is_done(k)]
+    with tempfile.TemporaryDirectory(prefix="kitpkg-parallel-") as tmp:
+        config_path = Path(tmp) / f"{config.name or 'experiment'}.yaml"
+        config_path.write_text(to_yaml(config))
+        failed = run_workers(todo, envs, lambda k: worker_argv(config_path, state.run_dir, k))
+    if failed:
+        listed = ", ".join(f"{k} (exit {rc})" for k, rc in sorted(failed.items()))
+        raise KitError(f"--parallel-folds: folds {listed} failed in their workers (their messages are above); re-run "
+                       f"the same command to resume them")
+    return finish(config, data, state, all_folds)
+
+
+def visible_gpus(config: Config) -> List[str]:
+    """The GPUs the workers may use (CUDA_VISIBLE_DEVICES entries, or indices); none with train.accelerator: cpu."""
+    if config.train.accelerator not in (AUTO, "gpu", "cuda"):
+        return []
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return (listed or [str(i) for i in range(count)])[:count]
+
+
+def worker_environments(config: Config, workers: int, gpus: Sequence[str],
+                        environ: Optional[Mapping[str, str]] = None) -> List[Dict[str, str]]:
+    """One environment per worker: its own GPU, or (on the CPU) its share of the cores; KitError for a bad N."""
+    environ = dict(os.environ if environ is None else environ)
+    if workers < 1:
+        raise KitError(f"--parallel-folds: must be >= 1, got {workers}")
+    if config.train.devices not in (AUTO, 1):
+        raise KitError(f"--parallel-folds: one device per fold, but train.devices is {config.train.devices} (DDP); "
+                       f"set train.devices=1, or drop --parallel-folds to train one fold at a time on all devices")
+    environ.setdefault("KITPKG_NO_PROGRESS", "1")  # N progress bars in one terminal are unreadable
+    if gpus:
+        if workers > len(gpus):
+            raise KitError(f"--parallel-folds {workers}: only {len(gpus)} GPUs visible here ({', '.join(gpus)}); "
+                           f"use at most {len(gpus)}, one fold per GPU")
+        return [{**environ, "CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus[:workers]]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cores // workers))
+    return [{**environ, "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS", threads)} for _ in range(workers)]
+
+
+def worker_argv(config_path: Path, run_dir: Path, k: int) -> List[str]:
+    """The command of a worker training fold k of the run (and nothing else: the parent finishes)."""
+    return [sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir", str(run_dir),
+            "--folds", str(k), "--train-only"]
+
+
+def run_workers(todo: Sequence[int], envs: Sequence[Dict[str, str]], argv_of) -> Dict[int, int]:
+    """Run `argv_of(k)` for every fold in `todo`, at most one per environment at a time; {fold: exit code} of the
+    folds that failed (the others go on). Interrupted: the workers are stopped (a re-run resumes them)."""
+    queue, running, failed = list(todo), {}, {}
+    try:
+        while queue or running:
+            for slot, env in enumerate(envs):
+                if slot not in running and queue:
+                    k = queue.pop(0)
+                    gpu = f" (GPU {env['CUDA_VISIBLE_DEVICES']})" if "CUDA_VISIBLE_DEVICES" in env else ""
+                    print(f"kitpkg: fold {k} -> worker {slot}{gpu}", flush=True)
+                    running[slot] = (k, subprocess.Popen(argv_of(k), env=env))
+            time.sleep(POLL_S)
+            for slot, (k, proc) in list(running.items()):
+                if proc.poll() is not None:
+                    del running[slot]
+                    if proc.returncode:
+                        failed[k] = proc.returncode
+    finally:
+        for _, proc in running.values():
+            proc.terminate()
+        for _, proc in running.values():
+            proc.wait()
+    return failed

@@ -1,0 +1,62 @@
+"""`kitpkg cv --parallel-folds N`: folds handed out to N worker processes (one GPU each, or sharing the CPU), one run
+directory, the run finished by the parent -- the same OOF as folds trained one after another."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from kitpkg.config import config_from_dict
+from kitpkg.errors import KitError
+from kitpkg.train.parallel import run_workers, worker_environments
+from kitpkg.train.runstate import RunState
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**train):
+    return config_from_dict({"data": {"shards": "unused"}, "train": train})
+
+
+def test_one_gpu_per_worker_or_a_share_of_the_cores():
+    envs = worker_environments(_config(), 2, ["2", "3"], environ={"PATH": "/bin"})
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["2", "3"] and envs[0]["PATH"] == "/bin"
+    with pytest.raises(KitError, match=r"--parallel-folds 3: only 2 GPUs visible here \(2, 3\)"):
+        worker_environments(_config(), 3, ["2", "3"], environ={})
+    cpu = worker_environments(_config(accelerator="cpu"), 2, [], environ={})
+    assert len(cpu) == 2 and all("CUDA_VISIBLE_DEVICES" not in e and int(e["OMP_NUM_THREADS"]) >= 1 for e in cpu)
+    with pytest.raises(KitError, match="train.devices is 2"):
+        worker_environments(_config(devices=2), 2, [], environ={})
+
+
+def test_folds_go_to_free_workers_and_failures_are_collected(tmp_path):
+    log = tmp_path / "log"
+    script = ("import os, sys, time; k = int(sys.argv[1]); open(sys.argv[2], 'a').write(sys.argv[1] + ' ' + "
+              "os.environ['SLOT'] + chr(10)); time.sleep(0.5 if k == 0 else 0); sys.exit(3 if k == 2 else 0)")
+    envs = [{**os.environ, "SLOT": str(i)} for i in range(2)]
+    failed = run_workers([0, 1, 2, 3], envs, lambda k: [sys.executable, "-c", script, str(k), str(log)])
+    assert failed == {2: 3}  # the others still ran
+    ran = dict(line.split() for line in log.read_text().splitlines())
+    assert sorted(ran) == ["0", "1", "2", "3"] and ran["0"] != ran["1"]  # two at once, on different workers
+
+
+@pytest.mark.slow
+def test_parallel_folds_on_the_cpu_give_the_sequential_oof(finished_run, tmp_path):
+    config_path, reference_dir, _ = finished_run
+    run_dir = tmp_path / "parallel"
+    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir",
+                           str(run_dir), "--parallel-folds", "2", "--set", "train.accelerator=cpu"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fold 0 -> worker 0" in proc.stdout and "fold 1 -> worker 1" in proc.stdout
+    assert proc.stdout.count("over 3 folds") == 1  # the workers train a fold each; the parent finishes
+    assert RunState.read(run_dir).done_folds() == [0, 1, 2]
+    for name in ("oof.csv", "test_predictions.csv"):
+        ours, reference = (pd.read_csv(d / name, dtype={"id": str}) for d in (run_dir, reference_dir))
+        assert list(ours["id"]) == list(reference["id"])
+        assert (ours["prediction"] - reference["prediction"]).abs().max() <= 1e-6, name
+    assert (run_dir / "report.md").exists() and (run_dir / "submission.csv").exists()
