@@ -2,7 +2,7 @@
 
 Prints, in one run:
   (a) images/s of kitpkg's ShardLoader over 384 px TFRecord shards with the preset's CPU stage applied per sample
-      (seeded per sample with `kitpkg.augment.augment_sample`, as the loader wiring will), `--workers` workers;
+      (the dataset's own `augment=` stage, seeded per sample as in training), `--workers` workers;
   (b) images/s of the SIIM-ISIC 2020 1st-place albumentations list, all on the CPU, in a plain map-style Dataset
       over the same images as JPEG files (cv2.imread, as the 1st place did) with DataLoader(num_workers=`--workers`);
   (c) the preset's GPU stage in ms per `--batch` × 3 × `--size`² batch on `--device` (the CPU by default);
@@ -43,22 +43,6 @@ def first_place_list(size: int):
     ])
 
 
-class PerSample:
-    """The loader's `transform`: the dataset seeds it per batch (set_random_seed), it seeds each sample from that."""
-
-    def __init__(self, stage):
-        self.stage, self.seed, self.count = stage, 0, 0
-
-    def set_random_seed(self, seed: int) -> None:
-        self.seed, self.count = int(seed), 0
-
-    def __call__(self, img):
-        from kitpkg.augment import augment_sample, sample_seed
-
-        self.count += 1
-        return augment_sample(self.stage, img, sample_seed(self.seed, 0, 0, self.count))
-
-
 def _rate(loader, limit: int, count) -> float:
     it = iter(loader)
     next(it)
@@ -77,7 +61,7 @@ def run_kitpkg(data: str, a) -> float:
 
     stage = build_cpu_stage(load_preset(a.preset).cpu)
     dataset = ShardDataset(os.path.join(data, "tfrec"), "train", None, batch_size=a.batch, image_size=a.size,
-                           seed=0, transform=PerSample(stage) if stage is not None else None)
+                           seed=0, augment=stage)  # the training loader's own per-sample CPU stage
     return _rate(ShardLoader(dataset, num_workers=a.workers), a.n, lambda b: len(b["id"]))
 
 

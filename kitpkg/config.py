@@ -2,7 +2,7 @@
 
 One YAML file = one experiment. Relative paths resolve against the YAML file's folder. `data.shards` names the output
 folder of `kitpkg convert`; the manifest of `data.image_size` is found under it (OUT/<size>/manifest.json, else
-OUT/manifest.json), so switching 384 -> 512 is a one-line change.
+OUT/manifest.json: `kitpkg.shards.manifest.resolve_manifest_path`), so switching 384 -> 512 is a one-line change.
 """
 from __future__ import annotations
 
@@ -25,11 +25,36 @@ TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitr
 
 @dataclass
 class AugConfig:
-    """Train-time augmentation done on the device (per-sample random flips/transposes of the uint8 batch)."""
+    """Train-time augmentation in two stages: albumentations in the loader workers (cpu), torch ops on the device (gpu).
+    An explicit cpu/gpu overrides the preset's stage (kitpkg/augment/stages.py); checked by building both at load."""
 
-    hflip: bool = True
-    vflip: bool = True
-    transpose: bool = True
+    hflip: bool = True  # without preset/gpu: random horizontal flips on the device (configs before data.aug.gpu)
+    vflip: bool = True  # likewise, vertical flips
+    transpose: bool = True  # likewise, transposes (square images only)
+    preset: Optional[str] = None  # null, or a shipped preset: light (flips), isic (the SIIM-ISIC 1st-place list)
+    cpu: Optional[Dict[str, Any]] = None  # albumentations A.to_dict(compose) spec, per sample in the workers; {} = none
+    gpu: Optional[List[Dict[str, Any]]] = None  # [{name: hflip, p: 0.5}, ...] batch ops on the device; [] = none
+
+    def __post_init__(self):
+        if self.preset or self.cpu is not None or self.gpu is not None:  # else: the flags, always valid (no torch)
+            from .augment.stages import check_aug
+
+            check_aug(self)
+
+
+@dataclass
+class SamplingConfig:
+    """Which training samples an epoch holds (oversampling inside the partition: data/partition.py)."""
+
+    class_weights: Dict[Union[int, str], float] = field(default_factory=dict)  # {1: 4} = class 1 seen 4x per epoch
+
+    def __post_init__(self):
+        # keys as text: `{1: 4}` and `{"1": 4}` are one config (and one hash); the dataset reads them as a class index
+        # or name (data/dataset.py)
+        self.class_weights = {str(k): v for k, v in self.class_weights.items()}
+        bad = {k: v for k, v in self.class_weights.items() if not v >= 0}
+        if bad or (self.class_weights and not any(self.class_weights.values())):
+            raise KitError(f"data.sampling.class_weights: weights must be >= 0 and not all 0, got {self.class_weights}")
 
 
 @dataclass
@@ -46,6 +71,7 @@ class DataConfig:
     # null = read them where they are. The notebooks set it on Colab. Not in the config hash: results do not change.
     cache_dir: Optional[str] = None
     aug: AugConfig = field(default_factory=AugConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 @dataclass
@@ -58,6 +84,8 @@ class ModelConfig:
     num_classes: Optional[int] = None  # null = from the manifest: 1 (binary, sigmoid) or the number of classes
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    meta: List[str] = field(default_factory=list)  # per-sample manifest columns fed to the model (e.g. sex, age_approx)
+    init_from: Optional[str] = None  # a run directory: fold k starts from its fold k best weights (e.g. runs/b4_384)
 
 
 @dataclass
@@ -81,6 +109,38 @@ class SchedConfig:
     per_update: bool = True  # step the schedule every optimizer update (smooth) instead of every epoch
 
 
+MIXUP_MODES = ("batch", "pair", "elem")
+
+
+@dataclass
+class MixupConfig:
+    """Mixup / CutMix of training batches on the device (timm.data.Mixup; kitpkg/train/mixing.py)."""
+
+    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weight; 0 = no mixup
+    cutmix_alpha: float = 0.0  # CutMix box from Beta(alpha, alpha); 0 = no cutmix
+    prob: float = 1.0  # probability of mixing a batch (or pair/element)
+    switch_prob: float = 0.5  # with both alphas > 0: probability of CutMix instead of mixup
+    mode: str = "batch"  # batch, pair or elem: how often the parameters are drawn
+    off_epoch: Optional[int] = None  # from this epoch (0-based) on, no mixing; null = never off
+    label_smoothing: float = 0.0  # smoothing of the mixed targets (use this, not train.label_smoothing)
+
+
+@dataclass
+class EmaConfig:
+    """Exponential moving average of the weights (timm.utils.ModelEmaV3; kitpkg/train/ema.py)."""
+
+    decay: float = 0.999  # per optimizer update
+    warmup: bool = False  # timm's warmup: a smaller decay over the first updates
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop a fold when train.monitor has not improved for `patience` validations (Lightning's EarlyStopping)."""
+
+    patience: int = 3  # validations without improvement before the fold stops
+    min_delta: float = 0.0  # smallest change of the monitored metric that counts as an improvement
+
+
 @dataclass
 class TrainConfig:
     """The fit: precision, speed switches, loss, seeds, devices and checkpointing."""
@@ -96,12 +156,17 @@ class TrainConfig:
     loss: str = AUTO  # auto = bce (binary) / ce (multi-class); or focal
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
+    pos_weight: Optional[float] = None  # binary loss (bce/focal): weight of the positive term; null = 1
+    score_class: Optional[Union[int, str]] = None  # multi-class: score/predict/submit this class (name or index)
     monitor: str = AUTO  # auto = val_auc (binary) / val_acc (multi-class); or val_loss
     accelerator: str = AUTO
     devices: Union[int, str] = AUTO
     strategy: str = AUTO  # auto; ddp (CLI/subprocess), ddp_notebook (Colab/Kaggle kernels)
     checkpoint_every_n_steps: int = 50  # a kill mid-epoch loses at most this many steps
     keep_checkpoints: int = 2  # step checkpoints kept per fold (besides best and end-of-epoch last)
+    mixup: Optional[MixupConfig] = None  # mixup/cutmix of training batches; null = off
+    ema: Optional[EmaConfig] = None  # EMA of the weights, used for validation, OOF and test; null = off
+    early_stopping: Optional[EarlyStoppingConfig] = None  # stop on train.monitor; null = train every epoch
 
 
 @dataclass
@@ -145,9 +210,11 @@ CHOICES = {
 # Keys that change how a run is executed but not its numbers: excluded from the config hash so a run can be resumed with
 # more workers, other fold selections, another submission format, or moved from Colab to Kaggle (paths differ there;
 # the shard sets' contents are fingerprinted separately by the CV runner).
+# model.init_from is a path: the run it names is identified in state.json by its config hash instead (train/init_from.py)
 NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "data.cache_dir",
+                   "model.init_from",
                    "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
-PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "output.run_dir")
+PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "model.init_from", "output.run_dir")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -157,7 +224,9 @@ def _type_name(tp: Any) -> str:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     if origin in (list, List):
         return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
+    if origin in (dict, Dict):
+        return "mapping"
+    return "anything" if tp is Any else getattr(tp, "__name__", str(tp))
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -178,6 +247,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise KitError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):  # a free-form mapping (an albumentations spec, class weights): keys and values checked
+        if not isinstance(value, dict):
+            raise KitError(f"{key}: expected a mapping, got {value!r}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_convert(k, key_tp, f"{key} key"): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise KitError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -240,6 +316,9 @@ def validate(config: Config) -> Config:
         raise KitError(f"data.num_workers: must be >= 0, got {config.data.num_workers}")
     if not 0.0 <= config.train.label_smoothing < 1.0:
         raise KitError(f"train.label_smoothing: must be in [0, 1), got {config.train.label_smoothing}")
+    _validate_recipe(config.train)
+    if config.train.pos_weight is not None and not config.train.pos_weight > 0:
+        raise KitError(f"train.pos_weight: must be > 0 (or null), got {config.train.pos_weight}")
     if config.optim.lr <= 0:
         raise KitError(f"optim.lr: must be > 0, got {config.optim.lr}")
     if config.model.num_classes is not None and config.model.num_classes < 1:
@@ -257,6 +336,31 @@ def validate(config: Config) -> Config:
     if not config.data.shards:
         raise KitError("data.shards: required (the output folder of `kitpkg convert`)")
     return config
+
+
+def _validate_recipe(train: TrainConfig) -> None:
+    """Ranges of train.mixup / train.ema / train.early_stopping (KitError naming the key)."""
+    m = train.mixup
+    if m is not None:
+        checks = [("mixup_alpha", m.mixup_alpha >= 0, ">= 0"), ("cutmix_alpha", m.cutmix_alpha >= 0, ">= 0"),
+                  ("prob", 0 <= m.prob <= 1, "in [0, 1]"), ("switch_prob", 0 <= m.switch_prob <= 1, "in [0, 1]"),
+                  ("mode", m.mode in MIXUP_MODES, f"one of {', '.join(MIXUP_MODES)}"),
+                  ("off_epoch", m.off_epoch is None or m.off_epoch >= 0, ">= 0 or null"),
+                  ("label_smoothing", 0 <= m.label_smoothing < 1, "in [0, 1)")]
+        for name, ok, expected in checks:
+            if not ok:
+                raise KitError(f"train.mixup.{name}: must be {expected}, got {getattr(m, name)!r}")
+        if not (m.mixup_alpha > 0 or m.cutmix_alpha > 0):
+            raise KitError("train.mixup: mixup_alpha and cutmix_alpha are both 0; set one > 0 or train.mixup: null")
+        if train.label_smoothing:
+            raise KitError("train.label_smoothing: with train.mixup set train.mixup.label_smoothing instead (the "
+                           "mixed targets are smoothed there; both would smooth twice)")
+    if train.ema is not None and not 0 < train.ema.decay < 1:
+        raise KitError(f"train.ema.decay: must be in (0, 1), e.g. 0.999, got {train.ema.decay}")
+    es = train.early_stopping
+    if es is not None and (es.patience < 1 or es.min_delta < 0):
+        raise KitError(f"train.early_stopping: patience must be >= 1 and min_delta >= 0, got patience "
+                       f"{es.patience}, min_delta {es.min_delta}")
 
 
 def _resolve_paths(config: Config, base: Path) -> None:
@@ -357,10 +461,23 @@ def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+# Keys added after run directories already existed: left out of the hash while at their default, so a run made
+# before them keeps its hash (and resumes) after an upgrade; set to anything else, they count like every key.
+ADDED_KEYS = ("data.aug.preset", "data.aug.cpu", "data.aug.gpu", "data.sampling", "model.meta", "train.mixup",
+              "train.ema", "train.early_stopping", "train.pos_weight", "train.score_class")
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == n or key.startswith(n + ".") for n in prefixes)
+
+
 def result_dict(config: Config) -> Dict[str, Any]:
-    """{dotted key: value} of every key that changes results (NON_RESULT_KEYS left out; no paths)."""
+    """{dotted key: value} of every key that changes results (NON_RESULT_KEYS left out; no paths; ADDED_KEYS left
+    out while at their default)."""
     flat = _flatten(to_dict(config))
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS)}
+    defaults = _flatten(to_dict(Config()))
+    return {k: v for k, v in flat.items() if not _under(k, NON_RESULT_KEYS)
+            and not (_under(k, ADDED_KEYS) and k in defaults and v == defaults[k])}
 
 
 def config_hash(config: Config) -> str:
@@ -373,26 +490,6 @@ def diff_keys(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Human-readable `key: old -> new` lines for keys whose values differ between two result dicts."""
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys if old.get(k) != new.get(k)]
-
-
-def resolve_manifest_path(shards: str, image_size: int) -> str:
-    """The manifest for `image_size` under `shards`: OUT/<size>/manifest.json, else OUT/manifest.json (or a .json)."""
-    from .fsutil import is_url, join
-
-    if shards.endswith(".json"):
-        return shards
-    sized = join(join(shards, str(image_size)), "manifest.json")
-    flat = join(shards, "manifest.json")
-    if is_url(shards):
-        return sized  # remote: the sized layout convert writes
-    if os.path.exists(sized):
-        return sized
-    if os.path.exists(flat):
-        return flat
-    sizes = sorted(p.name for p in Path(shards).glob("*") if (p / "manifest.json").exists()) if os.path.isdir(shards) \
-        else []
-    hint = f"; sizes there: {', '.join(sizes)}" if sizes else "; run `kitpkg convert ... --size N` first"
-    raise KitError(f"data.shards: no manifest for image_size {image_size} at {sized} or {flat}{hint}")
 
 
 def write_config_value(path: Union[str, Path], dotted: str, value: Any) -> None:

@@ -28,10 +28,15 @@ KEY_DOCS = {
     "data.folds": "folds to run now; null = every fold in the manifest",
     "data.extra_train": "pseudo-label shard sets from `kitpkg pseudo`: training only, never validation",
     "data.cache_dir": "local folder that shards on Drive/a URL are copied to first; null = read in place",
-    "data.aug": "random flips/transposes on the device, per sample",
-    "data.aug.hflip": "random horizontal flips",
-    "data.aug.vflip": "random vertical flips",
-    "data.aug.transpose": "random transposes (square images only)",
+    "data.aug": "training augmentation: cpu (albumentations, loader workers), gpu (batch ops on the device)",
+    "data.aug.hflip": "without preset/gpu: random horizontal flips on the device",
+    "data.aug.vflip": "without preset/gpu: random vertical flips on the device",
+    "data.aug.transpose": "without preset/gpu: random transposes (square images only)",
+    "data.aug.preset": "null, light (flips) or isic (SIIM-ISIC 1st-place list); cpu/gpu below override its stages",
+    "data.aug.cpu": "albumentations spec as A.to_dict(compose) writes it, per training sample; {} = none",
+    "data.aug.gpu": "list of {name: hflip|vflip|transpose|affine|distort|color|noise|cutout|..., p: ...}; [] = none",
+    "data.sampling": "which training samples an epoch holds",
+    "data.sampling.class_weights": "oversampling, e.g. {1: 4} = class 1 (index or name) seen 4x as often per epoch",
     "model": "the timm model",
     "model.name": "any timm model name (timm.list_models())",
     "model.pretrained": "start from ImageNet weights (downloaded, or model.weights offline)",
@@ -39,6 +44,8 @@ KEY_DOCS = {
     "model.num_classes": "null = from the manifest: 1 (binary, sigmoid) or the number of classes",
     "model.drop_rate": "dropout before the classifier",
     "model.drop_path_rate": "stochastic depth (timm models that have it)",
+    "model.meta": "per-sample manifest columns fed to the model, e.g. [sex, age_approx]; encoding fit on train folds",
+    "model.init_from": "a run directory (e.g. runs/b4_384): fold k starts from its fold k best weights",
     "optim": "optimizer, built by timm.optim.create_optimizer_v2",
     "optim.name": "any timm optimizer: adamw, radam, lamb, sgd, ...",
     "optim.lr": "peak learning rate (`kitpkg lr-find` suggests one)",
@@ -62,12 +69,18 @@ KEY_DOCS = {
     "train.loss": "auto = bce (binary) / ce (multi-class); or focal",
     "train.label_smoothing": "label smoothing in [0, 1)",
     "train.focal_gamma": "gamma of the focal loss",
+    "train.pos_weight": "binary loss (bce/focal): weight of positives, e.g. 3 for rare ones; null = 1",
+    "train.score_class": "multi-class: score (AUC), predict and submit this class, e.g. melanoma; null = all",
     "train.monitor": "auto = val_auc (binary) / val_acc (multi-class); or val_loss: picks the best checkpoint",
     "train.accelerator": "auto, gpu or cpu",
     "train.devices": "auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy",
     "train.strategy": "auto; ddp (CLI) or ddp_notebook (Colab/Kaggle notebooks) with devices: 2",
     "train.checkpoint_every_n_steps": "a kill mid-epoch loses at most this many steps",
     "train.keep_checkpoints": "step checkpoints kept per fold (besides best and last)",
+    "train.mixup": "null = off; {mixup_alpha: 0.2, cutmix_alpha: 0, prob: 1, switch_prob: 0.5, mode: batch, "
+                   "off_epoch: null, label_smoothing: 0} (timm Mixup)",
+    "train.ema": "null = off; {decay: 0.999, warmup: false}: EMA weights validate, pick best, predict OOF/test",
+    "train.early_stopping": "null = off; {patience: 3, min_delta: 0}: stop when train.monitor stops improving",
     "predict": "test-time augmentation",
     "predict.tta": "extra views: hflip, vflip, transpose, rot90, rot180, rot270, antitranspose",
     "predict.average": "prob: mean of probabilities; logit: mean of logits, then sigmoid/softmax",
@@ -127,7 +140,9 @@ def write_starter(name: str = "exp", template: str = DEFAULT_TEMPLATE, folder: o
 
 
 def _merged(defaults: Dict[str, Any], raw: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: _merged(v, raw.get(k) or {}) if isinstance(v, dict) else raw.get(k, v) for k, v in defaults.items()}
+    # sections (non-empty dicts of defaults) merge key by key; a free-form mapping (class_weights: {}) is a value
+    return {k: _merged(v, raw.get(k) or {}) if isinstance(v, dict) and v else raw.get(k, v)
+            for k, v in defaults.items()}
 
 
 def _lines(cls: type, values: Dict[str, Any], prefix: str) -> List[str]:

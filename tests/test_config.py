@@ -171,3 +171,23 @@ def test_demo_and_notebook_paths_survive_yaml(tmp_path, folder):
                            scratch_dir=out / "tmp", cache_dir=None, submit_dir=out)
     config = nb.experiment(env, out / "shards", "exp")
     assert config.data.shards == str(out / "shards") and config.output.run_dir == str(out / "runs" / "exp")
+
+
+# config_hash of the previous release (commit 106649d) for these configs: run directories it made must still resume
+PREVIOUS_RELEASE_HASHES = {
+    "default": "01f7dd5ef2cab952eeee074e296625e0df60c4767d7eb51ae6ac1e077aa198ce",
+    "demo.yaml": "a971b11d3e3f3bcc0e7dc323fe0ec4041f2244c14603072d2a8118244ff78316",
+    "effnet_b4_384.yaml": "71a740a90196c0b1ffa4ad5b707cd42154395e133b17fc116c7a857f6048520f",
+}
+
+
+def test_keys_added_later_leave_the_hash_of_earlier_runs_alone():
+    """A run directory made before data.aug/model.meta/train.mixup/... existed keeps its hash; setting one counts."""
+    from kitpkg.configs import template_path
+
+    assert config_hash(Config()) == PREVIOUS_RELEASE_HASHES["default"]
+    for name in ("demo.yaml", "effnet_b4_384.yaml"):
+        assert config_hash(load_config(template_path(name.removesuffix(".yaml")))) == PREVIOUS_RELEASE_HASHES[name]
+    changed = Config()
+    changed.train.pos_weight = 4.0
+    assert config_hash(changed) != config_hash(Config())

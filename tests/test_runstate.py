@@ -88,3 +88,12 @@ def test_run_dir_that_is_a_file_and_a_damaged_fold_record(tmp_path):
     state.fold_path(2).write_text("{cut")
     with pytest.raises(KitError, match=r"fold2.json: unreadable run state .* delete it"):
         state.fold(2)
+
+
+def test_a_run_scoring_one_class_of_many_is_scored_by_auc():
+    """report.md, `kitpkg runs` and `kitpkg blend` call a train.score_class run binary (AUC), not accuracy."""
+    from kitpkg.train.runstate import scored_by_auc
+
+    assert scored_by_auc({"data": {"num_classes": 1}, "config": {}})
+    assert scored_by_auc({"data": {"num_classes": 9}, "config": {"train.score_class": "melanoma"}})
+    assert not scored_by_auc({"data": {"num_classes": 9}, "config": {"train.score_class": None}})

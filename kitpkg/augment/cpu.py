@@ -9,6 +9,7 @@ whatever the worker count.
 from __future__ import annotations
 
 import difflib
+import random
 import warnings
 from typing import Any, List, Mapping, Optional
 
@@ -49,8 +50,24 @@ def augment_sample(stage: Any, image: np.ndarray, seed: int) -> np.ndarray:
     """Apply a built CPU stage to one HWC uint8 image, deterministically for `seed` (training only)."""
     if stage is None:
         return image
-    stage.set_random_seed(int(seed))  # albumentations 2.x: the pipeline's own generators, not numpy's global one
+    _seed_tree(stage, int(seed))
     return stage(image=image)["image"]
+
+
+def _seed_tree(stage: Any, seed: int) -> None:
+    """Seed every transform of the pipeline: one shared pair of generators, drawn from in pipeline order."""
+    # albumentations 2.x gives each transform its own generators and `set_random_seed` makes a fresh pair for every
+    # one of them: ~220 us a sample for the isic stage's six transforms, one shared pair ~35 us (the whole isic CPU
+    # stage at 384 px: 1.13 -> 1.05 ms a sample, best of 4 on a shared 2-core machine).
+    nodes = [stage]
+    for node in nodes:
+        nodes += list(getattr(node, "transforms", None) or ())
+    if not all(hasattr(n, "random_generator") and hasattr(n, "py_random") for n in nodes):
+        stage.set_random_seed(seed)  # another albumentations layout: its own API
+        return
+    rng, py = np.random.default_rng(seed), random.Random(seed)
+    for node in nodes:
+        node.random_generator, node.py_random = rng, py
 
 
 # --- validation: name the transform that is wrong ------------------------------------------------------------------

@@ -1,26 +1,32 @@
 """ShardDataModule: the LightningDataModule the trainer uses: manifest + fold + transforms -> train/val/test loaders."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
 
 from .dataset import ManifestLike, ShardDataset, as_manifest
 from .loader import ShardLoader
+from .meta import MetaEncoder
 
 
 class ShardDataModule(pl.LightningDataModule):
     """Train on all folds but `fold`, validate on `fold` (None: train on everything, no validation), test on the test
     split. Batches: {"image": uint8 B×3×H×W (unless a transform returns float), "target": long/float (-1 when
-    unlabeled), "id": list[str]}. The train loader is stateful (exact mid-epoch resume from Lightning checkpoints)."""
+    unlabeled), "id": list[str]}, and with `meta` columns "meta": float B×width. The train loader is stateful (exact
+    mid-epoch resume from Lightning checkpoints). `augment` is the built CPU stage (`augment.stages_of(config)[0]`),
+    training only; `class_weights` oversamples training classes (partition.py); `meta` names manifest columns,
+    encoded by `meta_encoder` or, when None, by one fitted on this fold's training samples (`fitted_meta`)."""
 
     def __init__(self, manifest: ManifestLike, fold: Optional[int] = 0, batch_size: int = 64, num_workers: int = 2,
                  seed: int = 42, train_transform: Optional[Callable] = None,
                  eval_transform: Optional[Callable] = None, extra_train: Sequence[ManifestLike] = (),
                  cache_dir: Optional[str] = None, strict: bool = False,
                  image_size: Union[None, int, Tuple[int, int]] = None, eval_batch_size: Optional[int] = None,
-                 shuffle_window: int = 4096, pin_memory: Optional[bool] = None):
+                 shuffle_window: int = 4096, pin_memory: Optional[bool] = None, augment: Any = None,
+                 class_weights: Optional[Mapping[Any, float]] = None, meta: Sequence[str] = (),
+                 meta_encoder: Optional[MetaEncoder] = None):
         super().__init__()
         self.manifest = as_manifest(manifest)
         self.fold, self.batch_size, self.num_workers, self.seed = fold, batch_size, num_workers, seed
@@ -29,12 +35,22 @@ class ShardDataModule(pl.LightningDataModule):
         self.cache_dir, self.strict, self.image_size = cache_dir, strict, image_size
         self.eval_batch_size, self.shuffle_window = eval_batch_size or batch_size, shuffle_window
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.augment, self.class_weights, self.meta = augment, dict(class_weights or {}), list(meta)
+        self._meta_encoder = meta_encoder
         self._train: Optional[ShardLoader] = None
 
     def _dataset(self, split: str, **kwargs: Any) -> ShardDataset:
         """A ShardDataset of `split` with the settings every split shares (a new per-sample option goes here)."""
         return ShardDataset(self.manifest, split, self.fold, seed=self.seed, image_size=self.image_size,
-                            strict=self.strict, cache_dir=self.cache_dir, **kwargs)
+                            strict=self.strict, cache_dir=self.cache_dir, meta=self.fitted_meta(), **kwargs)
+
+    def fitted_meta(self) -> Optional[MetaEncoder]:
+        """The `meta` columns' encoder: given, or fitted once on this fold's training samples (None without meta)."""
+        if self.meta and self._meta_encoder is None:
+            train = ShardDataset(self.manifest, "train", self.fold, extra=self.extra_train, world_size=1, rank=0,
+                                 cache_dir=self.cache_dir)
+            self._meta_encoder = MetaEncoder.fit(self.meta, train.rows(self.meta))
+        return self._meta_encoder
 
     def _loader(self, dataset: ShardDataset) -> ShardLoader:
         dataset.cache_shards(background=True)
@@ -45,7 +61,11 @@ class ShardDataModule(pl.LightningDataModule):
         """The shuffled, stateful training loader (one object per DataModule, so its state survives reloads)."""
         if self._train is None:
             ds = self._dataset("train", batch_size=self.batch_size, transform=self.train_transform,
-                               shuffle_window=self.shuffle_window, extra=self.extra_train)
+                               shuffle_window=self.shuffle_window, extra=self.extra_train, augment=self.augment,
+                               class_weights=self.class_weights)
+            if self.class_weights and ds.partition.rank == 0:
+                print(f"kitpkg: data.sampling.class_weights {self.class_weights}: an epoch holds {ds.epoch_samples} "
+                      f"training samples ({ds.partition.total} in the shards)", flush=True)
             self._train = self._loader(ds)
         return self._train
 
@@ -70,3 +90,12 @@ class ShardDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         """Nothing extra: the train loader's own state is saved by Lightning under "combined_loader"."""
         return {}
+
+
+def config_options(config: Any) -> dict:
+    """The ShardDataModule keywords a Config sets beyond batching: the CPU stage (data.aug), data.sampling and
+    model.meta (the trainer passes them: train/cv.py `make_datamodule`)."""
+    from ..augment.stages import stages_of
+
+    return {"augment": stages_of(config)[0], "class_weights": config.data.sampling.class_weights,
+            "meta": config.model.meta}

@@ -15,13 +15,14 @@ What a worker does per batch (`_batch`), step by step -- and where the next stag
   1. read     `_Reader.read`: each sample's image bytes and the record fields `_fields()` names (the label columns;
               a per-sample metadata column is one more name there).
   2. decode   `decode.decode_image`: RGB HWC uint8, DCT-shrunk towards `image_size`.
-  3. sample   `_sample_stage`: per sample, on HWC uint8 after decode: resize, then `transform`, seeded per batch
-              from (seed, epoch, batch) by `decode.seed_transform` -- so a resumed epoch sees the same draws. A CPU
-              augmentation stage belongs here (HWC uint8 in, HWC uint8 out); without a transform the resize writes
-              straight into the batch buffer (no copy), which is the fast path to keep.
+  3. sample   `_sample_stage`: per sample, on HWC uint8 after decode: resize, then in training the CPU augmentation
+              stage `augment` (`data.aug.cpu`, seeded per sample by `augment.sample_seed(seed, epoch, batch,
+              position)`), then `transform`, seeded per batch from (seed, epoch, batch) by `decode.seed_transform`
+              -- so a resumed epoch sees the same draws. Without a transform the (augmented) image is resized
+              straight into the batch buffer; without either, the decoded image is (no copy): the fast path.
   4. collate  `_collate`: the images into one (recycled, shared) B×H×W×3 buffer, yielded as a B×3×H×W view.
-  5. columns  `_columns`: the other data keys, "target" and "id"; a per-sample metadata column is one more key
-              there (e.g. "meta", a B×k tensor built from the fields read in step 1).
+  5. columns  `_columns`: the other data keys, "target", "id" and with a `meta` encoder "meta" (B×width float32,
+              the `model.meta` columns read in step 1, encoded by `meta.MetaEncoder`).
   6. message  a `message.WorkerMessage` (data batch + buffer ticket + damaged samples + error) to the ShardLoader,
               which yields the data batch alone; outside `serve()` this dataset yields the data batch itself.
 """
@@ -31,12 +32,13 @@ import os
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..augment.cpu import augment_sample, sample_seed
 from ..errors import KitError
 from ..shards.formats import shard_format
 from ..shards.manifest import Manifest, load_manifest
@@ -46,6 +48,7 @@ from .buffers import BatchBuffers, batch_tensor, begin_worker_iteration
 from .cache import ShardCache
 from .decode import Size, apply_transform, as_size, decode_image, resize, seed_transform
 from .message import Damage, LoaderLink, WorkerMessage, report_damage
+from .meta import MetaEncoder, check_meta_columns
 from .partition import Partition, read_runs
 
 SPLITS = ("train", "val", "test")
@@ -142,22 +145,28 @@ class ShardDataset(IterableDataset):
                  transform: Optional[Callable] = None, image_size: Union[None, int, Tuple[int, int]] = None,
                  seed: int = 0, shuffle_window: int = 4096, drop_last: bool = False, strict: bool = False,
                  cache_dir: Optional[str] = None, extra: Sequence[ManifestLike] = (),
-                 world_size: Optional[int] = None, rank: Optional[int] = None):
+                 world_size: Optional[int] = None, rank: Optional[int] = None, augment: Any = None,
+                 meta: Optional[MetaEncoder] = None, class_weights: Optional[Mapping[Any, float]] = None):
         self.manifest = as_manifest(manifest)
         self.split, self.training = split, (split == "train") if training is None else training
         self.sources = [(self.manifest, i) for i in select_shards(self.manifest, split, fold, folds)]
         for other in map(as_manifest, extra):  # extra training data: every train shard of other manifests
             self.sources += [(other, i) for i in select_shards(other, "train", folds=other.folds())]
         self.transform, self.strict, self.seed = transform, strict, int(seed)
+        self.augment = augment if self.training else None  # the CPU stage: training only, never eval/test/predict
+        self.meta = meta
+        for m in {id(m): m for m, _ in self.sources}.values():  # each shard set once
+            check_meta_columns(meta.names if meta else (), m.schema, m.root)
         self.size: Optional[Size] = as_size(image_size)
         self.cache = ShardCache(cache_dir) if cache_dir else None
         if world_size is None or rank is None:
             world_size, rank = _dist_env()
         counts = tuple(m.shards[i].samples for m, i in self.sources)
+        self.labels = [_LabelColumn.of(m, self.manifest) for m, _ in self.sources]
+        weights = self._sample_weights(class_weights) if class_weights and self.training else None
         self.partition = Partition(counts, batch_size, seed=self.seed, shuffle=self.training, window=shuffle_window,
                                    even=self.training, drop_last=drop_last and self.training,
-                                   world_size=world_size, rank=rank)
-        self.labels = [_LabelColumn.of(m, self.manifest) for m, _ in self.sources]
+                                   world_size=world_size, rank=rank, weights=weights)
         # (epoch, first batch) shared with DataLoader workers, persistent ones included: set before each iter()
         self._position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.link: Optional[LoaderLink] = None  # set only inside `serve()`: iterators made then send WorkerMessages
@@ -171,6 +180,24 @@ class ShardDataset(IterableDataset):
         """Batches this rank yields per epoch."""
         return len(self.partition)
 
+    @property
+    def epoch_samples(self) -> int:
+        """Samples an epoch holds across all ranks (more than the shards hold when oversampled: partition.py)."""
+        return self.partition.epoch_total
+
+    def _sample_weights(self, class_weights: Mapping[Any, float]) -> Tuple[float, ...]:
+        """Per-sample repeat weights (partition order) from `data.sampling.class_weights` and the manifest labels."""
+        main = self.labels[0] if self.labels else None
+        by_target = {_class_target(key, main, self.manifest.root): float(w) for key, w in class_weights.items()}
+        out: List[float] = []
+        for (m, i), lab in zip(self.sources, self.labels):
+            shard = m.shards[i]
+            if shard.labels is None:
+                raise KitError(f"{m.root}: data.sampling.class_weights needs the labels of {shard.file}, which the "
+                               "manifest does not store; re-run `kitpkg convert` with the label column")
+            out += [by_target.get(lab.classes.get(v, v) if isinstance(v, str) else v, 1.0) for v in shard.labels]
+        return tuple(out)
+
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Choose the epoch (shuffle order) and the first batch the next iteration yields."""
         self._position[0], self._position[1] = int(epoch), int(start_batch)
@@ -181,6 +208,21 @@ class ShardDataset(IterableDataset):
             return
         order = list(dict.fromkeys(self.partition.rank_stream(0)[:, 0].tolist()))
         self.cache.fetch_all([self.sources[s] for s in order], background=background)
+
+    def rows(self, columns: Sequence[str]) -> Iterator[Dict[str, Any]]:
+        """The `columns` of every sample of this dataset's shards, once each in file order (fitting `model.meta`);
+        damaged samples are left out (they are never trained on either)."""
+        reader = _Reader(self.sources, self.cache, list(columns))
+        try:
+            for source, (m, i) in enumerate(self.sources):
+                for sample in range(m.shards[i].samples):
+                    try:
+                        fields = reader.read(source, sample).fields
+                    except RecordError:
+                        continue
+                    yield {c: fields.get(c) for c in columns}
+        finally:
+            reader.close()
 
     @contextmanager
     def serve(self, pool: Optional[BatchBuffers] = None) -> Iterator[None]:
@@ -238,8 +280,8 @@ class ShardDataset(IterableDataset):
             return None, None, (err.shard, err.offset, err.reason)
 
     def _fields(self) -> List[str]:
-        """The record fields a batch needs besides the image (step 1): the label columns."""
-        return sorted({lab.col for lab in self.labels if lab.col})
+        """The record fields a batch needs besides the image (step 1): the label columns and the meta columns."""
+        return sorted({lab.col for lab in self.labels if lab.col} | set(self.meta.names if self.meta else ()))
 
     def _batch(self, reader: _Reader, stream: np.ndarray, batch: np.ndarray,
                key: Tuple[int, int]) -> Optional[WorkerMessage]:
@@ -258,12 +300,16 @@ class ShardDataset(IterableDataset):
         if self.transform is not None:  # the sample stage's draws: a function of (seed, epoch, batch) only
             seed_transform(self.transform, int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]),
                            globally=get_worker_info() is not None)
-        image, ticket = self._collate([p for _, _, p in slots])
+        seeds = [sample_seed(self.seed, key[0], key[1], i) for i in range(len(slots))] if self.augment else None
+        image, ticket = self._collate([p for _, _, p in slots], seeds)
         return WorkerMessage({"image": image, **self._columns(slots)}, ticket, tuple(damage))
 
     def _columns(self, slots: list) -> Dict[str, Any]:
         """The batch's data keys besides "image" (step 5), one value per sample."""
-        return {"target": self._targets(slots), "id": [r.id for _, r, _ in slots]}
+        columns = {"target": self._targets(slots), "id": [r.id for _, r, _ in slots]}
+        if self.meta is not None:
+            columns["meta"] = torch.tensor([self.meta.transform(r.fields) for _, r, _ in slots], dtype=torch.float32)
+        return columns
 
     def _fill(self, reader: _Reader, stream: np.ndarray, slots: list, pos: int, damage: list) -> None:
         # training keeps batch sizes: fill holes with the next readable samples of the rank stream (wrapping)
@@ -278,8 +324,10 @@ class ShardDataset(IterableDataset):
                 raise KitError(f"no readable sample left in {len(stream)} samples; every shard read is damaged "
                                f"(first: {damage[0][0]} at offset {damage[0][1]}: {damage[0][2]})")
 
-    def _collate(self, images: List[np.ndarray]) -> Tuple[torch.Tensor, Any]:
+    def _collate(self, images: List[np.ndarray], seeds: Optional[List[int]]) -> Tuple[torch.Tensor, Any]:
         size = self.size
+        if seeds is not None:  # the CPU stage (training), on the images at their final size
+            images = [augment_sample(self.augment, resize(img, size), s) for img, s in zip(images, seeds)]
         if self.transform is None:
             if size is None and any(img.shape != images[0].shape for img in images):
                 raise KitError(f"images differ in size ({images[0].shape[:2]} vs others) in {self.manifest.root}; "
@@ -344,6 +392,18 @@ class _LabelColumn:
                 raise KitError(f"{self.root}: sample {record.id!r} has the label {value!r}, which is not one of the "
                                f"classes {list(self.classes)}; fix the label and re-run `kitpkg convert`")
         return -1 if value is None or isinstance(value, (list, str)) else value
+
+
+def _class_target(key: Any, label: Optional[_LabelColumn], root: str) -> Any:
+    """The target a `data.sampling.class_weights` key names: a class name of a text label, else a class index."""
+    classes = label.classes if label else {}
+    if str(key) in classes:
+        return classes[str(key)]
+    try:
+        return int(str(key))
+    except ValueError:
+        raise KitError(f"{root}: data.sampling.class_weights key {key!r} is no class (classes: "
+                       f"{', '.join(classes) or 'numeric labels'})") from None
 
 
 def _data_only(messages: Iterator[WorkerMessage]) -> Iterator[Dict[str, Any]]:

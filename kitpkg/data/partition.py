@@ -4,6 +4,10 @@ Training order (``even=True``):
   1. shards are permuted by a generator seeded with (seed, epoch);
   2. their samples are concatenated in file order and shuffled inside consecutive windows of ``window`` samples
      (a window of 0 or >= the dataset shuffles everything) -- the window trades randomness for read locality;
+     with per-sample ``weights`` (oversampling: `data.sampling.class_weights`) a sample of weight w appears
+     floor(w) times, plus once more for round(frac(w) * n) of the n samples sharing that weight, drawn from
+     (seed, epoch) -- before the window shuffle, so its copies land in one window. An epoch then holds
+     `epoch_total` samples, the same every epoch;
   3. the stream is dealt round-robin to ranks and every rank keeps ``N // world_size`` samples, so the last
      ``N % world_size`` (at most world_size - 1, a different tail each epoch) are dropped and every rank has the same
      number of batches: DDP never waits for a rank that ran out;
@@ -27,8 +31,8 @@ import numpy as np
 
 
 def global_order(counts: Sequence[int], seed: int = 0, epoch: int = 0, shuffle: bool = True,
-                 window: int = 0) -> np.ndarray:
-    """The whole epoch's sample stream as an (N, 2) array of (shard index, sample index)."""
+                 window: int = 0, weights: Optional[Sequence[float]] = None) -> np.ndarray:
+    """The whole epoch's sample stream as an (N, 2) array of (shard index, sample index); `weights`: rule 2."""
     counts = np.asarray(counts, dtype=np.int64)
     shards = np.arange(len(counts))
     rng = np.random.default_rng([int(seed), int(epoch)]) if shuffle else None
@@ -37,11 +41,32 @@ def global_order(counts: Sequence[int], seed: int = 0, epoch: int = 0, shuffle: 
     if not len(shards) or not counts.sum():
         return np.zeros((0, 2), dtype=np.int64)
     stream = np.concatenate([np.stack([np.full(counts[s], s), np.arange(counts[s])], 1) for s in shards])
+    if weights is not None:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        w = np.asarray(weights, dtype=np.float64)[starts[stream[:, 0]] + stream[:, 1]]
+        stream = np.repeat(stream, _copies(w, np.random.default_rng([int(seed), int(epoch), 1])), axis=0)
     if rng is not None:
         size = len(stream) if window <= 0 else int(window)
         for lo in range(0, len(stream), size):
             stream[lo:lo + size] = stream[lo:lo + size][rng.permutation(min(size, len(stream) - lo))]
     return stream
+
+
+def _copies(w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """How often each sample of weight `w` appears in an epoch (rule 2)."""
+    copies = np.floor(w).astype(np.int64)
+    frac = w - copies
+    for f in np.unique(frac[frac > 0]):
+        group = np.flatnonzero(frac == f)
+        copies[rng.choice(group, int(round(f * len(group))), replace=False)] += 1
+    return copies
+
+
+def epoch_size(weights: Sequence[float]) -> int:
+    """Samples an epoch holds with per-sample `weights` (rule 2): the same whatever the seed and epoch."""
+    w = np.asarray(weights, dtype=np.float64)
+    frac = w - np.floor(w)
+    return int(np.floor(w).sum()) + sum(int(round(f * np.sum(frac == f))) for f in np.unique(frac[frac > 0]))
 
 
 def rank_slice(n: int, world_size: int, rank: int, even: bool) -> Tuple[slice, int]:
@@ -73,6 +98,7 @@ class Partition:
     drop_last: bool = False
     world_size: int = 1
     rank: int = 0
+    weights: Optional[Tuple[float, ...]] = None  # per sample, shards concatenated in `counts` order: rule 2
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -80,15 +106,22 @@ class Partition:
         if self.world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {self.world_size}")
         rank_slice(0, self.world_size, self.rank, self.even)  # validates rank
+        if self.weights is not None and len(self.weights) != self.total:
+            raise ValueError(f"weights has {len(self.weights)} entries for {self.total} samples")
 
     @property
     def total(self) -> int:
         """Samples in the selected shards."""
         return int(sum(self.counts))
 
+    @property
+    def epoch_total(self) -> int:
+        """Samples an epoch's stream holds before the split across ranks (`total`, or more/less when oversampled)."""
+        return self.total if self.weights is None else epoch_size(self.weights)
+
     def rank_samples(self) -> int:
         """Samples this rank reads per epoch."""
-        return rank_slice(self.total, self.world_size, self.rank, self.even)[1]
+        return rank_slice(self.epoch_total, self.world_size, self.rank, self.even)[1]
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch."""
@@ -109,7 +142,7 @@ class Partition:
 
     def rank_stream(self, epoch: int) -> np.ndarray:
         """This rank's (shard, sample) stream for an epoch, in the order the trainer sees it."""
-        order = global_order(self.counts, self.seed, epoch, self.shuffle, self.window)
+        order = global_order(self.counts, self.seed, epoch, self.shuffle, self.window, self.weights)
         return order[rank_slice(len(order), self.world_size, self.rank, self.even)[0]]
 
     def batches(self, epoch: int, start_batch: int = 0, num_workers: int = 1, worker_id: int = 0,

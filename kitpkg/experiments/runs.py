@@ -18,7 +18,7 @@ import numpy as np
 from ..config import diff_keys
 from ..errors import KitError
 from ..fsutil import atomic_write_text
-from ..train.runstate import STATE_NAME, RunState
+from ..train.runstate import STATE_NAME, RunState, scored_by_auc
 
 RUNS_ROOT = "runs"
 NO_VALUE = "–"
@@ -51,8 +51,8 @@ class Run:
 
     @property
     def binary(self) -> bool:
-        """One logit (sigmoid) target: scored by AUC."""
-        return self.data.get("num_classes", 1) == 1
+        """Scored by AUC: one logit (sigmoid) target, or one class of many (train.score_class)."""
+        return scored_by_auc(self.state.data)
 
     @property
     def metric(self) -> str:

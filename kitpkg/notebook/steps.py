@@ -12,7 +12,6 @@ from typing import Optional, Sequence, Union
 from ..env import WEIGHT_SUFFIXES, Environment
 from ..errors import KitError
 from ..fsutil import atomic_copy
-from ..shards.formats import DEFAULT_FORMAT
 from .restore import restore_run
 
 PathLike = Union[str, os.PathLike]
@@ -20,8 +19,9 @@ LR_CACHE = "lr_suggestion.json"  # {config hash: suggestion}: the notebook's re-
 
 
 def demo_shards(env: Environment, image_size: int = 384, *, patients: int = 120, folds: int = 5,
-                fmt: str = DEFAULT_FORMAT, width: int = 768, height: int = 512) -> Path:
-    """Make the synthetic demo data on local disk and convert it into env.data_dir (skipped once converted)."""
+                fmt: Optional[str] = None, width: int = 768, height: int = 512) -> Path:
+    """Make the synthetic demo data on local disk and convert it into env.data_dir (skipped once converted); `fmt`
+    None = convert's default format (this module stays importable without the shard codecs' dependencies)."""
     out = env.data_dir / "demo-shards"
     if (out / str(image_size) / "manifest.json").is_file():
         print(f"kitpkg: demo shards already in {out / str(image_size)}", flush=True)
@@ -29,7 +29,8 @@ def demo_shards(env: Environment, image_size: int = 384, *, patients: int = 120,
     from ..demo import demo_shards as make_demo_shards
 
     # JPEGs go to local scratch (thousands of small files are what Drive handles worst); only shards go to data_dir
-    make_demo_shards(env.scratch_dir / "demo-source", out, image_size, fmt=fmt, folds=folds, shard_samples=256,
+    formats = {"fmt": fmt} if fmt else {}
+    make_demo_shards(env.scratch_dir / "demo-source", out, image_size, **formats, folds=folds, shard_samples=256,
                      overwrite=True, progress=not os.environ.get("KITPKG_NO_PROGRESS"), n_patients=patients,
                      images_per_patient=4, n_test=max(10, patients // 2), width=width, height=height, seed=0)
     return out / str(image_size)

@@ -82,6 +82,16 @@ def _lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _augment_preview(args: argparse.Namespace) -> int:
+    from .preview import write_preview
+    from .runstate import run_directory
+
+    config = _load(args)
+    out = args.out or run_directory(args.run_dir or config.output.run_dir) / "augment_preview.png"
+    print(f"augment preview: {write_preview(config, out, n=args.n, fold=args.fold)}")
+    return 0
+
+
 def _pseudo(args: argparse.Namespace) -> int:
     from .pseudo import make_pseudo_labels
 
@@ -136,6 +146,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep")
     p.add_argument("--write-config", action="store_true", help="write the suggestion into optim.lr of the YAML")
     p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("augment-preview", help="a PNG grid of training samples as the model sees them (CPU + GPU "
+                                              "augmentation stages)")
+    _common(p)
+    p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/augment_preview.png)")
+    p.add_argument("--n", type=int, default=16, help="samples shown (default 16)")
+    p.add_argument("--fold", type=int, default=None, help="the fold whose training data is shown (default: first)")
+    p.set_defaults(func=_augment_preview)
 
     p = sub.add_parser("pseudo", help="turn confident test predictions into a labelled (training-only) shard set")
     p.add_argument("--run", default=None, help="a run directory (its test_predictions.csv and shards are used)")

@@ -26,7 +26,11 @@ from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
 from .checkpoint import (BEST, KillSwitch, RunCheckpoints, is_intact, latest_intact, load_checkpoint, resumable,
                          warn_skipped)
+from .ema import prediction_state
+from .init_from import init_fold
+from .meta_head import fold_meta
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
+from .stopping import early_stopping
 from .timing import device_fields
 from .trainer import build_trainer, resolve_device, safe_load_kwargs
 
@@ -67,16 +71,25 @@ class RunData:
     manifest: Manifest
     extras: List[Manifest]
     num_classes: int
+    score_index: Optional[int] = None  # train.score_class as a target index (scoring.py)
+    init_source: Optional[str] = None  # config hash of the model.init_from run (init_from.py)
 
     @property
     def binary(self) -> bool:
         """One logit (sigmoid) target."""
         return self.num_classes == 1
 
+    @property
+    def scored_binary(self) -> bool:
+        """Scored as a binary task (AUC): one logit, or one class of many (train.score_class)."""
+        return self.binary or self.score_index is not None
+
     def fingerprints(self) -> Dict[str, Any]:
-        """What state.json records to recognise these shard sets wherever they are mounted."""
-        return {"manifest": manifest_fingerprint(self.manifest), "num_classes": self.num_classes,
-                "extra_train": [manifest_fingerprint(m) for m in self.extras]}
+        """What state.json records to recognise these shard sets (and the model.init_from run) wherever they are
+        mounted."""
+        prints = {"manifest": manifest_fingerprint(self.manifest), "num_classes": self.num_classes,
+                  "extra_train": [manifest_fingerprint(m) for m in self.extras]}
+        return {**prints, "init_from": self.init_source} if self.init_source else prints
 
 
 def load_data(config: Config) -> RunData:
@@ -88,8 +101,12 @@ def load_data(config: Config) -> RunData:
         raise KitError(f"data.shards: {manifest.root} is a pseudo-label set; add it under data.extra_train "
                        "(training only), never as the validation data")
     extras = [load_manifest(resolve_manifest_path(p, config.data.image_size)) for p in config.data.extra_train]
+    from .init_from import source_identity
+    from .scoring import score_class_index
+
     num_classes = config.model.num_classes or _infer_classes(manifest)
-    return RunData(manifest, extras, num_classes)
+    score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
+    return RunData(manifest, extras, num_classes, score_index, source_identity(config.model.init_from))
 
 
 def _infer_classes(manifest: Manifest) -> int:
@@ -111,23 +128,25 @@ def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
     return monitor, ("min" if monitor == "val_loss" else "max")
 
 
-def make_module(config: Config, data: RunData, load_pretrained: bool):
-    """The KitModule for this config (channels_last resolved for the accelerator)."""
+def make_module(config: Config, data: RunData, load_pretrained: bool, meta: Any = None):
+    """The KitModule for this config (channels_last resolved for the accelerator); `meta`: the fold's MetaEncoder."""
     from .model import KitModule
 
-    module = KitModule(config, data.num_classes, load_pretrained=load_pretrained)
+    module = KitModule(config, data.num_classes, load_pretrained=load_pretrained,
+                       meta=meta.state_dict() if meta is not None else None, score_index=data.score_index)
     module.channels_last = resolve_device(config).channels_last
     return module
 
 
-def make_datamodule(config: Config, data: RunData, fold: Optional[int]):
-    """The ShardDataModule of one fold (extra_train sets go to training only)."""
+def make_datamodule(config: Config, data: RunData, fold: Optional[int], meta: Any = None):
+    """The ShardDataModule of one fold (extra_train sets go to training only); `meta`: the fold's MetaEncoder (None:
+    fitted on the fold's training samples when model.meta is set)."""
     from ..data.datamodule import ShardDataModule, config_options
 
     return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
                            num_workers=config.data.num_workers, seed=config.train.seed, extra_train=data.extras,
                            image_size=config.data.image_size, cache_dir=config.data.cache_dir,
-                           **config_options(config))
+                           meta_encoder=meta, **config_options(config))
 
 
 def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
@@ -141,12 +160,18 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     ckpt_dir = state.run_dir / f"fold{k}" / "ckpt"
     resume, trained = resume_point(state, k)
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
-    module = make_module(config, data, load_pretrained=resume is None and not trained)
-    dm = make_datamodule(config, data, k)
+    meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
+    fresh = resume is None and not trained
+    module = make_module(config, data, load_pretrained=fresh and not config.model.init_from, meta=meta)
+    if fresh and config.model.init_from:
+        init_fold(module, config.model.init_from, data, k)
+    dm = make_datamodule(config, data, k, meta)
     throughput = Throughput()
-    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints,
-                            *monitor_of(config, data.binary))
-    trainer = build_trainer(config, callbacks=[writer, KillSwitch(k), throughput])  # Throughput last: see timing.py
+    monitor = monitor_of(config, data.scored_binary)
+    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor)
+    # early stopping before the writer: the checkpoint written after a validation holds its updated patience count
+    trainer = build_trainer(config, callbacks=[*early_stopping(config, *monitor), writer, KillSwitch(k),
+                                               throughput])  # Throughput last: see timing.py
     started = time.perf_counter()
     if not trained:
         fit(trainer, module, dm, state, k, resume)
@@ -155,8 +180,9 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     frame, test_frame = predict_fold(trainer, module, dm, data, k, state.run_dir / f"fold{k}" / "parts")
     if is_rank_zero():
         figures = {"wall_s": round(time.perf_counter() - started, 2), **throughput.figures(trainer.world_size)}
-        record_fold(state, k, frame, test_frame, data.binary, config.predict.average, best_epoch=best_epoch,
-                    **figures, **loader_figures(config, data, k, trained), **device_fields(config, trainer.world_size))
+        record_fold(state, k, frame, test_frame, data, config.predict.average, best_epoch=best_epoch,
+                    **figures, **loader_figures(config, data, k, trained, meta),
+                    **device_fields(config, trainer.world_size))
     trainer.strategy.barrier("kitpkg-fold-done")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -189,7 +215,7 @@ def fit(trainer: Any, module: Any, dm: Any, state: RunState, k: int, resume: Opt
 def reload_best(module: Any, run_dir: Path, k: int) -> Optional[int]:
     """Load fold k's best weights (see best_checkpoint) into `module`; return the epoch they come from."""
     ckpt = load_checkpoint(_fold_weights(run_dir, k))
-    module.load_state_dict(ckpt["state_dict"])
+    module.load_state_dict(prediction_state(ckpt))  # the EMA's weights when train.ema is on
     return ckpt.get("epoch")
 
 
@@ -204,27 +230,27 @@ def predict_fold(trainer: Any, module: Any, dm: Any, data: RunData, k: int, part
     return frame, test_frame
 
 
-def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, binary: bool, space: str, **fields: Any
+def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunData, space: str, **fields: Any
                 ) -> None:
     """Write fold k's results: oof_fold{k}.csv (from the scores frame: id, target, s*), test_fold{k}.csv (id, s*),
     then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
     from .report import fold_score
 
-    oof = P.oof_rows(frame, k, binary, space)
+    oof = P.oof_rows(frame, k, data.binary, space, data.score_index)
     P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
     if test_frame is not None:
         P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.run_dir / f"test_fold{k}.csv")
-    state.update_fold(k, status="done", score=fold_score(oof, binary), samples=len(oof), **fields)
+    state.update_fold(k, status="done", score=fold_score(oof, data.scored_binary), samples=len(oof), **fields)
 
 
-def loader_figures(config: Config, data: RunData, k: int, trained: bool) -> Dict[str, float]:
+def loader_figures(config: Config, data: RunData, k: int, trained: bool, meta: Any = None) -> Dict[str, float]:
     """{"loader_img_s": …} of fold k's training loader alone (see timing.py); nothing when the fold was not trained
     by this process."""
     from .timing import loader_rate
 
     if trained:
         return {}
-    rate = loader_rate(make_datamodule(config, data, k).train_dataloader())
+    rate = loader_rate(make_datamodule(config, data, k, meta).train_dataloader())
     return {} if rate is None else {"loader_img_s": rate}
 
 
@@ -296,7 +322,7 @@ def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVR
     """The scores of the finished folds among `all_folds` (mean ± std), the others pending; nothing written."""
     import numpy as np
 
-    result = CVResult(state.run_dir, "auc" if data.binary else "accuracy")
+    result = CVResult(state.run_dir, "auc" if data.scored_binary else "accuracy")
     result.scores = {k: float(state.fold(k)["score"]) for k in all_folds if state.is_done(k)}
     result.pending = [k for k in all_folds if not state.is_done(k)]
     if result.scores:
@@ -320,10 +346,10 @@ def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[i
                        f"delete the oof_fold*.csv files and re-run")
     result.oof_path = state.run_dir / "oof.csv"
     P.write_csv(oof, result.oof_path)
-    result.oof_score = fold_score(oof, data.binary)
+    result.oof_score = fold_score(oof, data.scored_binary)
     tests = [state.run_dir / f"test_fold{k}.csv" for k in all_folds]
     if all(p.exists() for p in tests) and tests:
-        result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data.binary,
+        result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data,
                                                     state.run_dir / "submission.csv",
                                                     state.run_dir / "test_predictions.csv")
     state.set("cv", {"metric": monitor, "mean": result.mean, "std": result.std, "oof": result.oof_score,
@@ -343,9 +369,10 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
     parts = []
     trainer = build_trainer(config)
     for k in done:
-        module = make_module(config, data, load_pretrained=False)
-        module.load_state_dict(load_checkpoint(_fold_weights(state.run_dir, k))["state_dict"])
-        dm = make_datamodule(config, data, k)
+        meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
+        module = make_module(config, data, load_pretrained=False, meta=meta)
+        module.load_state_dict(prediction_state(load_checkpoint(_fold_weights(state.run_dir, k))))
+        dm = make_datamodule(config, data, k, meta)
         frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.run_dir / f"fold{k}" / "parts", "test",
                                 P.fold_ids(data.manifest, "test"))
         parts.append(frame)
@@ -353,12 +380,12 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
         return Path(out or state.run_dir / "submission.csv")
     path = Path(out) if out else state.run_dir / "submission.csv"
     predictions = path.with_name(path.stem + "_predictions.csv") if out else state.run_dir / "test_predictions.csv"
-    return write_test_outputs(parts, config, data.binary, path, predictions)
+    return write_test_outputs(parts, config, data, path, predictions)
 
 
-def write_test_outputs(parts: Sequence[Any], config: Config, binary: bool, submission: Path, predictions: Path
+def write_test_outputs(parts: Sequence[Any], config: Config, data: RunData, submission: Path, predictions: Path
                        ) -> Path:
     """Average the folds' test scores; write the full predictions and the competition's submission file."""
-    test = P.average_test(parts, binary, config.predict.average)
+    test = P.average_test(parts, data.binary, config.predict.average, data.score_index)
     P.write_csv(test, predictions)
     return P.write_submission(test, submission, config.output.id_col, config.output.pred_col)

@@ -1,7 +1,7 @@
 """Losses for binary (one logit) and multi-class targets: BCE / CE with label smoothing, and focal."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,15 @@ def _smooth_binary(target: torch.Tensor, smoothing: float) -> torch.Tensor:
     return target * (1.0 - smoothing) + 0.5 * smoothing
 
 
-def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: float = 2.0) -> LossFn:
-    """loss(logits, target): `kind` bce/ce/focal (auto: bce binary, ce multi-class); binary when num_classes == 1."""
+def loss_of(train: Any, num_classes: int) -> LossFn:
+    """make_loss from a TrainConfig (train.loss, label_smoothing, focal_gamma, pos_weight)."""
+    return make_loss(train.loss, num_classes, train.label_smoothing, train.focal_gamma, train.pos_weight)
+
+
+def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: float = 2.0,
+              pos_weight: Optional[float] = None) -> LossFn:
+    """loss(logits, target): `kind` bce/ce/focal (auto: bce binary, ce multi-class); binary when num_classes == 1;
+    `pos_weight` scales the positive term of a binary loss (as BCEWithLogitsLoss's pos_weight)."""
     binary = num_classes == 1
     if kind == "auto":
         kind = "bce" if binary else "ce"
@@ -27,10 +34,18 @@ def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: 
         raise KitError("train.loss: ce needs model.num_classes >= 2; use bce (or focal) for a binary target")
     if kind == "bce" and not binary:
         raise KitError("train.loss: bce needs a binary target (model.num_classes 1); use ce or focal")
+    if pos_weight is not None and not binary:
+        raise KitError("train.pos_weight: only for a binary target (one logit); with several classes balance them "
+                       "with data.sampling.class_weights")
+    weight = None if pos_weight is None else torch.tensor([float(pos_weight)])
+
+    def binary_each(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = None if weight is None else weight.to(logits.device)
+        return F.binary_cross_entropy_with_logits(logits, _smooth_binary(target, label_smoothing), pos_weight=w,
+                                                  reduction="none")
 
     def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.view(-1).float(),
-                                                  _smooth_binary(target.view(-1).float(), label_smoothing))
+        return binary_each(logits.view(-1).float(), target.view(-1).float()).mean()
 
     def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target.long().view(-1), label_smoothing=label_smoothing)
@@ -39,7 +54,7 @@ def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: 
         # focal = (1 - p_t)^gamma * CE; p_t from the unsmoothed target so the weighting stays a confidence measure
         if binary:
             logits, t = logits.view(-1).float(), target.view(-1).float()
-            ce_each = F.binary_cross_entropy_with_logits(logits, _smooth_binary(t, label_smoothing), reduction="none")
+            ce_each = binary_each(logits, t)
             p = torch.sigmoid(logits)
             p_t = p * t + (1 - p) * (1 - t)
         else:

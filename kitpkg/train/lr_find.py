@@ -1,9 +1,14 @@
-"""LR finder: Lightning's Tuner.lr_find on one fold's training data; plot + suggestion saved into the run directory."""
+"""LR finder: Lightning's Tuner.lr_find on one fold's training data; plot + suggestion saved into the run directory.
+
+With `optim.lookahead: true` the sweep runs on the base optimizer alone: Lookahead pulls the weights back to its slow
+copy every k steps, which makes the loss-vs-LR curve saw-toothed and shifts the suggestion. The plot says so.
+"""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+import dataclasses
 from typing import Any, Dict, Optional
 
 from ..config import Config, write_config_value
@@ -19,6 +24,7 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     from pytorch_lightning.tuner import Tuner
 
     from .cv import build_trainer, load_data, make_datamodule, make_module
+    from .meta_head import fold_meta
     from .report import plot_lr_find
 
     from .model import check_components
@@ -31,18 +37,21 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     run_dir = run_directory(run_dir or config.output.run_dir)
     check_components(config, data.num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
-    module = make_module(config, data, load_pretrained=True)
-    dm = make_datamodule(config, data, fold)
+    sweep = sweep_config(config)
+    meta = fold_meta(sweep, data, run_dir, fold, is_writer=False)  # the encoding cv fits for this fold (not stored)
+    module = make_module(sweep, data, load_pretrained=True, meta=meta)
+    dm = make_datamodule(sweep, data, fold, meta)
     with tempfile.TemporaryDirectory(prefix="kitpkg-lrfind-") as tmp:  # Tuner's temporary checkpoint stays local
         # the sweep is num_training steps however short an epoch is (Tuner stops it by max_steps)
-        trainer = build_trainer(config, default_root_dir=tmp, max_epochs=10_000)
+        trainer = build_trainer(sweep, default_root_dir=tmp, max_epochs=10_000)
         finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=min_lr, max_lr=max_lr,
                                         num_training=num_training, update_attr=False, early_stop_threshold=None)
     if finder is None:
         raise KitError("lr-find: the LR finder returned nothing (too few training batches?)")
     suggestion = finder.suggestion()
     result = {"lr": [float(x) for x in finder.results["lr"]], "loss": [float(x) for x in finder.results["loss"]],
-              "suggestion": float(suggestion) if suggestion is not None else None, "fold": fold}
+              "suggestion": float(suggestion) if suggestion is not None else None, "fold": fold,
+              "optimizer": sweep.optim.name, "title": sweep_title(config)}
     atomic_write_text(run_dir / "lr_find.json", json.dumps(result))
     result["plot"] = str(run_dir / plot_lr_find(result, run_dir / "lr_find.png"))
     if write_config:
@@ -52,6 +61,20 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
             raise KitError("lr-find --write-config: the config did not come from a file")
         write_config_value(config.source, "optim.lr", float(f"{result['suggestion']:.3g}"))
     return result
+
+
+def sweep_config(config: Config) -> Config:
+    """The config the sweep trains with: the base optimizer when optim.lookahead is on (see the module docstring)."""
+    if not config.optim.lookahead:
+        return config
+    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, lookahead=False))
+
+
+def sweep_title(config: Config) -> str:
+    """The plot's title: which optimizer the sweep ran."""
+    if config.optim.lookahead:
+        return f"LR finder: base optimizer {config.optim.name} (Lookahead off for the sweep)"
+    return f"LR finder: {config.optim.name}"
 
 
 def _check_sweep(num_training: int, min_lr: float, max_lr: float) -> None:

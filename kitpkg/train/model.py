@@ -6,14 +6,19 @@ timm's data config for the model), so the loader ships 4× fewer bytes and nothi
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
 
 from ..config import PATH_KEYS, Config, ModelConfig, to_dict
+from ..data.meta import MetaEncoder
 from ..errors import KitError
-from .losses import make_loss
+from .ema import CKPT_KEY, KitEma
+from .losses import loss_of
+from .mixing import build_mixing, soft_cross_entropy
+from .meta_head import MetaNet, backbone_of
+from .scoring import scored_target
 from .weights import create_from_weights
 
 
@@ -31,6 +36,14 @@ def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool 
     except (OSError, RuntimeError, ConnectionError) as err:
         raise KitError(f"model.pretrained: could not fetch {cfg.name} weights ({type(err).__name__}); without "
                        f"internet set model.weights to a local weights file or folder") from err
+
+
+def create_classifier(cfg: ModelConfig, num_classes: int, load_pretrained: bool, meta_width: int = 0
+                      ) -> torch.nn.Module:
+    """The timm model, or with a metadata input (`meta_width` > 0) its pooled features joined to a meta MLP."""
+    if not meta_width:
+        return create_timm_model(cfg, num_classes, load_pretrained)
+    return MetaNet(create_timm_model(cfg, 0, load_pretrained), meta_width, num_classes)
 
 
 def _create(name: str, **kwargs: Any) -> torch.nn.Module:
@@ -79,33 +92,51 @@ def portable_config(config: Config) -> Dict[str, Any]:
 
 
 class KitModule(pl.LightningModule):
-    """A timm classifier trained from a kitpkg Config (binary: one logit; multi-class: one logit per class)."""
+    """A timm classifier trained from a kitpkg Config (binary: one logit; multi-class: one logit per class).
 
-    def __init__(self, config: Config, num_classes: int, load_pretrained: bool = False):
+    `meta`: the fitted MetaEncoder's state (model.meta: a metadata branch, meta_head.py); `score_index`: the class
+    train.score_class scores (its AUC is the validation metric, scoring.py)."""
+
+    def __init__(self, config: Config, num_classes: int, load_pretrained: bool = False,
+                 meta: Optional[Dict[str, Any]] = None, score_index: Optional[int] = None):
         super().__init__()
         # hyperparameters as plain data (never the Config object: checkpoints must load with weights_only=True),
         # without paths; `model.weights` is read once, here, when load_pretrained
-        self.save_hyperparameters({"config": portable_config(config), "num_classes": int(num_classes)})
+        self.save_hyperparameters({"config": portable_config(config), "num_classes": int(num_classes), "meta": meta,
+                                   "score_index": score_index})
         self.cfg = config
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 1
-        self.model = create_timm_model(self.cfg.model, self.num_classes, load_pretrained)
+        self.score_index = score_index
+        self.meta_width = MetaEncoder.from_state(meta).width if meta else 0
+        self.model = create_classifier(self.cfg.model, self.num_classes, load_pretrained, self.meta_width)
         from timm.data import resolve_model_data_config
 
-        data_cfg = resolve_model_data_config(self.model)
+        data_cfg = resolve_model_data_config(backbone_of(self.model))
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
         train = self.cfg.train
-        self.loss_fn = make_loss(train.loss, self.num_classes, train.label_smoothing, train.focal_gamma)
+        self.loss_fn = loss_of(train, self.num_classes)
         self.channels_last = False  # set by the runner from train.channels_last and the accelerator
         self._compiled: Optional[torch.nn.Module] = None
         self._make_metrics()
         self._epoch_loss = [-1, 0.0, 0]  # (epoch, loss sum, count) of the running train loss; saved in checkpoints
+        self._init_recipe()
+
+    def _init_recipe(self) -> None:
+        """The training recipe beside the network: GPU augmentation stage, mixup/cutmix, weight EMA."""
+        from ..augment.gpu import build_gpu_stage
+        from ..augment.stages import stage_specs
+
+        train = self.cfg.train
+        self.gpu_stage = build_gpu_stage(stage_specs(self.cfg.data.aug)[1])
+        self.mixing = build_mixing(train.mixup, self.num_classes, train.loss)
+        self.ema = KitEma(train.ema) if train.ema is not None else None
 
     def _make_metrics(self) -> None:
         from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
-        if self.binary:
+        if self.binary or self.score_index is not None:
             self.val_metric = BinaryAUROC()
             self.metric_name = "val_auc"
         else:
@@ -121,21 +152,36 @@ class KitModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-sample random flips/transposes (data.aug), drawn from the step-seeded CPU generator."""
-        aug = self.cfg.data.aug
-        draws = torch.rand(images.shape[0], 3)  # CPU draw: the same numbers on any device
-        square = images.shape[-1] == images.shape[-2]
-        for flag, enabled, view in ((0, aug.hflip, "hflip"), (1, aug.vflip, "vflip"),
-                                    (2, aug.transpose and square, "transpose")):
-            if enabled:
-                mask = (draws[:, flag] < 0.5).to(images.device).view(-1, 1, 1, 1)
-                images = torch.where(mask, apply_view(images, view), images)
-        return images
+    def augment(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The GPU stage of data.aug (preset / gpu list / the old flip flags) on a training batch, float 0..1 out;
+        draws from `generator`, by default torch's CPU generator, which on_train_batch_start seeds every step."""
+        if self.gpu_stage is None:
+            return images
+        return self.gpu_stage(images, generator if generator is not None else torch.default_generator)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B×num_classes) of a raw image batch."""
+    def train_view(self, images: torch.Tensor, target: torch.Tensor, batch_idx: int
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(images, targets) the loss sees: augmented, then mixed (train.mixup, until its off_epoch)."""
+        images = self.augment(images)
+        if self.mixing is None or not self.mixing.active(self.current_epoch):
+            return images, target
+        return self.mixing(images, target, step_seed(self.cfg.train.seed, self.current_epoch, batch_idx,
+                                                     self.global_rank, 2))
+
+    def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
+        if target.ndim == 2 and not self.binary:
+            return soft_cross_entropy(logits, target)
+        return self.loss_fn(logits, target)
+
+    def forward(self, images: torch.Tensor, meta: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits (B×num_classes) of a raw image batch (and its batch["meta"] when the model has a meta branch)."""
         net = self._compiled or self.model
+        if self.meta_width:
+            if meta is None:
+                raise KitError("model.meta: the batch has no \"meta\" columns; build the data module with the "
+                               "config's model.meta (train/cv.py make_datamodule)")
+            return net(self.preprocess(images), meta)
         return net(self.preprocess(images))
 
     def setup(self, stage: str) -> None:
@@ -151,8 +197,8 @@ class KitModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank))
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images = self.augment(batch["image"])
-        loss = self.loss_fn(self(images), batch["target"])
+        images, target = self.train_view(batch["image"], batch["target"], batch_idx)
+        loss = self.train_loss(self(images, batch.get("meta")), target)
         if self._epoch_loss[0] != self.current_epoch:  # keyed by epoch: a mid-epoch resume keeps the restored sum
             self._epoch_loss = [self.current_epoch, 0.0, 0]
         self._epoch_loss[1] += float(loss.detach()) * len(batch["id"])
@@ -166,13 +212,16 @@ class KitModule(pl.LightningModule):
         return total / count if count and epoch == self.current_epoch else None
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch["image"])
+        logits = self(batch["image"], batch.get("meta"))
         target = batch["target"]
         loss = self.loss_fn(logits, target)
         n = len(batch["id"])
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
         if self.binary:
             self.val_metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
+        elif self.score_index is not None:
+            self.val_metric.update(logits.float().softmax(-1)[:, self.score_index],
+                                   scored_target(target.view(-1).long(), self.score_index))
         else:
             self.val_metric.update(logits.float().argmax(-1), target.view(-1).long())
         self.log(self.metric_name, self.val_metric, on_epoch=True, prog_bar=True, batch_size=n)
@@ -182,16 +231,38 @@ class KitModule(pl.LightningModule):
         views = ["identity", *self.cfg.predict.tta]
         total = None
         for view in views:
-            logits = self(apply_view(batch["image"], view)).float()
+            logits = self(apply_view(batch["image"], view), batch.get("meta")).float()
             score = logits if self.cfg.predict.average == "logit" else to_prob(logits, self.binary)
             total = score if total is None else total + score
         return {"id": list(batch["id"]), "target": batch["target"].detach().cpu(), "score": (total / len(views)).cpu()}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["kitpkg_epoch_loss"] = list(self._epoch_loss)
+        if self.ema is not None:
+            checkpoint[CKPT_KEY] = self.ema.state()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._epoch_loss = list(checkpoint.get("kitpkg_epoch_loss", [-1, 0.0, 0]))
+        if self.ema is not None:
+            self.ema.load(checkpoint.get(CKPT_KEY))
+
+    # --- weight EMA (train.ema): updated after every optimizer step, swapped in for validation -----------------------
+    def on_fit_start(self) -> None:
+        if self.ema is not None:
+            self.ema.start(self)  # on the device now; a resumed average was loaded by on_load_checkpoint
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:  # here, not in on_train_batch_end: callbacks (checkpoints) run before that hook
+            self.ema.update(self, self.global_step)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.ema is not None:
+            self.ema.swap(self)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.ema is not None:
+            self.ema.swap(self)
 
     # --- optimizer and schedule --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -277,7 +348,8 @@ def check_components(config: Config, num_classes: int) -> None:
 
     if not timm.is_model(config.model.name):
         raise KitError(f"model.name: unknown timm model {config.model.name!r} (see timm.list_models())")
-    make_loss(config.train.loss, num_classes, config.train.label_smoothing, config.train.focal_gamma)
+    loss_of(config.train, num_classes)
+    build_mixing(config.train.mixup, num_classes, config.train.loss)
     optimizer = build_optimizer(torch.nn.Linear(1, 1), config)
     if config.sched.name != "none":
         build_scheduler(optimizer, config, 1 if config.sched.per_update else 0)

@@ -17,6 +17,7 @@ import torch
 from ..errors import KitError
 from ..fsutil import atomic_write_text
 from .model import scores_to_prob
+from .scoring import scored_target
 
 
 def score_columns(num_classes: int) -> List[str]:
@@ -83,28 +84,33 @@ def _in_order(frame: pd.DataFrame, expected_ids: Sequence[str], name: str) -> pd
     return frame.set_index("id").loc[list(expected_ids)].reset_index()
 
 
-def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str) -> pd.DataFrame:
-    """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame."""
+def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str, score_index: Optional[int] = None
+             ) -> pd.DataFrame:
+    """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame; with
+    `score_index` (train.score_class) target is 1 for that class and 0 else, prediction its probability."""
     cols = _score_cols(frame)
     probs = scores_to_prob(torch.tensor(frame[cols].to_numpy()), binary, space).numpy()
-    out = pd.DataFrame({"id": frame["id"], "fold": fold,
-                        "target": frame["target"] if binary else frame["target"].astype(int)})
-    return _add_predictions(out, probs, binary)
+    target = frame["target"] if binary else scored_target(frame["target"].astype(int), score_index)
+    out = pd.DataFrame({"id": frame["id"], "fold": fold, "target": target})
+    return _add_predictions(out, probs, binary, score_index)
 
 
-def _add_predictions(out: pd.DataFrame, probs: np.ndarray, binary: bool) -> pd.DataFrame:
-    """prediction = P(positive) (binary) or the argmax class with prob_0..prob_{C-1} beside it (multi-class)."""
+def _add_predictions(out: pd.DataFrame, probs: np.ndarray, binary: bool, score_index: Optional[int] = None
+                     ) -> pd.DataFrame:
+    """prediction = P(positive) (binary) or the argmax class with prob_0..prob_{C-1} beside it (multi-class), or
+    P(class `score_index`) with them (train.score_class)."""
     if binary:
         out["prediction"] = probs[:, 0]
         return out
-    out["prediction"] = probs.argmax(1)
+    out["prediction"] = probs.argmax(1) if score_index is None else probs[:, score_index]
     for c in range(probs.shape[1]):
         out[f"prob_{c}"] = probs[:, c]
     return out
 
 
-def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str) -> pd.DataFrame:
-    """Mean over folds of test score frames (same ids, same order) -> id, prediction (+ prob_c)."""
+def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str, score_index: Optional[int] = None
+                 ) -> pd.DataFrame:
+    """Mean over folds of test score frames (same ids, same order) -> id, prediction (+ prob_c); see oof_rows."""
     if not parts:
         raise KitError("no test predictions to average (the manifest has no test split?)")
     cols = _score_cols(parts[0])
@@ -113,7 +119,7 @@ def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str) -> pd.
             raise KitError("test predictions of the folds cover different ids; re-run `kitpkg predict`")
     mean = np.mean([p[cols].to_numpy() for p in parts], axis=0)
     probs = scores_to_prob(torch.tensor(mean), binary, space).numpy()
-    return _add_predictions(pd.DataFrame({"id": parts[0]["id"].astype(str)}), probs, binary)
+    return _add_predictions(pd.DataFrame({"id": parts[0]["id"].astype(str)}), probs, binary, score_index)
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:

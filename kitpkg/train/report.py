@@ -126,7 +126,7 @@ def plot_lr_find(result: Dict, path: Path) -> str:
     if result.get("suggestion"):
         ax.axvline(result["suggestion"], color="red", ls="--", label=f"suggestion {result['suggestion']:.2e}")
         ax.legend(fontsize=8)
-    ax.set(xlabel="learning rate", ylabel="loss", title="LR finder")
+    ax.set(xlabel="learning rate", ylabel="loss", title=result.get("title", "LR finder"))
     return save_figure(fig, path)
 
 
@@ -141,12 +141,12 @@ def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:
 def write_report(run_dir: Path) -> Path:
     """Write report.md and its PNGs into the run directory; return the report path."""
     run_dir = Path(run_dir)
-    from .runstate import RunState
+    from .runstate import RunState, scored_by_auc
 
     run = RunState.read(run_dir)
     state = run.data
     folds = {k: v for k, v in run.folds().items() if v.get("status") == "done"}
-    binary = state.get("data", {}).get("num_classes", 1) == 1
+    binary = scored_by_auc(state)
     metric = "AUC" if binary else "accuracy"
     lines: List[str] = [f"# CV report: {run_dir.name}", ""]
     config = state.get("config", {})

@@ -220,6 +220,13 @@ class RunState:
         return self.data.get(key, default)
 
 
+def scored_by_auc(state: Dict[str, Any]) -> bool:
+    """Whether a run (its state.json data) is scored as binary, by AUC: one logit, or one class of many
+    (`train.score_class`, whose OOF `prediction` is that class's probability and `target` 0/1)."""
+    one_logit = state.get("data", {}).get("num_classes", 1) == 1
+    return one_logit or state.get("config", {}).get("train.score_class") is not None
+
+
 def relpath(path: Path, run_dir: Path) -> str:
     """`path` relative to the run dir (so the run dir stays movable)."""
     return os.path.relpath(path, run_dir)

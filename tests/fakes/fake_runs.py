@@ -94,7 +94,7 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
         if test is not None:
             tf = P.pd.DataFrame(test[all_folds.index(k)], columns=P.score_columns(oof.shape[1]))
             tf.insert(0, "id", P.fold_ids(manifest, "test"))
-        record_fold(state, k, frame, tf, data.binary, "prob")
+        record_fold(state, k, frame, tf, data, "prob")
     if done is None:
         with mock.patch("kitpkg.train.report.write_report"):  # its plots cost seconds and are not what is tested
             finish(cfg, data, state, all_folds)

@@ -1,0 +1,73 @@
+"""Patient metadata as model input (`model.meta`): an MLP on batch["meta"] joined to the image features before the head.
+
+As the SIIM-ISIC 2020 1st place (haqishen, `models.py`): meta -> 512 -> 128 (Linear, BatchNorm, SiLU; dropout after
+the first block), concatenated with the CNN's pooled features (timm `num_classes=0`), then one linear head. The
+encoding (kitpkg/data/meta.py `MetaEncoder`) is fitted per fold on the training folds only and kept as plain JSON in
+the run directory (fold{k}/meta.json) and in every checkpoint's hyperparameters, so resume and prediction encode the
+same way as training did.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..data.meta import MetaEncoder
+from ..errors import KitError
+from ..fsutil import atomic_write_text
+
+META_HIDDEN = (512, 128)
+META_DROPOUT = 0.3
+META_FILE = "meta.json"
+
+
+class MetaNet(nn.Module):
+    """A timm backbone (pooled features) + an MLP on the metadata vector -> one linear head over both."""
+
+    def __init__(self, backbone: nn.Module, meta_width: int, num_classes: int):
+        super().__init__()
+        first, second = META_HIDDEN
+        self.backbone = backbone
+        self.meta = nn.Sequential(
+            nn.Linear(meta_width, first), nn.BatchNorm1d(first), nn.SiLU(), nn.Dropout(META_DROPOUT),
+            nn.Linear(first, second), nn.BatchNorm1d(second), nn.SiLU())
+        self.head = nn.Linear(int(backbone.num_features) + second, num_classes)
+
+    def forward(self, images: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        """Logits (B×num_classes) of normalised images and their B×meta_width encoded metadata."""
+        features = self.backbone(images)
+        return self.head(torch.cat([features, self.meta(meta.to(features.dtype))], dim=1))
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The timm model inside (the model itself when it has no meta branch)."""
+    return model.backbone if isinstance(model, MetaNet) else model
+
+
+def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = True) -> Optional[MetaEncoder]:
+    """Fold k's metadata encoder: the one stored in run_dir/fold{k}/meta.json, else fitted now on fold k's training
+    samples and stored there (by `is_writer`, rank 0); None without `model.meta`."""
+    names = list(config.model.meta)
+    if not names:
+        return None
+    path = Path(run_dir) / f"fold{k}" / META_FILE
+    if path.exists():
+        try:
+            encoder = MetaEncoder.from_state(json.loads(path.read_text()))
+        except ValueError as err:
+            raise KitError(f"{path}: unreadable metadata encoding ({err}); delete it to fit it again") from None
+        if encoder.names != names:
+            raise KitError(f"{path}: encodes columns {encoder.names}, model.meta is {names}; delete "
+                           f"{path.parent} to retrain fold {k}, or restore model.meta")
+        return encoder
+    from ..data.datamodule import ShardDataModule
+
+    encoder = ShardDataModule(data.manifest, fold=k, extra_train=data.extras, cache_dir=config.data.cache_dir,
+                              image_size=config.data.image_size, meta=names).fitted_meta()
+    if is_writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(encoder.state_dict(), indent=1))
+    return encoder

@@ -1,0 +1,56 @@
+"""`kitpkg augment-preview`: a PNG grid of training samples as the model sees them, so a user looks instead of guessing.
+
+The samples come from the fold's own training loader (its CPU stage, `data.aug.cpu` / the preset's, applied in the
+workers), then go through `KitModule.augment` -- the GPU stage training runs -- with the generator of epoch 0's
+steps: the grid shows what the first epoch trains on (before mixup, which blends whole images).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..config import Config
+from ..errors import KitError
+from ..fsutil import atomic_write
+
+
+def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> torch.Tensor:
+    """n×3×H×W float 0..1: the first `n` training samples of `fold` (default: the first) after both stages."""
+    from .cv import load_data, make_datamodule, make_module
+    from .model import step_seed
+
+    if n < 1:
+        raise KitError(f"--n: must be >= 1, got {n}")
+    data = load_data(config)
+    fold = data.manifest.folds()[0] if fold is None else fold
+    if fold not in data.manifest.folds():
+        raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
+    module = make_module(config, data, load_pretrained=False)
+    shown = []
+    for batch_idx, batch in enumerate(make_datamodule(config, data, fold).train_dataloader()):
+        gen = torch.Generator()
+        gen.manual_seed(step_seed(config.train.seed, 0, batch_idx, 0))  # what training seeds epoch 0's steps with
+        with torch.no_grad():
+            images = module.augment(batch["image"], gen)
+        shown.append(images.float() / 255 if images.dtype == torch.uint8 else images)
+        if sum(len(x) for x in shown) >= n:
+            break
+    return torch.cat(shown)[:n]
+
+
+def write_preview(config: Config, out: os.PathLike, n: int = 16, fold: Optional[int] = None) -> Path:
+    """Write the preview grid (ceil(sqrt(n)) columns, 2 px gaps) as the PNG `out`; return its path."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    images = preview_images(config, n, fold)
+    grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=1.0)
+    pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    out = Path(out)
+    with atomic_write(out) as f:
+        Image.fromarray(pixels).save(f, format="PNG")
+    return out
