@@ -95,7 +95,7 @@ def test_checkpoint_the_safe_loader_refuses_is_skipped_never_unpickled(tmp_path)
         load_checkpoint(crafted)
     best = tmp_path / C.BEST
     torch.save(_Payload(marker), best)
-    from kitpkg.train.cv import best_checkpoint
+    from kitpkg.train.checkpoint import best_checkpoint
 
     with pytest.warns(RuntimeWarning, match=r"best.ckpt is truncated or damaged.*newest intact checkpoint instead"):
         assert best_checkpoint(tmp_path) == good

@@ -191,3 +191,14 @@ class KillSwitch(pl.Callback):
                            batch_idx: int) -> None:
         if self.step is not None and trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    """best.ckpt, else (no validation metric was ever finite, or best.ckpt is damaged or refused by the safe loader)
+    the newest intact checkpoint; None when there is none."""
+    best = ckpt_dir / BEST
+    if best.exists():
+        if is_intact(best):
+            return best
+        warn_skipped(best, "using the fold's newest intact checkpoint instead")
+    return latest_intact(ckpt_dir)

@@ -24,8 +24,8 @@ from ..config import Config
 from ..errors import KitError
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
-from .checkpoint import (BEST, KillSwitch, RunCheckpoints, is_intact, latest_intact, load_checkpoint, resumable,
-                         warn_skipped)
+from .checkpoint import (BEST, KillSwitch, RunCheckpoints, best_checkpoint, latest_intact, load_checkpoint,
+                         resumable)
 from .ema import prediction_state
 from .init_from import init_fold
 from .meta_head import fold_meta
@@ -252,17 +252,6 @@ def loader_figures(config: Config, data: RunData, k: int, trained: bool, meta: A
         return {}
     rate = loader_rate(make_datamodule(config, data, k, meta).train_dataloader())
     return {} if rate is None else {"loader_img_s": rate}
-
-
-def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:
-    """best.ckpt, else (no validation metric was ever finite, or best.ckpt is damaged or refused by the safe loader)
-    the newest intact checkpoint; None when there is none."""
-    best = ckpt_dir / BEST
-    if best.exists():
-        if is_intact(best):
-            return best
-        warn_skipped(best, "using the fold's newest intact checkpoint instead")
-    return latest_intact(ckpt_dir)
 
 
 def _fold_weights(run_dir: Path, k: int) -> Path:

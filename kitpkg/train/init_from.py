@@ -35,8 +35,7 @@ def _source_state(init_from: str) -> RunState:
 def init_fold(module: Any, init_from: str, data: Any, k: int) -> None:
     """Load fold k's best weights of the run `init_from` into `module` (KitError when that run lacks fold k, its
     fold k holds other samples, or a parameter does not fit)."""
-    from .checkpoint import load_checkpoint
-    from .cv import best_checkpoint
+    from .checkpoint import best_checkpoint, load_checkpoint
     from .ema import prediction_state
 
     source = Path(init_from)
