@@ -54,3 +54,17 @@ def test_lr_find_writes_curve_suggestion_and_config(finished_run, tmp_path):
         img.verify()
     assert yaml.safe_load(yaml_path.read_text())["optim"]["lr"] == pytest.approx(result["suggestion"], rel=1e-2)
     assert "lr_find.png" in write_report(copy).read_text()
+
+
+def test_training_curves_put_whole_epochs_on_the_x_axis():
+    """A 2-epoch fold's curves are ticked 0, 1 — never 0.25, 0.5 … (matplotlib's default for a short axis)."""
+    import pandas as pd
+
+    from kitpkg.train.report import curves_figure
+
+    history = pd.DataFrame({"epoch": [0, 1], "train_loss": [0.7, 0.6], "val_loss": [0.69, 0.65], "val_auc": [0.6, 0.7]})
+    fig = curves_figure({0: history})
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

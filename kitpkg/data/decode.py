@@ -51,7 +51,7 @@ def resize(img: np.ndarray, size: Optional[Size], out: Optional[np.ndarray] = No
             return img
         out[...] = img
         return out
-    # INTER_LINEAR: INTER_AREA at non-integer factors is ~2.5x slower here (FIELD-NOTES)
+    # INTER_LINEAR: INTER_AREA at non-integer factors is ~2.5x slower here (250 vs 617 img/s with decode, 512 -> 384)
     return cv2.resize(img, (size[1], size[0]), dst=out, interpolation=cv2.INTER_LINEAR)
 
 

@@ -86,6 +86,13 @@ def plot_roc(oof: pd.DataFrame, path: Path) -> str:
 
 def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
     """Train/val loss and the val metric per epoch for every fold."""
+    return save_figure(curves_figure(histories), path)
+
+
+def curves_figure(histories: Dict[int, pd.DataFrame]):
+    """The figure of `plot_curves`: whole epochs on the x-axes (a 2-epoch run has no "0.5" tick)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (k, h) in enumerate(sorted(histories.items())):
@@ -102,7 +109,8 @@ def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
     ax_metric.set(xlabel="epoch", title="validation metric")
     for ax in (ax_loss, ax_metric):
         ax.legend(fontsize=7)
-    return save_figure(fig, path)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
 def plot_scores(scores: Dict[int, float], metric: str, path: Path) -> str:
