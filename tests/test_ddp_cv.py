@@ -33,3 +33,25 @@ def test_ddp_two_processes_oof_matches_single_process_ids(finished_run, tmp_path
     assert list(sub["image_name"]) == list(pd.read_csv(reference_dir / "submission.csv",
                                                        dtype={"image_name": str})["image_name"])
     assert not list(run_dir.glob("fold*/parts/*.csv"))  # per-rank parts merged and removed
+
+
+def test_ddp_with_the_whole_recipe_covers_every_sample_once(finished_run, tmp_path):
+    """Augmentation stages, oversampling, metadata, mixup and EMA under 2-process DDP: every rank trains the same
+    number of batches (else DDP hangs: the timeout fails it) and the OOF still holds every sample exactly once."""
+    config_path, reference_dir, _ = finished_run
+    run_dir = tmp_path / "ddp-recipe"
+    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO}
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
+        env.pop(key, None)
+    recipe = ["data.aug.preset=isic", "data.sampling.class_weights={1: 3}",
+              "model.meta=[sex, age_approx, anatom_site_general_challenge]",
+              "train.mixup={mixup_alpha: 0.4, cutmix_alpha: 1.0}", "train.ema={decay: 0.9}"]
+    sets = [arg for value in ["train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.epochs=1",
+                              *recipe] for arg in ("--set", value)]
+    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir",
+                           str(run_dir), *sets], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    oof = pd.read_csv(run_dir / "oof.csv", dtype={"id": str})
+    reference = pd.read_csv(reference_dir / "oof.csv", dtype={"id": str})
+    assert oof["id"].is_unique and sorted(oof["id"]) == sorted(reference["id"])
+    assert oof["prediction"].between(0, 1).all()

@@ -110,10 +110,11 @@ def test_ema_swap_is_exact_and_its_state_replaces_the_weights_for_prediction():
     assert torch.allclose(weights[name], before[name] + 0.5) and set(weights) == set(trained)
 
 
-# --- end to end: mixup + EMA, killed mid-epoch, resumed -------------------------------------------------------------
+# --- end to end: the whole recipe (augmentation stages, oversampling, metadata, mixup + EMA), killed mid-epoch ------
 RECIPE = """\
-data: {{shards: {shards}, image_size: 64, batch_size: 8, num_workers: 0, folds: [1]}}
-model: {{name: test_resnet, pretrained: false}}
+data: {{shards: {shards}, image_size: 64, batch_size: 8, num_workers: 0, folds: [1],
+       aug: {{preset: isic}}, sampling: {{class_weights: {{1: 3}}}}}}
+model: {{name: test_resnet, pretrained: false, meta: [sex, age_approx, anatom_site_general_challenge]}}
 optim: {{name: adamw, lr: 0.003}}
 sched: {{name: cosine, warmup_epochs: 0}}
 train: {{epochs: 2, seed: 1, deterministic: true, checkpoint_every_n_steps: 2, keep_checkpoints: 2,
@@ -123,7 +124,9 @@ output: {{id_col: image_name, pred_col: target}}
 
 
 @pytest.mark.slow
-def test_mixup_ema_run_killed_mid_epoch_gives_the_same_oof(tmp_path, tfrecord_manifest):
+def test_recipe_run_killed_mid_epoch_gives_the_same_oof(tmp_path, tfrecord_manifest):
+    """isic preset (CPU + GPU stages) + positive oversampling + metadata branch + mixup/cutmix + EMA: a kill -9
+    mid-epoch and a re-run give the uninterrupted run's OOF."""
     from kitpkg.config import load_config
     from kitpkg.train.checkpoint import load_checkpoint
     from kitpkg.train.cv import run_cv
