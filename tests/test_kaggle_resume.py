@@ -178,7 +178,8 @@ def test_kitpkg_cv_command_restores_before_it_trains(tmp_path, monkeypatch):
         def summary(self):
             return "CV auc: 0.5"
 
-    monkeypatch.setattr(cv_mod, "run_cv", lambda config, run_dir, folds: calls.append(("cv", run_dir)) or _Result())
+    monkeypatch.setattr(cv_mod, "run_cv",
+                        lambda config, run_dir, folds, **_: calls.append(("cv", run_dir)) or _Result())
     (tmp_path / "exp.yaml").write_text("data:\n  shards: shards\n")
     assert cli.main(["cv", "--config", str(tmp_path / "exp.yaml"), "--run-dir", str(tmp_path / "run")]) == 0
     assert calls == [("restore", str(tmp_path / "run")), ("cv", str(tmp_path / "run"))]

@@ -27,7 +27,8 @@ def test_one_gpu_per_worker_or_a_share_of_the_cores():
     with pytest.raises(KitError, match=r"--parallel-folds 3: only 2 GPUs visible here \(2, 3\)"):
         worker_environments(_config(), 3, ["2", "3"], environ={})
     cpu = worker_environments(_config(accelerator="cpu"), 2, [], environ={})
-    assert len(cpu) == 2 and all("CUDA_VISIBLE_DEVICES" not in e and int(e["OMP_NUM_THREADS"]) >= 1 for e in cpu)
+    # on the CPU a worker keeps a sequential run's threads (fewer threads sum in another order: other OOF digits)
+    assert len(cpu) == 2 and all("CUDA_VISIBLE_DEVICES" not in e and "OMP_NUM_THREADS" not in e for e in cpu)
     with pytest.raises(KitError, match="train.devices is 2"):
         worker_environments(_config(devices=2), 2, [], environ={})
 

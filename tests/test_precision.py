@@ -10,6 +10,8 @@ import torch
 from kitpkg.config import config_from_dict
 from kitpkg.train import trainer as T
 
+BINARY_DATA = SimpleNamespace(num_classes=1, score_index=None)  # what make_module reads of a RunData
+
 
 @pytest.mark.parametrize("name, capability, precision, channels_last, reason", [
     ("NVIDIA H100 80GB HBM3", (9, 0), "bf16-mixed", True, "H100 80GB HBM3 (sm 9.0): bf16-mixed + channels_last"),
@@ -69,7 +71,7 @@ def test_trainer_build_uses_the_generation_choice_and_says_so_once(fake_t4, caps
     assert [k["precision"] for k in _RecordingTrainer.built] == ["16-mixed"] * 3
     lines = [line for line in capsys.readouterr().out.splitlines() if "sm 7.5" in line]
     assert len(lines) == 1 and lines[0].startswith("kitpkg: T4 (sm 7.5): 16-mixed + channels_last"), lines
-    assert make_module(config, SimpleNamespace(num_classes=1), load_pretrained=False).channels_last is True
+    assert make_module(config, BINARY_DATA, load_pretrained=False).channels_last is True
 
 
 def test_explicit_values_are_kept_and_the_reason_says_so(fake_t4, capsys):
@@ -78,7 +80,7 @@ def test_explicit_values_are_kept_and_the_reason_says_so(fake_t4, capsys):
     config = _config(precision="32", channels_last=False)
     T.build_trainer(config)
     assert _RecordingTrainer.built[-1]["precision"] == "32-true"
-    assert make_module(config, SimpleNamespace(num_classes=1), load_pretrained=False).channels_last is False
+    assert make_module(config, BINARY_DATA, load_pretrained=False).channels_last is False
     out = capsys.readouterr().out
     assert "T4 (sm 7.5): 32-true (as set in the config; auto would be 16-mixed + channels_last)" in out, out
 
