@@ -56,3 +56,28 @@ def test_multi_class_run_scores_and_submits_one_class(tmp_path):
     assert (sub["target"] - predictions["prob_0"]).abs().max() < 1e-6
     with pytest.raises(KitError, match=r"train.score_class: 'melanom' is not a class of .*classes: melanoma, nevus"):
         run_cv(load_config(path, overrides=["train.score_class=melanom"]), tmp_path / "run2")
+
+
+@pytest.mark.slow
+def test_score_class_under_ddp_scores_every_sample_once(tmp_path):
+    """train.score_class with 2-process DDP: the scored class's AUC from every validation sample exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    rows = [{"image_name": f"img{i:03d}", "diagnosis": CLASSES[i % 4], "sex": ["male", "female"][i % 4 == 0]}
+            for i in range(64)]
+    shards = noise_shards(tmp_path, rows, label_col="diagnosis")[32].root
+    path = tiny_config(tmp_path, shards, data={"folds": [0]}, model={"meta": ["sex"]},
+                       train={"score_class": "melanoma", "epochs": 1, "accelerator": "cpu", "devices": 2,
+                              "strategy": "ddp"})
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": repo}
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(path), "--run-dir",
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CV auc" in proc.stdout
+    oof = pd.read_csv(tmp_path / "run" / "oof.csv", dtype={"id": str})
+    assert oof["id"].is_unique and set(oof["target"]) <= {0, 1} and (oof["prediction"] - oof["prob_0"]).abs().max() == 0
