@@ -59,6 +59,22 @@ output: {{id_col: image_name, pred_col: target}}
 """
 
 
+def run_ddp_cv(config_path, run_dir, *overrides, timeout=600):
+    """`kitpkg cv` of config_path into run_dir as 2 gloo DDP processes on the CPU (plus `--set` overrides): the
+    finished subprocess. Rank variables of an outer launcher are dropped, so the kit starts its own ranks."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": repo}
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
+        env.pop(key, None)
+    sets = ["train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", *overrides]
+    argv = [sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir", str(run_dir)]
+    return subprocess.run([*argv, *(arg for value in sets for arg in ("--set", value))],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def write_train_config(folder, manifest, name="tiny.yaml"):
     """A tiny-model experiment YAML over `manifest`'s shards (64 px, 2 epochs, test_resnet) in `folder`."""
     path = folder / name

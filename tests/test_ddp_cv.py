@@ -2,27 +2,18 @@
 sample exactly once and the same ids, in the same order, as the single-process run."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
+from conftest import run_ddp_cv
+
 pytestmark = pytest.mark.slow
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_ddp_two_processes_oof_matches_single_process_ids(finished_run, tmp_path):
     config_path, reference_dir, _ = finished_run
     run_dir = tmp_path / "ddp"
-    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO}
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir",
-                           str(run_dir), "--set", "train.accelerator=cpu", "--set", "train.devices=2", "--set",
-                           "train.strategy=ddp", "--set", "train.epochs=1"],
-                          env=env, capture_output=True, text=True, timeout=400)
+    proc = run_ddp_cv(config_path, run_dir, "train.epochs=1", timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("CV auc") == 1  # only rank 0 reports
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"id": str})
@@ -41,17 +32,11 @@ def test_ddp_with_the_whole_recipe_covers_every_sample_once(finished_run, tmp_pa
     sample exactly once."""
     config_path, reference_dir, _ = finished_run
     run_dir = tmp_path / "ddp-recipe"
-    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO}
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
-        env.pop(key, None)
     recipe = ["data.aug.preset=isic", "data.sampling.class_weights={1: 3}",
               "model.meta=[sex, age_approx, anatom_site_general_challenge]",
               "train.mixup={mixup_alpha: 0.4, cutmix_alpha: 1.0}", "train.ema={decay: 0.9}", "train.pos_weight=2",
               "train.early_stopping={patience: 1}"]
-    sets = [arg for value in ["train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.epochs=1",
-                              *recipe] for arg in ("--set", value)]
-    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir",
-                           str(run_dir), *sets], env=env, capture_output=True, text=True, timeout=600)
+    proc = run_ddp_cv(config_path, run_dir, "train.epochs=1", *recipe)
     assert proc.returncode == 0, proc.stderr[-3000:]
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"id": str})
     reference = pd.read_csv(reference_dir / "oof.csv", dtype={"id": str})
@@ -63,13 +48,7 @@ def test_ddp_fine_tunes_each_fold_from_the_same_fold_of_another_run(finished_run
     """model.init_from under 2-process DDP: both ranks load fold k's weights of the source run and train to the end."""
     config_path, reference_dir, _ = finished_run
     run_dir = tmp_path / "ddp-init"
-    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO}
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
-        env.pop(key, None)
-    sets = [arg for value in ["train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.epochs=1",
-                              f"model.init_from={reference_dir}"] for arg in ("--set", value)]
-    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir",
-                           str(run_dir), *sets], env=env, capture_output=True, text=True, timeout=600)
+    proc = run_ddp_cv(config_path, run_dir, "train.epochs=1", f"model.init_from={reference_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"id": str})
     assert oof["id"].is_unique and len(oof) == len(pd.read_csv(reference_dir / "oof.csv"))

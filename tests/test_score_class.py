@@ -61,22 +61,14 @@ def test_multi_class_run_scores_and_submits_one_class(tmp_path):
 @pytest.mark.slow
 def test_score_class_under_ddp_scores_every_sample_once(tmp_path):
     """train.score_class with 2-process DDP: the scored class's AUC from every validation sample exactly once."""
-    import os
-    import subprocess
-    import sys
+    from conftest import run_ddp_cv
 
     rows = [{"image_name": f"img{i:03d}", "diagnosis": CLASSES[i % 4], "sex": ["male", "female"][i % 4 == 0]}
             for i in range(64)]
     shards = noise_shards(tmp_path, rows, label_col="diagnosis")[32].root
     path = tiny_config(tmp_path, shards, data={"folds": [0]}, model={"meta": ["sex"]},
-                       train={"score_class": "melanoma", "epochs": 1, "accelerator": "cpu", "devices": 2,
-                              "strategy": "ddp"})
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": repo}
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, "-m", "kitpkg", "cv", "--config", str(path), "--run-dir",
-                           str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
+                       train={"score_class": "melanoma", "epochs": 1})
+    proc = run_ddp_cv(path, tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CV auc" in proc.stdout
     oof = pd.read_csv(tmp_path / "run" / "oof.csv", dtype={"id": str})
