@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 from collections import Counter
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .. import fsutil
 from .._version import __version__
@@ -29,7 +29,7 @@ from .writer import ShardWriter
 _WORKER: Dict[str, Any] = {}  # in each worker process: the source and what to make of every image
 
 
-def _init_worker(source: ImageSource, sizes: List[int], aspect: str, quality: int, threads: int) -> None:
+def _init_worker(source: ImageSource, sizes: Sequence[int], aspect: str, quality: int, threads: int) -> None:
     import cv2
 
     cv2.setNumThreads(threads)  # one cv2 thread per worker process: the pool already uses every core
@@ -59,7 +59,7 @@ def _results(rels: List[str], src: ImageSource, options: ConvertOptions, workers
     import cv2
 
     saved = cv2.getNumThreads()  # the caller's setting (a notebook kernel's) is restored when we are done
-    initargs = (src, list(options.sizes), options.aspect, options.quality)
+    initargs = (src, options.sizes, options.aspect, options.quality)
     if workers <= 1 or len(rels) < 8:
         try:
             _init_worker(*initargs, 0)
@@ -104,7 +104,7 @@ def convert(source, csv, out, options: Optional[ConvertOptions] = None, **overri
     fmt = shard_format(opts.fmt)
     src = ImageSource(source)
     files = src.list_images()
-    plan = make_plan(files, csv, opts.test_csv, fmt.extensions[0], id_col=opts.id_col, label_col=opts.label_col,
+    plan = make_plan(files, csv, opts.test_csv, fmt.extension, id_col=opts.id_col, label_col=opts.label_col,
                      group_col=opts.group_col, folds=opts.folds, fold_col=opts.fold_col,
                      shard_samples=opts.shard_samples, seed=opts.seed,
                      image_key=IMAGE_KEY if fmt.image_in_row else None)

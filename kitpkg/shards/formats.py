@@ -187,7 +187,7 @@ def _tar_schema(first: Record, path: str) -> Dict[str, str]:
 
 
 def _json_kind(value: Any) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, int):  # bools too
         return INT64
     return FLOAT if isinstance(value, float) else BYTES
 
@@ -222,8 +222,9 @@ def detect(path: str) -> Tuple[str, Optional[str]]:
     """(format, compression) of a shard file written elsewhere, from its name and first bytes."""
     with open(path, "rb") as f:
         head = f.read(512)
+    name = os.path.basename(path).lower()
     for fmt in FORMATS.values():
-        if fmt.sniff(os.path.basename(path).lower(), head):
+        if fmt.sniff(name, head):
             return fmt.name, fmt.compression(head)
     raise KitError(f"{path}: not a shard of any known format ({', '.join(FORMATS)}): no known extension "
                    f"({', '.join(SHARD_EXTENSIONS)}) and its first bytes are neither")

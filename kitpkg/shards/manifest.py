@@ -267,7 +267,6 @@ def resolve_manifest_path(shards: str, image_size: int) -> str:
         return sized
     if os.path.exists(flat):
         return flat
-    sizes = sorted(d for d in os.listdir(shards) if os.path.exists(os.path.join(shards, d, MANIFEST_NAME))) \
-        if os.path.isdir(shards) else []
+    sizes = [os.path.basename(p) for p in manifest_paths(shards) if p != shards]  # the <size>/ folders there
     hint = f"; sizes there: {', '.join(sizes)}" if sizes else "; run `kitpkg convert ... --size N` first"
     raise KitError(f"data.shards: no manifest for image_size {image_size} at {sized} or {flat}{hint}")

@@ -15,7 +15,7 @@ from ..errors import KitError
 from .example import BYTES, FLOAT, INT64
 from .folds import assign_folds
 from .sources import IMAGE_SUFFIXES, index_by_id, stem_of
-from .formats import sample_key
+from .formats import IMAGE_KEY, sample_key
 
 
 @dataclass
@@ -189,7 +189,7 @@ def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label
     if not train:
         raise _nothing_to_convert(csv, df, id_col, rejected)
     test: List[Sample] = []
-    schema = {"image": BYTES, **kinds}
+    schema = {IMAGE_KEY: BYTES, **kinds}
     if test_df is not None:
         test = _rows(test_df, test_kinds, id_col, _name(test_csv), by_id, seen, rejected, used,
                      label_col if label_col in test_df.columns else None)

@@ -58,7 +58,8 @@ class ImageSource:
             if self._zip is None:
                 self._zip = zipfile.ZipFile(self.path)
             # zipfile inflates at most the declared file_size (and fails the CRC if the data says otherwise)
-            size, f = self._zip.getinfo(rel).file_size, self._zip.open(rel)
+            info = self._zip.getinfo(rel)
+            size, f = info.file_size, self._zip.open(info)
         else:
             f = open(os.path.join(self.path, rel), "rb")
             size = os.fstat(f.fileno()).st_size

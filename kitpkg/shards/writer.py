@@ -49,7 +49,7 @@ class ShardWriter:
 
     def __init__(self, f: IO[bytes], fmt: str, schema: Dict[str, str], image_key: str = IMAGE_KEY,
                  classes: Optional[Sequence[Any]] = None):
-        self.out, self.fmt, self.schema, self.image_key = _HashingFile(f), fmt, schema, image_key
+        self.out = _HashingFile(f)
         self.classes = list(classes or [])
         self.writer = shard_format(fmt).writer(self.out, schema, image_key)
         self.offsets: List[int] = []
