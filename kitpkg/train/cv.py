@@ -262,15 +262,15 @@ def _fold_weights(run_dir: Path, k: int) -> Path:
     return path
 
 
-def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = ()
-             ) -> Tuple[RunData, RunState]:
-    """Load the data and the run state (refusing a changed config or other shards).
+def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = (),
+             data: Optional[RunData] = None) -> Tuple[RunData, RunState]:
+    """Load the data (unless given: `load_data(config)`) and the run state (refusing a changed config or other shards).
 
     Names the fit would refuse (model, loss, optimizer, schedule) are checked first: a run directory is written
     only for a config that can train."""
     from .model import check_components
 
-    data = load_data(config)
+    data = data if data is not None else load_data(config)
     run_dir = run_directory(run_dir or config.output.run_dir)
     check_components(config, data.num_classes)
     state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)
@@ -360,7 +360,7 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
     for k in done:
         meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
         module = make_module(config, data, load_pretrained=False, meta=meta)
-        module.load_state_dict(prediction_state(load_checkpoint(_fold_weights(state.run_dir, k))))
+        reload_best(module, state.run_dir, k)
         dm = make_datamodule(config, data, k, meta)
         frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.run_dir / f"fold{k}" / "parts", "test",
                                 P.fold_ids(data.manifest, "test"))

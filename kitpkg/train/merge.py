@@ -33,12 +33,13 @@ def merge_runs(config: Config, dirs: Sequence[os.PathLike], into: Optional[os.Pa
     if not dirs:
         raise KitError("merge: name the run directories to merge")
     sources = [RunState.read(d) for d in dirs]  # each must be a run directory (KitError naming it otherwise)
-    fingerprints = load_data(config).fingerprints()
+    data = load_data(config)
+    fingerprints = data.fingerprints()
     for source in sources:  # all checked before anything is written
         problem = source.mismatch(config, fingerprints)
         if problem:
             raise KitError(f"merge: {problem}")
-    data, state = open_run(config, into if into is not None else sources[0].run_dir)
+    data, state = open_run(config, into if into is not None else sources[0].run_dir, data=data)
     conflicts = []
     for source in sources:
         if source.run_dir.resolve() == state.run_dir.resolve():

@@ -120,8 +120,7 @@ class RunState:
     @classmethod
     def _start(cls, run_dir: Path, data: Dict[str, Any]) -> "RunState":
         state = cls(run_dir, data)
-        if is_rank_zero():
-            atomic_write_text(state.path, json.dumps(data, indent=1, sort_keys=True))
+        state.save()
         return state
 
     def mismatch(self, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str] = ()
@@ -159,7 +158,7 @@ class RunState:
                 atomic_write_text(self.fold_path(int(key)), json.dumps(record, indent=1, sort_keys=True))
         self.data = {k: v for k, v in self.data.items() if k != "folds"}
         self.data["kitpkg_state"] = STATE_VERSION
-        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+        self.save()
 
     def save(self) -> None:
         """Write the run-level entries into state.json atomically (rank 0 only); fold records are never in it."""
