@@ -25,6 +25,7 @@ Resuming after ``k`` consumed batches is the same stream with its first ``k`` ba
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -114,7 +115,7 @@ class Partition:
         """Samples in the selected shards."""
         return int(sum(self.counts))
 
-    @property
+    @cached_property  # per batch (`bounds` via len): with weights an O(N) count, so once per Partition
     def epoch_total(self) -> int:
         """Samples an epoch's stream holds before the split across ranks (`total`, or more/less when oversampled)."""
         return self.total if self.weights is None else epoch_size(self.weights)
