@@ -85,3 +85,43 @@ def test_encoder_file_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(KitError, match="bad.json: cannot read the meta encoder"):
         read_meta_encoder(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("column, why", [
+    ("target", "is the label column"), ("fold", "is the fold column"), ("image_name", "is the id column"),
+    ("patient_id", "is the group column"), ("diagnosis", "has no value in the test split"),
+    ("benign_malignant", "has no value in the test split")])
+def test_leaking_or_test_absent_columns_are_refused_before_a_run_dir_is_written(tfrecord_manifest, tmp_path,
+                                                                                column, why):
+    from conftest import write_train_config
+    from kitpkg.config import load_config
+    from kitpkg.train.cv import open_run
+
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest), overrides=[f"model.meta=[sex, {column}]"])
+    with pytest.raises(KitError, match=rf"^model.meta column '{column}' {why}\b[^\n]*drop it from model.meta$"):
+        open_run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest), overrides=[f"model.meta={META}"])
+    open_run(config, tmp_path / "ok")  # the recipe's columns pass
+
+
+def test_a_column_whose_values_determine_the_label_is_a_relabelling():
+    from kitpkg.data.meta import columns_without_values, relabellings
+
+    rows = [{"target": t, "bm": ["benign", "malignant"][t], "sex": s, "size": 1000 + i, "dx": d}
+            for i, (t, s, d) in enumerate([(0, "m", "nevus"), (1, "f", "melanoma"), (0, "f", "lentigo"),
+                                           (1, "m", "melanoma"), (0, "m", "nevus"), (0, "f", "nevus")])]
+    assert relabellings(["bm", "sex", "size", "dx"], "target", rows) == {"bm": (2, 6), "dx": (3, 6)}, \
+        "a 1:1 relabelling and a finer one are leaks; a mixed column and a unique measurement are not"
+    assert relabellings(["bm"], "target", [r for r in rows if r["target"] == 0]) == {}, "one class: nothing shown"
+    assert columns_without_values(["sex", "dx"], [{"sex": "m", "dx": ""}, {"sex": "f"}]) == ["dx"]
+
+
+def test_non_finite_numbers_are_refused_at_fit_naming_column_and_count():
+    rows = [{"age": 40.0, "log_size": float("inf")}, {"age": 50.0, "log_size": "-inf"}, {"age": 60.0, "log_size": 2.0}]
+    with pytest.raises(KitError, match=r"^model.meta column 'log_size': 2 training sample\(s\) hold a non-finite "):
+        MetaEncoder.fit(["age", "log_size"], rows)
+    enc = MetaEncoder.fit(["age"], rows)
+    assert enc.transform({"age": float("inf")}) == [0.0, 1.0], "an unseen inf (test rows) encodes as missing"
+    assert json.loads(json.dumps(enc.state_dict(), allow_nan=False)), "meta.json holds no Infinity"
+    assert MetaEncoder.fit(["site"], [{"site": "inf"}, {"site": "torso"}]).width == 3, "text: just a category"

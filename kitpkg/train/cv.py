@@ -266,13 +266,15 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
              data: Optional[RunData] = None) -> Tuple[RunData, RunState]:
     """Load the data (unless given: `load_data(config)`) and the run state (refusing a changed config or other shards).
 
-    Names the fit would refuse (model, loss, optimizer, schedule) are checked first: a run directory is written
-    only for a config that can train."""
+    Names the fit would refuse (model, loss, optimizer, schedule) and model.meta columns that leak the label or are
+    absent at test time are checked first: a run directory is written only for a config that can train."""
+    from ..data.meta import check_meta_inputs
     from .model import check_components
 
     data = data if data is not None else load_data(config)
     run_dir = run_directory(run_dir or config.output.run_dir)
     check_components(config, data.num_classes)
+    check_meta_inputs(config.model.meta, data.manifest, config.data.cache_dir)
     state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)
     shards = relpath(Path(data.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
     if state.get("shards") != shards:
