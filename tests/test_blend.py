@@ -151,3 +151,31 @@ def test_blend_of_real_runs(tmp_path, finished_run, tfrecord_manifest):
     assert len(summary["methods"]["fit"]["weights"]) == 2
     sub, run_sub = pd.read_csv(tmp_path / "blend" / "submission.csv"), pd.read_csv(run_dir / "submission.csv")
     assert list(sub.columns) == list(run_sub.columns) and list(sub.iloc[:, 0]) == list(run_sub.iloc[:, 0])
+
+
+def _spoil(path, column, values):
+    """Overwrite the first len(values) rows of `column` in a run's CSV."""
+    frame = pd.read_csv(path, dtype={"id": str})
+    frame.loc[: len(values) - 1, column] = values
+    frame.to_csv(path, index=False)
+
+
+def test_refuses_nan_inf_and_out_of_range_predictions_naming_run_file_and_count(tmp_path):
+    data = fake_data(120, seed=7, n_test=8)
+    rng = np.random.default_rng(7)
+    y = data.targets
+    good = make_run(tmp_path / "good", data, _sigmoid(2 * y - 1 + rng.normal(0, 1, 120)), _test_preds(rng, 8))
+    broken = make_run(tmp_path / "broken", data, _sigmoid(2 * y - 1 + rng.normal(0, 0.5, 120)), _test_preds(rng, 8))
+    oof = (broken / "oof.csv").read_bytes()
+    _spoil(broken / "oof.csv", "prediction", [np.nan, np.inf, np.nan])  # a diverged run
+    with pytest.raises(KitError, match=r"broken.*oof\.csv: 3 predictions are NaN or infinite \(column prediction"):
+        run_blend([good, broken], tmp_path / "out")
+    (broken / "oof.csv").write_bytes(oof)
+    _spoil(broken / "oof.csv", "prediction", [1.7, -0.2])  # logits, not probabilities
+    with pytest.raises(KitError, match=r"broken.*oof\.csv: 2 predictions are outside \[0, 1\]"):
+        run_blend([good, broken], tmp_path / "out")
+    (broken / "oof.csv").write_bytes(oof)
+    _spoil(broken / "test_predictions.csv", "prediction", [np.nan])  # the OOF is fine, one test row is not
+    with pytest.raises(KitError, match=r"broken.*test_predictions\.csv: 1 prediction is NaN or infinite"):
+        run_blend([good, broken], tmp_path / "out")
+    assert not (tmp_path / "out" / "submission.csv").exists()  # the NaN never reaches a submission

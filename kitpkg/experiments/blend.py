@@ -45,17 +45,28 @@ def load_member(path: os.PathLike) -> Member:
     """A finished run: its oof.csv, and its test predictions and submission columns when it has a test split."""
     import pandas as pd
 
-    from ..train.predict import read_csv
-
     run = load_run(path)
     oof_path = run.path / "oof.csv"
     if not oof_path.exists():
         raise KitError(f"{run.path}: no oof.csv (folds done {sorted(run.done)}); finish the run with "
                        f"`kitpkg cv` before blending it")
     test_path, sub_path = run.path / "test_predictions.csv", run.path / "submission.csv"
-    test = read_csv(test_path) if test_path.exists() else None
+    test = checked(run, test_path) if test_path.exists() else None
     cols = tuple(pd.read_csv(sub_path, nrows=0).columns[:2]) if sub_path.exists() else None
-    return Member(run, read_csv(oof_path), test, cols)
+    return Member(run, checked(run, oof_path), test, cols)
+
+
+def checked(run: Run, path: Path) -> "pd.DataFrame":
+    """A run's oof.csv or test_predictions.csv, refused (naming run, file and count) when a probability is NaN,
+    infinite or outside [0, 1]: a broken run would otherwise take a weight, and its NaN the submission."""
+    from ..train.foldcheck import values_problem
+    from ..train.predict import read_csv
+
+    frame = read_csv(path)
+    problem = values_problem(frame, prob_columns(frame, run.binary))
+    if problem:
+        raise KitError(f"{run.path}: {path.name}: {problem}; leave the run out of the blend, or re-run it")
+    return frame
 
 
 def check_members(members: Sequence[Member]) -> None:

@@ -26,6 +26,7 @@ class FakeData:
     targets: np.ndarray
     n_test: int = 0
     image_size: int = 64
+    label_col: str = "target"  # the CSV column the labels came from (another one: other shards, other targets)
 
     @property
     def test_ids(self) -> List[str]:
@@ -38,7 +39,9 @@ class FakeData:
         shards = []
         for k in np.unique(self.folds):
             ids = [self.ids[i] for i in np.flatnonzero(self.folds == k)]
-            content = hashlib.sha256(f"{self.image_size}:{','.join(ids)}".encode()).hexdigest()  # as a file's would
+            labels = ",".join(str(int(self.targets[i])) for i in np.flatnonzero(self.folds == k))
+            content = hashlib.sha256(f"{self.image_size}:{','.join(ids)}:{self.label_col}:{labels}".encode()
+                                     ).hexdigest()  # as a file's would: the labels are inside the shard records
             shards.append(ShardInfo(file=f"train{k}.tfrec", split="train", fold=int(k), samples=len(ids), bytes=0,
                                     sha256=content, offsets=list(range(len(ids))), ids=ids,
                                     labels=[int(self.targets[i]) for i in np.flatnonzero(self.folds == k)]))
@@ -46,8 +49,8 @@ class FakeData:
             shards.append(ShardInfo(file="test.tfrec", split="test", fold=None, samples=self.n_test, bytes=0,
                                     sha256="t", offsets=list(range(self.n_test)), ids=self.test_ids))
         counts = {str(c): int((self.targets == c).sum()) for c in np.unique(self.targets)}
-        return Manifest(format="tfrecord", schema={}, shards=shards, label_col="target", image_size=self.image_size,
-                        class_counts=counts, num_folds=len(np.unique(self.folds)))
+        return Manifest(format="tfrecord", schema={}, shards=shards, label_col=self.label_col,
+                        image_size=self.image_size, class_counts=counts, num_folds=len(np.unique(self.folds)))
 
 
 def fake_data(n: int, k: int = 5, seed: int = 0, n_test: int = 0, positives: float = 0.3) -> FakeData:
@@ -66,6 +69,18 @@ def fake_config(run_dir: Path, fake: FakeData, config: Optional[Dict] = None, sh
         section, name = key.split(".", 1)
         sections.setdefault(section, {})[name] = value
     return config_from_dict(sections, run_dir.parent, run_dir.name)
+
+
+def write_best_checkpoint(run_dir: Path, k: int, best: Optional[float] = 0.75) -> Path:
+    """A tiny checkpoint standing in for fold k's best.ckpt: loads with weights_only=True and records, as
+    RunCheckpoints' state in a real one, that epoch 1 scored `best`."""
+    import torch
+
+    path = run_dir / f"fold{k}" / "ckpt" / "best.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(2)},
+                "callbacks": {"RunCheckpoints": {"best": best, "best_epoch": 1, "history": []}}}, path)
+    return path
 
 
 def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
@@ -94,6 +109,7 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
         if test is not None:
             tf = P.pd.DataFrame(test[all_folds.index(k)], columns=P.score_columns(oof.shape[1]))
             tf.insert(0, "id", P.fold_ids(manifest, "test"))
+        write_best_checkpoint(run_dir, k)
         record_fold(state, k, frame, tf, data, "prob")
     if done is None:
         with mock.patch("kitpkg.train.report.write_report"):  # its plots cost seconds and are not what is tested
