@@ -37,7 +37,12 @@ from .trainer import build_trainer, resolve_device, safe_load_kwargs
 
 @dataclass
 class CVResult:
-    """Scores and output paths of a CV run."""
+    """Scores and output paths of a CV run.
+
+    `scores` holds NaN for a fold without a score (an AUC of a validation split of one class); `mean`/`std` are over
+    the others. `last_scores`/`last_mean`: each fold's validation metric at its last epoch (as monitored during the
+    fit: no TTA, EMA weights when on), beside the best epoch's CV score: the gap is what picking the epoch on the
+    fold that is then reported adds."""
 
     run_dir: Path
     metric: str
@@ -50,13 +55,27 @@ class CVResult:
     report_path: Optional[Path] = None
     pending: List[int] = field(default_factory=list)
 
+    last_scores: Dict[int, Optional[float]] = field(default_factory=dict)
+    last_mean: Optional[float] = None
+
+    @property
+    def left_out(self) -> List[int]:
+        """Finished folds without a score (NaN), left out of the mean."""
+        return [k for k, v in sorted(self.scores.items()) if v != v]
     def summary(self) -> str:
-        """Human-readable lines: per-fold scores, mean ± std, where the outputs are."""
-        lines = [f"fold {k}: {self.metric} {v:.4f}" for k, v in sorted(self.scores.items())]
+        """Human-readable lines: per-fold scores (and last-epoch ones), mean ± std, where the outputs are."""
+        lines = [_fold_line(k, self.metric, v, self.last_scores.get(k)) for k, v in sorted(self.scores.items())]
+        scored = len(self.scores) - len(self.left_out)
         if self.mean is not None:
-            lines.append(f"CV {self.metric}: {self.mean:.4f} ± {self.std:.4f} over {len(self.scores)} folds"
+            lines.append(f"CV {self.metric}: {self.mean:.4f} ± {self.std:.4f} over "
+                         + (f"{scored} of {len(self.scores)} folds" if self.left_out else f"{scored} folds")
                          + (f" (pooled OOF {self.oof_score:.4f})" if self.oof_score is not None else ""))
         if self.pending:
+        elif self.scores:
+            lines.append(f"CV {self.metric}: none of the {len(self.scores)} finished folds has a score")
+        if self.last_mean is not None:
+            lines.append(f"  last epochs {self.last_mean:.4f}: the validation metric at each fold's last epoch (no "
+                         f"TTA); the CV above uses the epoch picked on these same folds")
             lines.append(f"folds still to run: {', '.join(map(str, self.pending))}")
         for label, path in (("OOF", self.oof_path), ("submission", self.submission_path), ("report", self.report_path)):
             if path is not None:
@@ -65,6 +84,12 @@ class CVResult:
 
 
 @dataclass
+def _fold_line(k: int, metric: str, score: float, last: Optional[float]) -> str:
+    if score != score:
+        return f"fold {k}: {metric} n/a: its validation split holds one class; left out of the mean"
+    return f"fold {k}: {metric} {score:.4f}" + (f" (last epoch {last:.4f})" if last is not None else "")
+
+
 class RunData:
     """The shard sets of a run and what they imply."""
 
@@ -234,13 +259,23 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunD
                 ) -> None:
     """Write fold k's results: oof_fold{k}.csv (from the scores frame: id, target, s*), test_fold{k}.csv (id, s*),
     then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
-    from .report import fold_score
+    from .report import fold_score, last_epoch_score
 
     oof = P.oof_rows(frame, k, data.binary, space, data.score_index)
     P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
     if test_frame is not None:
         P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.run_dir / f"test_fold{k}.csv")
-    state.update_fold(k, status="done", score=fold_score(oof, data.scored_binary), samples=len(oof), **fields)
+    score = fold_score(oof, data.scored_binary)
+    if score != score:
+        import warnings
+
+        warnings.warn(f"kitpkg: fold {k}: its validation split holds one class, so it has no AUC (NaN); its last "
+                      f"epoch's weights are kept, early stopping skipped it, and the CV mean leaves it out",
+                      RuntimeWarning, stacklevel=2)
+    last = last_epoch_score(state.run_dir / f"fold{k}" / "metrics.csv", "val_auc" if data.scored_binary else "val_acc")
+    # NaN is no JSON: a fold without a score stores null
+    state.update_fold(k, status="done", score=None if score != score else score, last_score=last, samples=len(oof),
+                      **fields)
 
 
 def loader_figures(config: Config, data: RunData, k: int, trained: bool, meta: Any = None) -> Dict[str, float]:
@@ -310,15 +345,15 @@ def fold_selection(config: Config, data: RunData, folds: Optional[Sequence[int]]
 
 
 def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
-    """The scores of the finished folds among `all_folds` (mean ± std), the others pending; nothing written."""
-    import numpy as np
-
+    """The scores of the finished folds among `all_folds` (mean ± std over those with a score, NaN for one without;
+    last-epoch scores beside them), the others pending; nothing written."""
     result = CVResult(state.run_dir, "auc" if data.scored_binary else "accuracy")
-    result.scores = {k: float(state.fold(k)["score"]) for k in all_folds if state.is_done(k)}
+    records = {k: state.fold(k) for k in all_folds if state.is_done(k)}
+    result.scores = {k: _number(r.get("score")) for k, r in records.items()}
+    result.last_scores = {k: r.get("last_score") for k, r in records.items()}
     result.pending = [k for k in all_folds if not state.is_done(k)]
-    if result.scores:
-        values = np.array(list(result.scores.values()))
-        result.mean, result.std = float(values.mean()), float(values.std())
+    result.mean, result.std = _mean_std(result.scores.values())
+    result.last_mean, _ = _mean_std(result.last_scores.values())
     return result
 
 
@@ -337,14 +372,27 @@ def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[i
                        f"delete the oof_fold*.csv files and re-run")
     result.oof_path = state.run_dir / "oof.csv"
     P.write_csv(oof, result.oof_path)
-    result.oof_score = fold_score(oof, data.scored_binary)
+    pooled = fold_score(oof, data.scored_binary)
+    result.oof_score = pooled if pooled == pooled else None  # NaN (one class in every fold run) is no JSON
     tests = [state.run_dir / f"test_fold{k}.csv" for k in all_folds]
     if all(p.exists() for p in tests) and tests:
         result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data,
                                                     state.run_dir / "submission.csv",
                                                     state.run_dir / "test_predictions.csv")
+def _number(value: Optional[float]) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
+    """(mean, std) of the finite values among `values` (None, NaN left out); (None, None) when there is none."""
+    import numpy as np
+
+    kept = np.array([v for v in values if v is not None and v == v], dtype=float)
+    return (float(kept.mean()), float(kept.std())) if len(kept) else (None, None)
+
+
     state.set("cv", {"metric": monitor, "mean": result.mean, "std": result.std, "oof": result.oof_score,
-                     "folds": list(all_folds)})
+                     "folds": list(all_folds), "last_mean": result.last_mean, "left_out": result.left_out})
     result.report_path = write_report(state.run_dir)
     return result
 

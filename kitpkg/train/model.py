@@ -134,10 +134,12 @@ class KitModule(pl.LightningModule):
         self.ema = KitEma(train.ema) if train.ema is not None else None
 
     def _make_metrics(self) -> None:
-        from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
+        from torchmetrics.classification import MulticlassAccuracy
+
+        from .scoring import FoldAUROC
 
         if self.binary or self.score_index is not None:
-            self.val_metric = BinaryAUROC()
+            self.val_metric = FoldAUROC()  # NaN, not 0, for a validation split of one class
             self.metric_name = "val_auc"
         else:
             self.val_metric = MulticlassAccuracy(num_classes=self.num_classes, average="micro")

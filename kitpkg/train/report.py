@@ -44,10 +44,23 @@ def _as_tensors(target: np.ndarray, score: np.ndarray):
 
 
 def fold_score(oof: pd.DataFrame, binary: bool) -> float:
-    """The CV metric of OOF rows: ROC AUC (binary) or accuracy (multi-class)."""
+    """The CV metric of OOF rows: ROC AUC (binary; NaN when they hold one class) or accuracy (multi-class)."""
     if binary:
         return auc(oof["target"].to_numpy(), oof["prediction"].to_numpy())
     return float((oof["target"].astype(int) == oof["prediction"].astype(int)).mean())
+
+
+def last_epoch_score(metrics_csv: Path, key: str) -> Optional[float]:
+    """`key` (val_auc / val_acc) of the last validation in a fold's metrics.csv: the score the fold would have without
+    picking its best epoch (as monitored during the fit: EMA weights when on, no TTA); None when absent or NaN."""
+    try:
+        history = pd.read_csv(metrics_csv)
+    except (OSError, pd.errors.EmptyDataError):
+        return None
+    if key not in history or history.empty:
+        return None
+    value = float(history.sort_values("epoch")[key].iloc[-1])
+    return value if value == value else None
 
 
 def pyplot():
@@ -74,10 +87,13 @@ def plot_roc(oof: pd.DataFrame, path: Path) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for k, g in oof.groupby("fold"):
+        if g["target"].nunique() < 2:
+            continue  # one class: no ROC curve (the fold has no AUC)
         fpr, tpr = roc_curve(g["target"].to_numpy(), g["prediction"].to_numpy())
         ax.plot(fpr, tpr, lw=1, label=f"fold {k} (AUC {auc(g['target'], g['prediction']):.3f})")
-    fpr, tpr = roc_curve(oof["target"].to_numpy(), oof["prediction"].to_numpy())
-    ax.plot(fpr, tpr, lw=2, color="black", label=f"OOF (AUC {auc(oof['target'], oof['prediction']):.3f})")
+    if oof["target"].nunique() > 1:
+        fpr, tpr = roc_curve(oof["target"].to_numpy(), oof["prediction"].to_numpy())
+        ax.plot(fpr, tpr, lw=2, color="black", label=f"OOF (AUC {auc(oof['target'], oof['prediction']):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per fold")
     ax.legend(loc="lower right", fontsize=8)
@@ -125,6 +141,10 @@ def plot_scores(scores: Dict[int, float], metric: str, path: Path) -> str:
     return save_figure(fig, path)
 
 
+def _cell(value: Optional[float], missing: str) -> str:
+    return missing if value is None else f"{value:.4f}"
+
+
 def plot_lr_find(result: Dict, path: Path) -> str:
     """Loss against learning rate from `kitpkg lr-find`, with the suggestion marked."""
     plt = pyplot()
@@ -161,20 +181,30 @@ def write_report(run_dir: Path) -> Path:
     lines += [f"Model `{config.get('model.name')}` at {config.get('data.image_size')} px, "
               f"{config.get('train.epochs')} epochs, optimizer `{config.get('optim.name')}` lr {config.get('optim.lr')}, "
               f"config hash `{state.get('config_hash', '')[:12]}`.", ""]
-    scores = {k: float(v["score"]) for k, v in sorted(folds.items())}
-    lines += ["| fold | " + metric + " | best epoch | samples |", "|---:|---:|---:|---:|"]
-    lines += [f"| {k} | {v['score']:.4f} | {v.get('best_epoch')} | {v.get('samples')} |" for k, v in sorted(folds.items())]
+    scores = {k: float(v["score"]) for k, v in sorted(folds.items()) if v.get("score") is not None}
+    left_out = [k for k in sorted(folds) if k not in scores]
+    lines += ["| fold | " + metric + " | last epoch | best epoch | samples |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {_cell(v.get('score'), 'n/a (one class)')} | {_cell(v.get('last_score'), 'n/a')} | "
+              f"{v.get('best_epoch')} | {v.get('samples')} |" for k, v in sorted(folds.items())]
     cv = state.get("cv") or {}
     if scores:
         vals = np.array(list(scores.values()))
-        lines += [f"| **mean ± std** | **{vals.mean():.4f} ± {vals.std():.4f}** | | |", ""]
+        lasts = [v["last_score"] for v in folds.values() if v.get("last_score") is not None]
+        lines += [f"| **mean ± std** | **{vals.mean():.4f} ± {vals.std():.4f}** | "
+                  f"{f'{np.mean(lasts):.4f}' if lasts else ''} | | |", ""]
+        if left_out:
+            lines += [f"fold {', '.join(map(str, left_out))} left out of the mean: a validation split of one class "
+                      f"has no {metric}.", ""]
+        lines += ["Last epoch: each fold's validation metric at its final epoch as monitored during the fit (no TTA); "
+                  "the CV score uses the best epoch, picked on the same fold.", ""]
         if cv.get("oof") is not None:
             lines += [f"Pooled OOF {metric}: {cv['oof']:.4f}.", ""]
         lines += [f"![per-fold scores]({plot_scores(scores, metric, run_dir / 'scores.png')})", ""]
     oof_path = run_dir / "oof.csv"
     if oof_path.exists() and binary:
         oof = pd.read_csv(oof_path, dtype={"id": str})
-        lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, run_dir / 'roc.png')})", ""]
+        if oof["target"].nunique() > 1:  # else no fold has a curve
+            lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, run_dir / 'roc.png')})", ""]
     histories = _histories(run_dir)
     if histories:
         lines += ["## Training curves", "", f"![training curves]({plot_curves(histories, run_dir / 'curves.png')})", ""]
