@@ -18,6 +18,7 @@ from .ema import CKPT_KEY, KitEma
 from .losses import loss_of
 from .mixing import build_mixing, soft_cross_entropy
 from .meta_head import MetaNet, backbone_of
+from .schedule import advance, build_scheduler, stale
 from .scoring import scored_target
 from .weights import create_from_weights
 
@@ -245,6 +246,8 @@ class KitModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._epoch_loss = list(checkpoint.get("kitpkg_epoch_loss", [-1, 0.0, 0]))
+        if stale(checkpoint.get("lr_schedulers", [])):
+            checkpoint["lr_schedulers"] = []  # keep the scheduler configure_optimizers built (restored before it)
         if self.ema is not None:
             self.ema.load(checkpoint.get(CKPT_KEY))
 
@@ -295,10 +298,10 @@ class KitModule(pl.LightningModule):
         # timm schedulers take the update count / the next epoch explicitly (not torch's step() protocol)
         if not hasattr(scheduler, "step_update"):  # a torch scheduler, e.g. the LR finder's own
             scheduler.step()
-        elif self.cfg.sched.per_update and self._per_update_active():
-            scheduler.step_update(num_updates=self.global_step)
+        elif self._per_update_active():
+            advance(scheduler, self.global_step)  # updates done = index of the next update
         else:
-            scheduler.step(epoch=self.current_epoch + 1)
+            advance(scheduler, self.current_epoch + 1)
 
     def _per_update_active(self) -> bool:
         configs = self.trainer.lr_scheduler_configs
@@ -320,27 +323,6 @@ def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optim
     except (AssertionError, ValueError, KeyError) as err:
         raise KitError(f"optim.name: timm has no optimizer {name!r} ({err}); use e.g. adamw, radam, lamb, sgd"
                        ) from None
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, updates_per_epoch: int) -> Any:
-    """timm's LR schedule named by sched.* (per update when `updates_per_epoch` > 0); KitError for an unknown name."""
-    from timm.scheduler import create_scheduler_v2
-
-    s = config.sched
-    try:
-        scheduler, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=config.train.epochs,
-                                           warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr, min_lr=s.min_lr,
-                                           warmup_prefix=True,  # cosine starts at lr after the warmup
-                                           step_on_epochs=not updates_per_epoch, updates_per_epoch=updates_per_epoch)
-    except (AssertionError, ValueError, KeyError) as err:
-        scheduler = None
-        reason = f" ({err})"
-    else:
-        reason = ""
-    if scheduler is None:
-        raise KitError(f"sched.name: timm has no scheduler {s.name!r}{reason}; use cosine, step, multistep, poly, "
-                       f"tanh or none")
-    return scheduler
 
 
 def check_components(config: Config, num_classes: int) -> None:
