@@ -29,7 +29,7 @@ def _records(manifest, split):
 def test_confident_predictions_become_training_only_shards(any_manifest, tmp_path):
     preds, probs = _predictions(any_manifest, tmp_path)
     pseudo = make_pseudo_labels(str(tmp_path / "pseudo"), predictions=str(preds), shards=any_manifest.root,
-                                high=0.9)
+                                high=0.9)[None]  # a CSV's set: one, trained on by every fold
     expected = {i: int(p >= 0.9) for i, p in probs.items() if p >= 0.9 or p <= 0.1}
     assert pseudo.format == any_manifest.format and pseudo.options["pseudo"]["threshold"] == 0.9
     assert {s.split for s in pseudo.shards} == {"train"} and {s.fold for s in pseudo.shards} == {-1}
@@ -76,12 +76,14 @@ def test_pseudo_cli_from_a_run(finished_run, tmp_path, capsys):
     _, run_dir, _ = finished_run
     from kitpkg.cli import main
 
-    preds = pd.read_csv(run_dir / "test_predictions.csv")
-    threshold = float(preds["prediction"].quantile(0.7))  # the model is weak: pick a threshold it reaches
+    folds = sorted(run_dir.glob("test_fold*.csv"))
+    # the model is weak: pick a threshold every fold's model reaches
+    threshold = min(float(pd.read_csv(p)["s0"].quantile(0.7)) for p in folds)
     assert main(["pseudo", "--run", str(run_dir), "--threshold", f"{threshold:.6f}", "--low", "0",
                  "--out", str(tmp_path / "pl")]) == 0
-    assert "pseudo-labels:" in capsys.readouterr().out
-    assert (tmp_path / "pl" / "manifest.json").exists()
+    out = capsys.readouterr().out
+    assert out.count("pseudo-labels:") == len(folds) == 3 and "labelled by fold 2's model" in out
+    assert all((tmp_path / "pl" / f"fold{k}" / "manifest.json").exists() for k in range(3))
 
 
 def _set_files(folder):
@@ -136,7 +138,7 @@ def test_killed_rerun_leaves_the_old_set_whole_and_the_next_run_cleans_up(tfreco
 
     preds, _ = _predictions(tfrecord_manifest, tmp_path)
     out = tmp_path / "pseudo"
-    old = make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.9)
+    old = make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.9)[None]
     old_files = {p.name: p.read_bytes() for p in out.iterdir()}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     killed = subprocess.run([sys.executable, "-c", _KILL_ON_SECOND_SHARD, str(out), str(preds),
@@ -147,7 +149,7 @@ def test_killed_rerun_leaves_the_old_set_whole_and_the_next_run_cleans_up(tfreco
     assert _intact(out).num_samples("train") == old.num_samples("train")
     assert [p.name for p in tmp_path.glob(".pseudo.kitpkg-*")]  # the killed run's staging folder is left behind
 
-    new = make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.55)
+    new = make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.55)[None]
     assert _intact(out).num_samples("train") == new.num_samples("train") > old.num_samples("train")
     assert not list(tmp_path.glob(".pseudo.kitpkg-*"))  # cleaned: nothing of ours is left beside it
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -176,3 +178,48 @@ def test_failure_between_shard_writes_changes_nothing(tfrecord_manifest, tmp_pat
     monkeypatch.setattr(pseudo, "_copy_shard", real)
     make_pseudo_labels(str(out), predictions=str(preds), shards=tfrecord_manifest.root, high=0.55)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # the stale temp file went with the old set
+
+
+def test_predictions_matching_no_test_id_are_refused(tfrecord_manifest, tmp_path, capsys):
+    from kitpkg.cli import main
+
+    preds = tmp_path / "other.csv"
+    pd.DataFrame({"id": [f"other_{i}" for i in range(5)], "prediction": [0.99, 0.01, 0.98, 0.97, 0.02]}).to_csv(
+        preds, index=False)
+    with pytest.raises(KitError, match=r"none of its 5 ids is a test id of .*\(e.g. 'other_0'"):
+        make_pseudo_labels(str(tmp_path / "p"), predictions=str(preds), shards=tfrecord_manifest.root)
+    assert main(["pseudo", "--predictions", str(preds), "--shards", tfrecord_manifest.root, "--out",
+                 str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none of its 5 ids" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
+def _run_on(run_dir, manifest, done=()):
+    """A run directory of `kitpkg cv` on `manifest` (its manifest saved at run_dir/../shards) with folds `done`."""
+    from kitpkg.train.cv import RunData
+    from kitpkg.train.runstate import RunState, relpath
+
+    shards = run_dir.parent / "shards"
+    shards.mkdir(parents=True)
+    manifest.save(str(shards))
+    config = config_from_dict({"data": {"shards": str(shards), "image_size": 64}, "model": {"name": "test_resnet"}})
+    state = RunState.open(run_dir, config, RunData(manifest, [], 1).fingerprints())
+    state.set("shards", relpath(shards, run_dir))
+    for k in done:
+        state.update_fold(k, status="done", score=0.5)
+    return run_dir
+
+
+def test_run_without_test_predictions_says_why_and_what_to_do(tfrecord_manifest, tmp_path):
+    import dataclasses
+
+    no_test = dataclasses.replace(tfrecord_manifest, shards=tfrecord_manifest.select("train"))
+    run = _run_on(tmp_path / "a" / "run", no_test, done=no_test.folds())
+    with pytest.raises(KitError, match=r"shards .* have no test split, so no fold wrote test_fold\{k\}.csv.*"
+                                       r"--test-csv"):
+        make_pseudo_labels(str(tmp_path / "p"), run_dir=str(run))
+    run = _run_on(tmp_path / "b" / "run", tfrecord_manifest)
+    with pytest.raises(KitError, match=r"no finished fold has test predictions \(test_fold\{k\}.csv\); finish "
+                                       r"its folds with `kitpkg cv`"):
+        make_pseudo_labels(str(tmp_path / "p"), run_dir=str(run))

@@ -95,11 +95,14 @@ def _augment_preview(args: argparse.Namespace) -> int:
 def _pseudo(args: argparse.Namespace) -> int:
     from .pseudo import make_pseudo_labels
 
-    manifest = make_pseudo_labels(args.out, run_dir=args.run, predictions=args.predictions, shards=args.shards,
-                                  high=args.threshold, low=args.low)
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest.class_counts.items()))
-    print(f"pseudo-labels: {manifest.num_samples('train')} samples ({counts}) in {args.out}; add it to "
-          f"data.extra_train of a later config (training only)")
+    sets = make_pseudo_labels(args.out, run_dir=args.run, predictions=args.predictions, shards=args.shards,
+                              high=args.threshold, low=args.low)
+    for fold, manifest in sorted(sets.items(), key=lambda item: -1 if item[0] is None else item[0]):
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest.class_counts.items()))
+        where = manifest.root if fold is None else f"{manifest.root} (labelled by fold {fold}'s model)"
+        print(f"pseudo-labels: {manifest.num_samples('train')} samples ({counts}) in {where}")
+    trains = "every fold trains on it" if None in sets else "fold k trains only on the set fold k's model labelled"
+    print(f"add {args.out} to data.extra_train of a later config (training only: {trains})")
     return 0
 
 
@@ -155,12 +158,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=int, default=None, help="the fold whose training data is shown (default: first)")
     p.set_defaults(func=_augment_preview)
 
-    p = sub.add_parser("pseudo", help="turn confident test predictions into a labelled (training-only) shard set")
-    p.add_argument("--run", default=None, help="a run directory (its test_predictions.csv and shards are used)")
+    p = sub.add_parser("pseudo", help="turn confident test predictions into labelled (training-only) shard sets",
+                       description="--run: one set per finished fold of the run, labelled by that fold's model alone "
+                                   "(OUT/fold{k}); a later run's fold k trains only on fold k's set, so no fold "
+                                   "learns from a model that saw its labels. --predictions: one set (OUT) that every "
+                                   "fold trains on, for predictions of models that never saw these training labels.")
+    p.add_argument("--run", default=None, help="a run directory of `kitpkg cv` (its test_fold{k}.csv files and "
+                                               "shards are used)")
     p.add_argument("--predictions", default=None, help="a CSV with id and prediction columns (instead of --run)")
     p.add_argument("--shards", default=None, help="the test shards (manifest folder/json; default: the run's)")
     p.add_argument("--threshold", type=float, default=0.9, help="keep p >= threshold as positive (binary) or "
                                                                   "max class prob >= threshold (multi-class)")
     p.add_argument("--low", type=float, default=None, help="keep p <= low as negative (default: 1 - threshold)")
-    p.add_argument("--out", required=True, help="output folder of the pseudo-label shard set")
+    p.add_argument("--out", required=True, help="output folder of the pseudo-label shard set(s)")
     p.set_defaults(func=_pseudo)

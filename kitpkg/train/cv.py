@@ -98,6 +98,7 @@ class RunData:
     num_classes: int
     score_index: Optional[int] = None  # train.score_class as a target index (scoring.py)
     init_source: Optional[str] = None  # config hash of the model.init_from run (init_from.py)
+    fold_sets: List[Any] = field(default_factory=list)  # per-fold pseudo-label sets (extras.py: FoldSets)
 
     @property
     def binary(self) -> bool:
@@ -113,25 +114,33 @@ class RunData:
         """What state.json records to recognise these shard sets (and the model.init_from run) wherever they are
         mounted."""
         prints = {"manifest": manifest_fingerprint(self.manifest), "num_classes": self.num_classes,
-                  "extra_train": [manifest_fingerprint(m) for m in self.extras]}
+                  "extra_train": [manifest_fingerprint(m) for m in self.extras]
+                  + [sets.fingerprint() for sets in self.fold_sets]}
         return {**prints, "init_from": self.init_source} if self.init_source else prints
+
+    def extras_for(self, fold: Optional[int]) -> List[Manifest]:
+        """The extra training sets of `fold`: every-fold sets, plus its own set of each per-fold pseudo-label set
+        (None, no fold: the every-fold sets only)."""
+        return self.extras + ([] if fold is None else [sets.for_fold(fold) for sets in self.fold_sets])
 
 
 def load_data(config: Config) -> RunData:
     """Load the config's manifest (for data.image_size) and extra training sets; infer num_classes."""
-    manifest = load_manifest(resolve_manifest_path(config.data.shards, config.data.image_size))
-    if not manifest.label_col:
-        raise KitError(f"data.shards: {manifest.root} has no label column; convert with --label-col")
-    if manifest.options.get("pseudo"):
-        raise KitError(f"data.shards: {manifest.root} is a pseudo-label set; add it under data.extra_train "
-                       "(training only), never as the validation data")
-    extras = [load_manifest(resolve_manifest_path(p, config.data.image_size)) for p in config.data.extra_train]
+    from .extras import is_fold_sets, load_extras
     from .init_from import source_identity
     from .scoring import score_class_index
 
+    pseudo = is_fold_sets(config.data.shards, config.data.image_size)  # per-fold sets: no manifest at the top
+    manifest = None if pseudo else load_manifest(resolve_manifest_path(config.data.shards, config.data.image_size))
+    if manifest is None or manifest.options.get("pseudo"):
+        raise KitError(f"data.shards: {config.data.shards} is a pseudo-label set; add it under data.extra_train "
+                       "(training only), never as the validation data")
+    if not manifest.label_col:
+        raise KitError(f"data.shards: {manifest.root} has no label column; convert with --label-col")
+    extras, fold_sets = load_extras(config.data.extra_train, config.data.image_size, manifest)
     num_classes = config.model.num_classes or _infer_classes(manifest)
     score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
-    return RunData(manifest, extras, num_classes, score_index, source_identity(config.model.init_from))
+    return RunData(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets)
 
 
 def _infer_classes(manifest: Manifest) -> int:
@@ -169,9 +178,9 @@ def make_datamodule(config: Config, data: RunData, fold: Optional[int], meta: An
     from ..data.datamodule import ShardDataModule, config_options
 
     return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
-                           num_workers=config.data.num_workers, seed=config.train.seed, extra_train=data.extras,
-                           image_size=config.data.image_size, cache_dir=config.data.cache_dir,
-                           meta_encoder=meta, **config_options(config))
+                           num_workers=config.data.num_workers, seed=config.train.seed,
+                           extra_train=data.extras_for(fold), image_size=config.data.image_size,
+                           cache_dir=config.data.cache_dir, meta_encoder=meta, **config_options(config))
 
 
 def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:

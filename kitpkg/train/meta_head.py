@@ -65,7 +65,7 @@ def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = T
         return encoder
     from ..data.datamodule import ShardDataModule
 
-    encoder = ShardDataModule(data.manifest, fold=k, extra_train=data.extras, cache_dir=config.data.cache_dir,
+    encoder = ShardDataModule(data.manifest, fold=k, extra_train=data.extras_for(k), cache_dir=config.data.cache_dir,
                               image_size=config.data.image_size, meta=names).fitted_meta()
     if is_writer:
         path.parent.mkdir(parents=True, exist_ok=True)
