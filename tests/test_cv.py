@@ -107,15 +107,6 @@ def _set_status(run_dir, fold, status):
     path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
 
 
-def test_fold_without_best_checkpoint_predicts_from_its_last(finished_run, tmp_path):
-    # best.ckpt is absent when no validation metric was ever finite: the last checkpoint's weights are used,
-    # by `kitpkg predict` as by the CV run itself
-    config, run_dir = _copy_run(finished_run, tmp_path)
-    (run_dir / "fold0" / "ckpt" / "best.ckpt").unlink()
-    out = cv.predict_test(config, run_dir, tmp_path / "sub.csv")
-    assert len(pd.read_csv(out)) == len(pd.read_csv(finished_run[2].submission_path))
-
-
 def test_deleting_a_fold_folder_retrains_it(finished_run, tmp_path):
     # the advice of the "no intact checkpoint" error must work even when the fold had finished training
     import shutil

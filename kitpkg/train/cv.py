@@ -24,9 +24,10 @@ from ..config import Config
 from ..errors import KitError
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
-from .checkpoint import (BEST, KillSwitch, RunCheckpoints, best_checkpoint, latest_intact, load_checkpoint,
+from .checkpoint import (BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint,
                          resumable)
 from .ema import prediction_state
+from .foldcheck import LOST, fold_weights, lost_weights_message, reopen_lost_folds, weights_problem
 from .init_from import init_fold
 from .meta_head import fold_meta
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
@@ -231,8 +232,8 @@ def resume_point(state: RunState, k: int) -> Tuple[Optional[Path], bool]:
     ckpt_dir = state.run_dir / f"fold{k}" / "ckpt"
     status = state.fold(k).get("status")
     resume = latest_intact(ckpt_dir) if status == "running" else None
-    # "trained" without a checkpoint: the fold folder was deleted (as _fold_weights advises) -> train it again
-    trained = status == "trained" and best_checkpoint(ckpt_dir) is not None
+    # "trained" without the weights it would predict with (foldcheck's rule): train it again
+    trained = status == "trained" and weights_problem(ckpt_dir) is None
     if resume is None and not trained and is_rank_zero():
         for old in [*resumable(ckpt_dir), ckpt_dir / BEST]:
             old.unlink(missing_ok=True)
@@ -247,7 +248,7 @@ def fit(trainer: Any, module: Any, dm: Any, state: RunState, k: int, resume: Opt
 
 
 def reload_best(module: Any, run_dir: Path, k: int) -> Optional[int]:
-    """Load fold k's best weights (see best_checkpoint) into `module`; return the epoch they come from."""
+    """Load fold k's best weights (the rule: foldcheck.fold_weights) into `module`; return their epoch."""
     ckpt = load_checkpoint(_fold_weights(run_dir, k))
     module.load_state_dict(prediction_state(ckpt))  # the EMA's weights when train.ema is on
     return ckpt.get("epoch")
@@ -299,16 +300,13 @@ def loader_figures(config: Config, data: RunData, k: int, trained: bool, meta: A
 
 
 def _fold_weights(run_dir: Path, k: int) -> Path:
-    path = best_checkpoint(run_dir / f"fold{k}" / "ckpt")
-    if path is None:
-        raise KitError(f"{run_dir / f'fold{k}' / 'ckpt'}: no intact checkpoint of fold {k}; delete "
-                       f"{run_dir / f'fold{k}'} and re-run `kitpkg cv` to retrain the fold")
-    return path
+    return fold_weights(run_dir, k)
 
 
 def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = (),
-             data: Optional[RunData] = None) -> Tuple[RunData, RunState]:
-    """Load the data (unless given: `load_data(config)`) and the run state (refusing a changed config or other shards).
+             data: Optional[RunData] = None, reopen_lost: bool = True) -> Tuple[RunData, RunState]:
+    """Load the data (unless given: `load_data(config)`) and the run state (refusing a changed config or other shards);
+    reopen_lost: a fold recorded done whose best weights are gone is reset (one printed line) to be trained again.
 
     Names the fit would refuse (model, loss, optimizer, schedule) and model.meta columns that leak the label or are
     absent at test time are checked first: a run directory is written only for a config that can train."""
@@ -319,11 +317,27 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
     run_dir = run_directory(run_dir or config.output.run_dir)
     check_components(config, data.num_classes)
     check_meta_inputs(config.model.meta, data.manifest, config.data.cache_dir)
+    _keep_run_defaults(config, run_dir)
     state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)
+    if reopen_lost:
+        reopen_lost_folds(state)
     shards = relpath(Path(data.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
     if state.get("shards") != shards:
         state.set("shards", shards)
     return data, state
+
+
+def _keep_run_defaults(config: Config, run_dir: Path) -> None:
+    """A run directory made when a changed default still held (config.CHANGED_DEFAULTS) continues with it, said once."""
+    from ..config import keep_run_defaults
+    from .runstate import STATE_NAME
+
+    if not (run_dir / STATE_NAME).exists():
+        return
+    kept = keep_run_defaults(config, RunState.read(run_dir).get("config", {}))
+    if kept and is_rank_zero():
+        print(f"kitpkg: {run_dir} was made when {', '.join(kept)} defaulted to true; continuing with that (set them "
+              f"in the config to silence this; new runs default to off)", flush=True)
 
 
 def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optional[Sequence[int]] = None,
@@ -408,10 +422,15 @@ def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
 
 def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Optional[os.PathLike] = None) -> Path:
     """Re-predict the test split with every finished fold's best checkpoint (predict.* may differ from the run's)."""
-    data, state = open_run(config, run_dir, allow_changed=("predict.",))
+    data, state = open_run(config, run_dir, allow_changed=("predict.",), reopen_lost=False)
     done = state.done_folds()
     if not done:
         raise KitError(f"{state.run_dir}: no finished fold; run `kitpkg cv` first")
+    for k, record in state.folds().items():  # every fold's weights before any prediction: never a partial average
+        if record.get("status") == LOST:
+            raise KitError(lost_weights_message(state.run_dir, k, record.get("reason", "see its record")))
+    for k in done:
+        _fold_weights(state.run_dir, k)
     if not data.manifest.select("test"):
         raise KitError(f"data.shards: {data.manifest.root} has no test split")
     parts = []
