@@ -28,7 +28,7 @@ def test_mixing_is_a_function_of_the_seed_and_leaves_numpy_alone():
     mixing = Mixing(MixupConfig(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5), num_classes=1)
     np.random.seed(7)
     before = np.random.get_state()[1].copy()
-    runs = [mixing(*_batch(), seed=s) for s in (3, 3, 4)]
+    runs = [mixing(*_batch(), seed=s) for s in (3, 3, 4)]  # (images, targets, meta)
     assert np.array_equal(np.random.get_state()[1], before)  # numpy's global stream untouched
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert not torch.equal(runs[0][0], runs[2][0])
@@ -36,7 +36,7 @@ def test_mixing_is_a_function_of_the_seed_and_leaves_numpy_alone():
 
 def test_binary_mixup_mixes_images_and_targets_with_one_lambda():
     images, target = _batch()
-    x, soft = Mixing(MixupConfig(mixup_alpha=0.4), num_classes=1)(images, target, seed=5)
+    x, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4), num_classes=1)(images, target, seed=5)
     assert soft.shape == (8,) and soft.dtype == torch.float32  # BCE's soft target: the positive column
     lam = float(soft[0])  # target [1, 0, 1, 0 ...] flipped is [0, 1, ...]: sample 0 gets lam * 1 + (1 - lam) * 0
     assert 0 < lam < 1
@@ -47,7 +47,7 @@ def test_binary_mixup_mixes_images_and_targets_with_one_lambda():
 
 def test_odd_batch_mixes_all_but_the_last_sample():
     images, target = _batch(7)
-    x, soft = Mixing(MixupConfig(mixup_alpha=0.4, label_smoothing=0.1), num_classes=1)(images, target, seed=5)
+    x, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4, label_smoothing=0.1), num_classes=1)(images, target, seed=5)
     assert x.shape == (7, 3, 16, 16) and soft.shape == (7,)
     assert torch.equal(x[6], images[6].float() / 255)
     assert float(soft[6]) == pytest.approx(1 - 0.05)  # its own label, smoothed as BCE's smoothing would
@@ -56,7 +56,7 @@ def test_odd_batch_mixes_all_but_the_last_sample():
 def test_multiclass_mixup_gives_soft_targets_and_soft_cross_entropy():
     images = torch.rand(4, 3, 8, 8)
     target = torch.tensor([0, 1, 2, 1])
-    _, soft = Mixing(MixupConfig(mixup_alpha=0.4), num_classes=3)(images, target, seed=1)
+    _, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4), num_classes=3)(images, target, seed=1)
     assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
     logits = torch.randn(4, 3)
     hard = torch.nn.functional.one_hot(target, 3).float()
@@ -147,3 +147,34 @@ def test_recipe_run_killed_mid_epoch_gives_the_same_oof(tmp_path, tfrecord_manif
     ours, theirs = (pd.read_csv(d / "oof.csv", dtype={"id": str}) for d in (killed, reference))
     assert list(ours["id"]) == list(theirs["id"])
     assert (ours["prediction"] - theirs["prediction"]).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("num_classes, target, expected", [
+    (1, torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0.95, 0.05, 0.95, 0.05])),
+    (3, torch.tensor([0, 2, 1, 0]), 0.9 * torch.eye(3)[[0, 2, 1, 0]] + 0.1 / 3),
+])
+def test_label_smoothing_stays_after_mixing_stops(num_classes, target, expected):
+    """As timm: from off_epoch on the batches are not mixed, but the targets keep train.mixup.label_smoothing."""
+    config = config_from_dict({"data": {"shards": "x"}, "model": {"name": "test_resnet"},
+                               "train": {"mixup": {"off_epoch": 0, "label_smoothing": 0.1}}})
+    module = KitModule(config, num_classes=num_classes)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    assert not module.mixing.active(module.current_epoch)
+    _, soft, _ = module.train_view(images, target, 0)
+    assert torch.allclose(soft.float(), expected.view(soft.shape).float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_mixup_mixes_the_metadata_with_the_images_pairing(mode):
+    """Sample i is mixed with sample n-1-i by lam_i: its metadata row must be mixed the same way (a mixed image with
+    one sample's metadata is noise). Each image is one flat value v_i, its metadata [v_i, -v_i]: both must mix alike."""
+    n = 7  # odd: the last sample keeps its own image and metadata
+    values = torch.linspace(0.1, 0.9, n)
+    images = values.view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    meta = torch.stack([values, -values], dim=1)
+    mixing = Mixing(MixupConfig(mixup_alpha=0.4, mode=mode), num_classes=1)
+    x, _, mixed_meta = mixing(images, torch.zeros(n), seed=3, meta=meta)
+    assert mixed_meta.shape == (n, 2)
+    assert torch.allclose(mixed_meta[:, 0], x[:, 0, 0, 0], atol=1e-6)
+    assert torch.allclose(mixed_meta[:, 1], -x[:, 0, 0, 0], atol=1e-6)
+    assert not torch.allclose(mixed_meta, meta) and torch.equal(mixed_meta[-1], meta[-1])

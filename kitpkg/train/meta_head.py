@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch import nn
 from ..data.meta import MetaEncoder
 from ..errors import KitError
 from ..fsutil import atomic_write_text
+from .fp32_head import fp32_forward
 
 META_HIDDEN = (512, 128)
 META_DROPOUT = 0.3
@@ -34,12 +35,18 @@ class MetaNet(nn.Module):
         self.meta = nn.Sequential(
             nn.Linear(meta_width, first), nn.BatchNorm1d(first), nn.SiLU(), nn.Dropout(META_DROPOUT),
             nn.Linear(first, second), nn.BatchNorm1d(second), nn.SiLU())
-        self.head = nn.Linear(int(backbone.num_features) + second, num_classes)
+        self.head = fp32_forward(nn.Linear(int(backbone.num_features) + second, num_classes))
+        fp32_forward(self.meta[4])  # the branch's last Linear: its 128 outputs meet the image features in fp32
 
     def forward(self, images: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-        """Logits (B×num_classes) of normalised images and their B×meta_width encoded metadata."""
+        """Logits (B×num_classes, fp32) of normalised images and their B×meta_width encoded metadata."""
         features = self.backbone(images)
-        return self.head(torch.cat([features, self.meta(meta.to(features.dtype))], dim=1))
+        return self.head(torch.cat([features.float(), self.meta(meta.float()).float()], dim=1))
+
+    def no_weight_decay(self) -> Set[str]:
+        """The backbone's parameters kept out of weight decay (a ViT's pos_embed, cls_token), by their names here."""
+        names = self.backbone.no_weight_decay() if hasattr(self.backbone, "no_weight_decay") else ()
+        return {f"backbone.{name}" for name in names}
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

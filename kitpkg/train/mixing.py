@@ -6,11 +6,16 @@ and puts the global state back, so a resumed step mixes the same way and nothing
 Targets: binary (one logit) batches are mixed as two classes and the positive column is kept -- the soft target
 BCE takes (timm's one-hot smoothing of two classes equals kitpkg's symmetric binary smoothing); multi-class batches
 get timm's soft one-hot targets and a soft-target cross entropy. timm needs an even batch: an odd batch mixes all but
-its last sample, which keeps its own (smoothed) label.
+its last sample, which keeps its own (smoothed) label. From `off_epoch` on nothing is mixed, but the targets keep
+`label_smoothing` (as timm's train script: its Mixup still smooths with mixing disabled).
+
+Metadata (`batch["meta"]`, model.meta) is mixed with the images' pairing and weights: timm mixes sample i with sample
+n-1-i (the batch flipped) by lam (one per batch, or per pair/element), so the metadata row is lam * own + (1 - lam) *
+partner's -- an image mixed from two samples beside one sample's metadata would be noise.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -19,8 +24,16 @@ from ..config import MixupConfig
 from ..errors import KitError
 
 
+class Mixed(NamedTuple):
+    """A mixed training batch: float 0..1 images, soft targets (B binary, B×C multi-class), metadata (or None)."""
+
+    images: torch.Tensor
+    target: torch.Tensor
+    meta: Optional[torch.Tensor]
+
+
 class Mixing:
-    """Mixup/CutMix of (images, targets) on the device, switched off from `off_epoch` on."""
+    """Mixup/CutMix of (images, targets, metadata) on the device, switched off from `off_epoch` on."""
 
     def __init__(self, cfg: MixupConfig, num_classes: int):
         from timm.data import Mixup
@@ -35,22 +48,41 @@ class Mixing:
         """Whether batches of `epoch` are mixed."""
         return self.cfg.off_epoch is None or epoch < self.cfg.off_epoch
 
-    def __call__(self, images: torch.Tensor, target: torch.Tensor, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(mixed float 0..1 images, soft targets: B (binary) or B×C) of one batch, drawn from `seed`."""
+    def __call__(self, images: torch.Tensor, target: torch.Tensor, seed: int,
+                 meta: Optional[torch.Tensor] = None) -> Mixed:
+        """One batch mixed with draws from `seed` (the metadata with the images' pairing; see the module docstring)."""
         x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
         n = len(x) - len(x) % 2
         saved = np.random.get_state()
         np.random.seed(seed % 2**32)
         try:
-            _, mixed = self.mixup(x[:n], target[:n])  # mixes the view x[:n] in place
+            lam = self._mix_images(x[:n])  # mixes the view x[:n] in place
         finally:
             np.random.set_state(saved)
-        if n < len(x):
-            from timm.data.mixup import mixup_target
+        soft = torch.cat([self._soft(target[:n], lam), self._soft(target[n:], 1.0)])  # an odd last sample: its own
+        if meta is not None:
+            meta = meta.float()
+            meta = torch.cat([lam * meta[:n] + (1.0 - lam) * meta[:n].flip(0), meta[n:]])
+        return Mixed(x, soft, meta)
 
-            rest = mixup_target(target[n:], self.mixup.num_classes, 1.0, self.cfg.label_smoothing)
-            mixed = torch.cat([mixed, rest])
-        return x, (mixed[:, 1] if self.binary else mixed)
+    def targets(self, target: torch.Tensor) -> torch.Tensor:
+        """The targets of an unmixed batch (after off_epoch): smoothed by label_smoothing, else as they are."""
+        return self._soft(target, 1.0) if self.cfg.label_smoothing else target
+
+    def _mix_images(self, x: torch.Tensor) -> Union[float, torch.Tensor]:
+        # timm's Mixup.__call__ without its target step, to get lam (a float, or B×1 per pair/element) for the
+        # metadata; targets go through the same mixup_target it would call
+        if self.mixup.mode == "elem":
+            return self.mixup._mix_elem(x)
+        if self.mixup.mode == "pair":
+            return self.mixup._mix_pair(x)
+        return self.mixup._mix_batch(x)
+
+    def _soft(self, target: torch.Tensor, lam: Union[float, torch.Tensor]) -> torch.Tensor:
+        from timm.data.mixup import mixup_target
+
+        soft = mixup_target(target, self.mixup.num_classes, lam, self.cfg.label_smoothing)
+        return soft[:, 1] if self.binary else soft
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from ..config import PATH_KEYS, Config, ModelConfig, to_dict
 from ..data.meta import MetaEncoder
 from ..errors import KitError
 from .ema import CKPT_KEY, KitEma
+from .fp32_head import fp32_classifier
 from .losses import loss_of
 from .mixing import build_mixing, soft_cross_entropy
 from .meta_head import MetaNet, backbone_of
@@ -41,9 +42,10 @@ def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool 
 
 def create_classifier(cfg: ModelConfig, num_classes: int, load_pretrained: bool, meta_width: int = 0
                       ) -> torch.nn.Module:
-    """The timm model, or with a metadata input (`meta_width` > 0) its pooled features joined to a meta MLP."""
+    """The timm model, or with a metadata input (`meta_width` > 0) its pooled features joined to a meta MLP; the
+    head runs in fp32 under mixed precision (fp32_head.py)."""
     if not meta_width:
-        return create_timm_model(cfg, num_classes, load_pretrained)
+        return fp32_classifier(create_timm_model(cfg, num_classes, load_pretrained))
     return MetaNet(create_timm_model(cfg, 0, load_pretrained), meta_width, num_classes)
 
 
@@ -162,14 +164,17 @@ class KitModule(pl.LightningModule):
             return images
         return self.gpu_stage(images, generator if generator is not None else torch.default_generator)
 
-    def train_view(self, images: torch.Tensor, target: torch.Tensor, batch_idx: int
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(images, targets) the loss sees: augmented, then mixed (train.mixup, until its off_epoch)."""
+    def train_view(self, images: torch.Tensor, target: torch.Tensor, batch_idx: int,
+                   meta: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(images, targets, metadata) the loss sees: augmented, then mixed (train.mixup, until its off_epoch; its
+        label smoothing stays after that)."""
         images = self.augment(images)
-        if self.mixing is None or not self.mixing.active(self.current_epoch):
-            return images, target
+        if self.mixing is None:
+            return images, target, meta
+        if not self.mixing.active(self.current_epoch):
+            return images, self.mixing.targets(target), meta
         return self.mixing(images, target, step_seed(self.cfg.train.seed, self.current_epoch, batch_idx,
-                                                     self.global_rank, 2))
+                                                     self.global_rank, 2), meta)
 
     def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
@@ -200,8 +205,8 @@ class KitModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank))
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images, target = self.train_view(batch["image"], batch["target"], batch_idx)
-        loss = self.train_loss(self(images, batch.get("meta")), target)
+        images, target, meta = self.train_view(batch["image"], batch["target"], batch_idx, batch.get("meta"))
+        loss = self.train_loss(self(images, meta), target)
         if self._epoch_loss[0] != self.current_epoch:  # keyed by epoch: a mid-epoch resume keeps the restored sum
             self._epoch_loss = [self.current_epoch, 0.0, 0]
         self._epoch_loss[1] += float(loss.detach()) * len(batch["id"])
