@@ -15,12 +15,15 @@ Workers write batches into recycled shared buffers (buffers.py); this loader tra
 its buffer when the batch's last reference in this process dies. To send a batch on to another process, clone it
 first, or pass `recycle_buffers=False`.
 
-Epochs: every new `iter()` starts the next epoch (the first one starts `epoch`, default 0); a loaded state makes the
-next `iter()` continue that epoch, or start the following one when the state was saved at the epoch's end.
+Epochs: a new `iter()` starts the next epoch once the trainer took a batch from the one before (the first starts
+`epoch`, default 0); an iteration it took nothing from is served again, from the same position. Lightning's restore
+of a checkpoint written after an epoch's validation calls `iter()` for that finished epoch, takes nothing, then calls
+it again for the next: counting calls would serve the epoch after. A loaded state is such an untouched iteration: the
+next `iter()` continues the saved epoch, or starts the following one when the state was saved at the epoch's end.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from torch.utils.data import DataLoader
 
@@ -47,18 +50,16 @@ class ShardLoader(DataLoader):
                          prefetch_factor=prefetch_factor if num_workers > 0 else None,
                          multiprocessing_context=multiprocessing_context, **kwargs)
         self.epoch, self.consumed = int(epoch), 0  # consumed = batches the trainer took this epoch
+        self._first = 0  # the batch the latest iteration started at: consumed == _first means it handed out nothing
         self.samples = 0
         self.damaged: List[Damage] = []  # (shard, offset, reason) of every skipped sample
-        self._started = False
-        self._resume: Optional[Tuple[int, int]] = None
         self._warned: set = set()
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        if self._resume is not None:
-            (epoch, start), self._resume = self._resume, None
-        else:
-            epoch, start = (self.epoch + 1 if self._started else self.epoch), 0
-        self.epoch, self.consumed, self._started = epoch, start, True
+        if self.consumed != self._first:  # the trainer took batches of the latest iteration: on to the next epoch
+            self.epoch, self.consumed = self.epoch + 1, 0
+        epoch, start = self.epoch, self.consumed
+        self._first = start
         self.samples = min(start * self.dataset.batch_size, self.dataset.partition.rank_samples())
         self.dataset.set_epoch(epoch, start)  # before the workers (re)start iterating
         if not (self.recycle_buffers and self.num_workers > 0):
@@ -94,7 +95,8 @@ class ShardLoader(DataLoader):
                 "world_size": part.world_size}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Make the next `iter()` continue exactly where the state was saved."""
+        """Make the next `iter()` (and any that the trainer takes nothing from) continue exactly where the state was
+        saved."""
         part = self.dataset.partition
         for key in ("seed", "batch_size", "world_size"):
             if key in state and state[key] != getattr(part, key):
@@ -104,5 +106,4 @@ class ShardLoader(DataLoader):
         epoch, start = int(state["epoch"]), -(-int(state["samples"]) // part.batch_size)
         if start >= len(part) and len(part):
             epoch, start = epoch + 1, 0  # saved at the end of an epoch: continue with the next one
-        self.epoch, self.consumed, self._resume = epoch, start, (epoch, start)
-        self._started = True
+        self.epoch, self.consumed, self._first = epoch, start, start

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import pytorch_lightning as pl
 
@@ -105,9 +105,11 @@ class RunCheckpoints(pl.Callback):
     Its state (best score, per-epoch history) lives in every checkpoint, so a resumed fold continues the same record.
     """
 
-    def __init__(self, folder: Path, every_n_steps: int, keep: int, monitor: str, mode: str = "max"):
+    def __init__(self, folder: Path, every_n_steps: int, keep: int, monitor: str, mode: str = "max",
+                 on_published: Optional[Callable[[str, pl.Trainer], None]] = None):
         self.folder, self.every_n_steps, self.keep = Path(folder), int(every_n_steps), max(2, int(keep))
         self.monitor, self.mode = monitor, mode
+        self.on_published = on_published  # called with each checkpoint's name once it is in `folder` (KillSwitch)
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
@@ -127,7 +129,8 @@ class RunCheckpoints(pl.Callback):
                            batch_idx: int) -> None:
         step = trainer.global_step
         # only right after an optimizer step: accumulated gradients are not part of a checkpoint
-        if step != self._last_step and step % self.every_n_steps == 0 and step > 0:
+        due = step != self._last_step and step % self.every_n_steps == 0 and step > 0
+        if due and not _validation_follows(trainer, batch_idx):
             self._save(trainer, f"ckpt-{step:08d}-0.ckpt")
         self._last_step = step
 
@@ -166,6 +169,8 @@ class RunCheckpoints(pl.Callback):
             if prune:
                 for old in resumable(self.folder)[:-self.keep]:
                     old.unlink(missing_ok=True)
+            if self.on_published is not None:
+                self.on_published(name, trainer)
 
     def _write_history(self) -> None:
         import csv
@@ -180,17 +185,63 @@ class RunCheckpoints(pl.Callback):
 
 
 class KillSwitch(pl.Callback):
-    """Test hook: KITPKG_TEST_KILL_AT="[fold:]step" SIGKILLs this process after that optimizer step (a real crash)."""
+    """Test hook: KITPKG_TEST_KILL_AT="[fold:]point" SIGKILLs this process (a real crash) at `point` of that fold:
+    `<n>` after optimizer step n; `step-ckpt:<n>`, `epoch-ckpt:<e>`, `best:<e>` right after the checkpoint of step n,
+    the end-of-epoch checkpoint of epoch e, or epoch e's best.ckpt is published (RunCheckpoints calls `published`);
+    `before-trained` after fit, before the fold is recorded as trained; `predict-oof` / `predict-test` after the first
+    batch of the fold's OOF / test prediction."""
 
     def __init__(self, fold: int):
         spec = os.environ.get("KITPKG_TEST_KILL_AT", "")
-        fold_text, _, step_text = spec.rpartition(":")
-        self.step = int(step_text) if step_text and (not fold_text or int(fold_text) == fold) else None
+        head, _, rest = spec.partition(":")
+        if head.isdigit() and rest:  # "fold:point"
+            spec = rest if int(head) == fold else ""
+        self.point = spec
+        self._predictions = 0
+
+    def _at(self, point: str) -> None:
+        if point == self.point:
+            _crash()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.step is not None and trainer.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.point.isdigit() and trainer.global_step >= int(self.point):
+            _crash()
+
+    def published(self, name: str, trainer: pl.Trainer) -> None:
+        """Called once checkpoint `name` is in the run directory."""
+        if name == BEST:
+            self._at(f"best:{trainer.current_epoch}")
+        elif name.endswith("-1.ckpt"):
+            self._at(f"epoch-ckpt:{trainer.current_epoch}")
+        else:
+            self._at(f"step-ckpt:{trainer.global_step}")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._at("before-trained")
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._predictions += 1
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:  # a fold predicts its OOF split first, then the test split (cv.predict_fold)
+            self._at({1: "predict-oof", 2: "predict-test"}.get(self._predictions, ""))
+
+
+def _crash() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """True after the epoch's last batch when the epoch's validation (and its end-of-epoch checkpoint) comes next.
+
+    Lightning resumes a checkpoint written after an epoch's last batch as a finished epoch and never runs that epoch's
+    validation: no history row, no best.ckpt from it, one validation fewer for early stopping. So none is written
+    there; a crash before the end-of-epoch checkpoint resumes from the step checkpoint before."""
+    every = trainer.check_val_every_n_epoch
+    return batch_idx + 1 >= trainer.num_training_batches and sum(trainer.num_val_batches) > 0 \
+        and every is not None and (trainer.current_epoch + 1) % every == 0
 
 
 def best_checkpoint(ckpt_dir: Path) -> Optional[Path]:

@@ -203,9 +203,11 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     dm = make_datamodule(config, data, k, meta)
     throughput = Throughput()
     monitor = monitor_of(config, data.scored_binary)
-    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor)
+    kill = KillSwitch(k)  # test hook (env KITPKG_TEST_KILL_AT), inert otherwise
+    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor,
+                            on_published=kill.published)
     # early stopping before the writer: the checkpoint written after a validation holds its updated patience count
-    trainer = build_trainer(config, callbacks=[*early_stopping(config, *monitor), writer, KillSwitch(k),
+    trainer = build_trainer(config, callbacks=[*early_stopping(config, *monitor), writer, kill,
                                                throughput])  # Throughput last: see timing.py
     started = time.perf_counter()
     if not trained:
