@@ -28,9 +28,11 @@ class AugConfig:
     """Train-time augmentation in two stages: albumentations in the loader workers (cpu), torch ops on the device (gpu).
     An explicit cpu/gpu overrides the preset's stage (kitpkg/augment/stages.py); checked by building both at load."""
 
-    hflip: bool = True  # without preset/gpu: random horizontal flips on the device (configs before data.aug.gpu)
-    vflip: bool = True  # likewise, vertical flips
-    transpose: bool = True  # likewise, transposes (square images only)
+    # Flips are wrong for many image kinds (text, digits, anything with a left and a right), so they are off unless
+    # set; the templates turn them on where they fit. Unset (null) meant on before: see CHANGED_DEFAULTS
+    hflip: Optional[bool] = None  # without preset/gpu: random horizontal flips on the device; null = off
+    vflip: Optional[bool] = None  # likewise, vertical flips
+    transpose: Optional[bool] = None  # likewise, transposes (square images only)
     preset: Optional[str] = None  # null, or a shipped preset: light (flips), isic (the SIIM-ISIC 1st-place list)
     cpu: Optional[Dict[str, Any]] = None  # albumentations A.to_dict(compose) spec, per sample in the workers; {} = none
     gpu: Optional[List[Dict[str, Any]]] = None  # [{name: hflip, p: 0.5}, ...] batch ops on the device; [] = none
@@ -483,6 +485,21 @@ def result_dict(config: Config) -> Dict[str, Any]:
 def config_hash(config: Config) -> str:
     """sha256 of the canonical JSON of `result_dict(config)`: equal hash = same numbers (given the same shards)."""
     text = json.dumps(result_dict(config), sort_keys=True, separators=(",", ":"))
+# Defaults that changed after run directories existed: {key: the old default}. The new default is null (unset); a
+# config that leaves such a key unset continues a run directory made under the old default with that old value
+# (keep_run_defaults), so the run opens, hashes and trains as it was made. Set explicitly, a key counts as given.
+CHANGED_DEFAULTS = {"data.aug.hflip": True, "data.aug.vflip": True, "data.aug.transpose": True}
+
+
+def keep_run_defaults(config: Config, stored: Dict[str, Any]) -> List[str]:
+    """Give the CHANGED_DEFAULTS keys that `config` leaves unset the old default where a run directory's stored
+    result dict (state.json "config") holds it; return the keys set."""
+    kept = [k for k, old in CHANGED_DEFAULTS.items() if _get(config, k) is None and stored.get(k) == old]
+    for key in kept:
+        _set(config, key, CHANGED_DEFAULTS[key])
+    return kept
+
+
     return hashlib.sha256(text.encode()).hexdigest()
 
 

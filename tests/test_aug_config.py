@@ -28,7 +28,7 @@ def test_pasted_to_dict_round_trips_through_the_yaml(tmp_path):
     config = load_config(_write(tmp_path, {"cpu": A.to_dict(COMPOSE)}))
     cpu, gpu = stages_of(config)
     assert A.to_dict(cpu) == A.to_dict(COMPOSE)
-    assert gpu == [{"name": n, "p": 0.5} for n in ("hflip", "vflip", "transpose")], "old flags: the flips"
+    assert gpu == [], "no flips unless the flags are set (test_flip_defaults.py)"
     plain = load_config(_write(tmp_path, {}, "plain.yaml"))
     assert config_hash(config) != config_hash(plain), "the CPU stage is in the config hash"
 

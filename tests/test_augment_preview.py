@@ -25,7 +25,8 @@ def _images(n=8):
 
 def test_old_flip_flags_flip_each_sample_on_the_device():
     images = _images()
-    out = _module().augment(images, torch.Generator().manual_seed(1))
+    out = _module({"hflip": True, "vflip": True, "transpose": True}).augment(images, torch.Generator().manual_seed(1))
+    assert _module().augment(images) is images, "no flags set: no flips (test_flip_defaults.py)"
     assert out.dtype == torch.float32 and out.shape == images.shape
     x = images.float() / 255
     dihedral = []  # each subset of (hflip, vflip, transpose), applied in that order

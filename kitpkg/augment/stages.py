@@ -19,7 +19,7 @@ _FLAGS = ("hflip", "vflip", "transpose")  # the old AugConfig flags, as GPU-stag
 def stage_specs(aug: Any) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]]]:
     """(cpu spec, gpu spec) of an AugConfig after the precedence in the module docstring; nothing is built."""
     preset = load_preset(aug.preset) if aug.preset else None
-    off = [name for name in _FLAGS if not getattr(aug, name)]
+    off = [name for name in _FLAGS if getattr(aug, name) is False]  # set false; unset (null) is off too
     if off and (preset is not None or aug.gpu is not None):
         raise KitError(f"data.aug.{off[0]}: false only applies without data.aug.preset/data.aug.gpu; leave the op "
                        "out of data.aug.gpu instead")
