@@ -30,6 +30,7 @@ from .ema import prediction_state
 from .foldcheck import LOST, fold_weights, lost_weights_message, reopen_lost_folds, weights_problem
 from .init_from import init_fold
 from .meta_head import fold_meta
+from .model import seeding_fold
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
 from .stopping import early_stopping
 from .timing import device_fields
@@ -163,23 +164,28 @@ def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
     return monitor, ("min" if monitor == "val_loss" else "max")
 
 
-def make_module(config: Config, data: RunData, load_pretrained: bool, meta: Any = None):
-    """The KitModule for this config (channels_last resolved for the accelerator); `meta`: the fold's MetaEncoder."""
+def make_module(config: Config, data: RunData, load_pretrained: bool, meta: Any = None, fold: Optional[int] = None):
+    """The KitModule for this config (channels_last resolved for the accelerator); `meta`: the fold's MetaEncoder;
+    `fold`: what its seeds derive from (model.fold_seed)."""
     from .model import KitModule
 
     module = KitModule(config, data.num_classes, load_pretrained=load_pretrained,
-                       meta=meta.state_dict() if meta is not None else None, score_index=data.score_index)
+                       meta=meta.state_dict() if meta is not None else None, score_index=data.score_index, fold=fold)
     module.channels_last = resolve_device(config).channels_last
     return module
 
 
-def make_datamodule(config: Config, data: RunData, fold: Optional[int], meta: Any = None):
+def make_datamodule(config: Config, data: RunData, fold: Optional[int], meta: Any = None,
+                    seed: Optional[int] = None):
     """The ShardDataModule of one fold (extra_train sets go to training only); `meta`: the fold's MetaEncoder (None:
-    fitted on the fold's training samples when model.meta is set)."""
+    fitted on the fold's training samples when model.meta is set); `seed`: of the training order (default: the
+    fold's, model.fold_seed)."""
     from ..data.datamodule import ShardDataModule, config_options
+    from .model import fold_seed
 
     return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
-                           num_workers=config.data.num_workers, seed=config.train.seed,
+                           num_workers=config.data.num_workers,
+                           seed=fold_seed(config.train.seed, fold) if seed is None else seed,
                            extra_train=data.extras_for(fold), image_size=config.data.image_size,
                            cache_dir=config.data.cache_dir, meta_encoder=meta, **config_options(config))
 
@@ -197,10 +203,11 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
     meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
     fresh = resume is None and not trained
-    module = make_module(config, data, load_pretrained=fresh and not config.model.init_from, meta=meta)
+    module = make_module(config, data, load_pretrained=fresh and not config.model.init_from, meta=meta,
+                         fold=seeding_fold(resume, k))
     if fresh and config.model.init_from:
         init_fold(module, config.model.init_from, data, k)
-    dm = make_datamodule(config, data, k, meta)
+    dm = make_datamodule(config, data, k, meta, seed=module.seed)
     throughput = Throughput()
     monitor = monitor_of(config, data.scored_binary)
     kill = KillSwitch(k)  # test hook (env KITPKG_TEST_KILL_AT), inert otherwise

@@ -6,6 +6,7 @@ timm's data config for the model), so the loader ships 4× fewer bytes and nothi
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import pytorch_lightning as pl
@@ -78,9 +79,29 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
 
 
 def step_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed from the run seed and (epoch, batch, rank): randomness is a pure function of the step."""
+    """A 63-bit seed from the fold's seed and (epoch, batch, rank): randomness is a pure function of the step."""
     text = ":".join(str(int(p)) for p in (seed, *parts))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def fold_seed(seed: int, fold: Optional[int]) -> int:
+    """The seed of fold `fold`'s training order and step draws (31 bits), from the run seed; the run seed itself for
+    None (no fold, or a fold begun before seeds followed the fold). Hashed, not seed + fold: runs seeded 42 and 43
+    must not share draws between their folds 1 and 0."""
+    if fold is None:
+        return int(seed)
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:fold:{int(fold)}".encode()).digest()[:4], "little") >> 1
+
+
+def seeding_fold(checkpoint: Optional[Path], fold: int) -> Optional[int]:
+    """The fold index fold `fold`'s seeds derive from when it resumes from `checkpoint` (None: a fresh start): the
+    fold, or None for a checkpoint written before seeds followed the fold, so that fold resumes exactly as it began."""
+    if checkpoint is None:
+        return fold
+    from .checkpoint import load_checkpoint
+
+    hparams = load_checkpoint(checkpoint).get("hyper_parameters") or {}
+    return hparams["fold"] if "fold" in hparams else None
 
 
 def portable_config(config: Config) -> Dict[str, Any]:
@@ -98,16 +119,19 @@ class KitModule(pl.LightningModule):
     """A timm classifier trained from a kitpkg Config (binary: one logit; multi-class: one logit per class).
 
     `meta`: the fitted MetaEncoder's state (model.meta: a metadata branch, meta_head.py); `score_index`: the class
-    train.score_class scores (its AUC is the validation metric, scoring.py)."""
+    train.score_class scores (its AUC is the validation metric, scoring.py); `fold`: the CV fold it trains, which
+    its step draws and the loader's order derive from (fold_seed; None: the run seed)."""
 
     def __init__(self, config: Config, num_classes: int, load_pretrained: bool = False,
-                 meta: Optional[Dict[str, Any]] = None, score_index: Optional[int] = None):
+                 meta: Optional[Dict[str, Any]] = None, score_index: Optional[int] = None,
+                 fold: Optional[int] = None):
         super().__init__()
         # hyperparameters as plain data (never the Config object: checkpoints must load with weights_only=True),
         # without paths; `model.weights` is read once, here, when load_pretrained
         self.save_hyperparameters({"config": portable_config(config), "num_classes": int(num_classes), "meta": meta,
-                                   "score_index": score_index})
+                                   "score_index": score_index, "fold": fold})
         self.cfg = config
+        self.seed = fold_seed(config.train.seed, fold)
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 1
         self.score_index = score_index
@@ -173,8 +197,8 @@ class KitModule(pl.LightningModule):
             return images, target, meta
         if not self.mixing.active(self.current_epoch):
             return images, self.mixing.targets(target), meta
-        return self.mixing(images, target, step_seed(self.cfg.train.seed, self.current_epoch, batch_idx,
-                                                     self.global_rank, 2), meta)
+        return self.mixing(images, target, step_seed(self.seed, self.current_epoch, batch_idx, self.global_rank, 2),
+                           meta)
 
     def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
@@ -201,8 +225,9 @@ class KitModule(pl.LightningModule):
 
     # --- training ----------------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # dropout/drop-path/augmentation draws depend only on (seed, epoch, batch, rank): a resumed run repeats them
-        torch.manual_seed(step_seed(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank))
+        # dropout/drop-path/augmentation draws depend only on (fold seed, epoch, batch, rank): a resumed run repeats
+        # them, another fold draws its own
+        torch.manual_seed(step_seed(self.seed, self.current_epoch, batch_idx, self.global_rank))
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, target, meta = self.train_view(batch["image"], batch["target"], batch_idx, batch.get("meta"))

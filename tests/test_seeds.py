@@ -1,0 +1,40 @@
+"""Seeds per fold: each fold draws its own dropout, augmentation, mixup and training order (the fold ensemble gains
+diversity), while a fold begun before seeds followed the fold resumes with the seeds it began with."""
+from __future__ import annotations
+
+import torch
+
+from kitpkg.config import load_config
+from kitpkg.train import cv
+from kitpkg.train.model import fold_seed, seeding_fold
+
+from conftest import write_train_config
+
+
+def _draws(module, batch_idx=0):
+    module.on_train_batch_start(None, batch_idx)  # what the trainer calls before each training step
+    return torch.rand(4)
+
+
+def test_folds_draw_differently_at_the_same_step(tmp_path, tfrecord_manifest):
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest))
+    data = cv.load_data(config)
+    modules = [cv.make_module(config, data, load_pretrained=False, fold=k) for k in (0, 1, 1)]
+    draws = [_draws(m) for m in modules]
+    assert not torch.equal(draws[0], draws[1])  # fold 0 and fold 1: other dropout/augmentation draws
+    assert torch.equal(draws[1], draws[2])  # the same fold: the same draws (exact resume)
+    seeds = [cv.make_datamodule(config, data, k).seed for k in (0, 1)]
+    assert seeds[0] != seeds[1]  # and another training order
+    assert seeds[0] == modules[0].seed == fold_seed(config.train.seed, 0)
+    assert modules[1].hparams["fold"] == 1  # recorded in every checkpoint
+
+
+def test_a_fold_begun_before_fold_seeds_resumes_with_the_run_seed(tmp_path):
+    """A checkpoint whose hyperparameters have no "fold" (written before seeds followed the fold) keeps the run seed
+    for module and loader, so its resume is still exact; new checkpoints say their fold."""
+    old, new = tmp_path / "old.ckpt", tmp_path / "new.ckpt"
+    torch.save({"hyper_parameters": {"config": {}, "num_classes": 1}}, old)
+    torch.save({"hyper_parameters": {"config": {}, "num_classes": 1, "fold": 3}}, new)
+    assert seeding_fold(None, 3) == 3  # a fresh fold
+    assert seeding_fold(old, 3) is None and fold_seed(42, None) == 42
+    assert seeding_fold(new, 3) == 3
