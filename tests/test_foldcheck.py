@@ -59,3 +59,22 @@ def test_predict_refuses_a_fold_without_its_best_weights_and_its_advice_works(fi
     assert (run_dir / "fold1" / "ckpt" / "best.ckpt").is_file() and RunState.read(run_dir).is_done(1)
     assert main(["predict", *args, "--out", str(tmp_path / "sub.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "sub.csv")) == len(pd.read_csv(source / "submission.csv"))
+
+
+def test_cv_reopens_a_done_fold_without_best_weights_or_oof_with_one_line(tmp_path, capsys):
+    import numpy as np
+
+    from fakes.fake_runs import fake_data, make_run
+    from kitpkg.train.foldcheck import LOST, reopen_lost_folds
+    from kitpkg.train.runstate import RunState
+
+    run_dir = make_run(tmp_path / "run", fake_data(60, k=3), np.random.default_rng(0).random(60))
+    (run_dir / "fold1" / "ckpt" / "best.ckpt").write_bytes(b"PK\x03\x04 cut short")  # no zip directory: cut
+    (run_dir / "oof_fold2.csv").unlink()  # what a merge of the earlier version could record as done
+    state = RunState.read(run_dir)
+    assert reopen_lost_folds(state) == [1, 2]
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("kitpkg: fold 1 is recorded done but its best weights are gone (")
+    assert out[1].startswith("kitpkg: fold 2 is recorded done but its OOF predictions are gone (")
+    assert state.done_folds() == [0] and state.fold(1)["status"] == LOST  # `kitpkg cv` trains them again
+    assert reopen_lost_folds(state) == []

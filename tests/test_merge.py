@@ -109,3 +109,74 @@ def test_merging_trained_folds_back_gives_the_run_and_its_checkpoints(finished_r
         assert _csv(merged / name).equals(_csv(run_dir / name)), name
     assert load_checkpoint(merged / "fold2" / "ckpt" / "best.ckpt")["state_dict"]  # `kitpkg predict` has them
     assert (merged / "fold1" / "metrics.csv").read_bytes() == (run_dir / "fold1" / "metrics.csv").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "cut", "no best.ckpt"])
+def test_a_broken_source_fold_is_refused_in_one_line_and_the_target_stays_usable(split_runs, tmp_path, damage):
+    fake, _, _, single, a, b = split_runs
+    oof1 = b / "oof_fold1.csv"
+    kept = oof1.read_bytes()
+    if damage == "missing":
+        oof1.unlink()
+    elif damage == "empty":
+        oof1.write_bytes(b"")
+    elif damage == "cut":  # a sync cut short: the header and the first rows only
+        oof1.write_bytes(b"\n".join(kept.splitlines()[:4]) + b"\n")
+    else:
+        (b / "fold1" / "ckpt" / "best.ckpt").unlink()
+    config = fake_config(tmp_path / "c", fake, shards_dir=tmp_path / "shards")
+    with pytest.raises(KitError, match=rf"merge: {b}: fold 1 cannot be merged: .*; .*") as err:
+        _merge(config, [a, b], tmp_path / "c")
+    assert "\n" not in str(err.value)
+    assert RunState.read(tmp_path / "c").done_folds() == []  # nothing recorded: every fold is checked first
+    if damage == "no best.ckpt":
+        shutil.copy(a / "fold0" / "ckpt" / "best.ckpt", b / "fold1" / "ckpt" / "best.ckpt")
+    else:
+        oof1.write_bytes(kept)
+    result, _ = _merge(config, [a, b], tmp_path / "c")  # the source repaired: the same target merges
+    assert not result.pending and _csv(tmp_path / "c" / "oof.csv").equals(_csv(single / "oof.csv"))
+
+
+def _merge_in_child(config, dirs, into, delay):
+    import time
+
+    import kitpkg.train.merge as M
+    from kitpkg.fsutil import atomic_write
+
+    def slow_copy(src, dest):  # a slow Drive: each copy's temp file lives a while, the two processes overlap
+        with atomic_write(dest) as out:
+            time.sleep(delay)
+            out.write(open(src, "rb").read())
+
+    M.atomic_copy = slow_copy
+    _merge(config, dirs, into)
+
+
+def test_two_merges_into_one_target_at_once_keep_every_fold_whole(split_runs, tmp_path):
+    import multiprocessing as mp
+
+    from kitpkg.train.checkpoint import load_checkpoint
+
+    fake, _, _, single, a, b = split_runs
+    target = tmp_path / "c"
+    config = fake_config(target, fake, shards_dir=tmp_path / "shards")
+    for k in (0, 1, 2):  # each fold holds more than its best.ckpt, as a real one does
+        for name in ("metrics.csv", "ckpt/ckpt-00000004-1.ckpt"):
+            src = (a if k == 0 else b) / f"fold{k}" / name
+            src.write_bytes((src.parent / "best.ckpt").read_bytes() if name.endswith(".ckpt") else b"epoch\n1\n")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_merge_in_child, args=(config, [a, b], target, delay))
+             for delay in (0.03, 0.05)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    state = RunState.read(target)
+    assert state.done_folds() == [0, 1, 2]
+    for k in (0, 1, 2):
+        assert sorted(p.name for p in (target / f"fold{k}" / "ckpt").iterdir()) == ["best.ckpt",
+                                                                                    "ckpt-00000004-1.ckpt"]
+        assert load_checkpoint(target / f"fold{k}" / "ckpt" / "best.ckpt")["state_dict"]
+    assert _csv(target / "oof.csv").equals(_csv(single / "oof.csv"))
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no staging folder left behind

@@ -27,7 +27,7 @@ from . import predict as P
 from .checkpoint import (BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint,
                          resumable)
 from .ema import prediction_state
-from .foldcheck import LOST, fold_weights, lost_weights_message, reopen_lost_folds, weights_problem
+from .foldcheck import LOST, fold_weights, reopen_lost_folds, retrain_advice, weights_problem
 from .init_from import init_fold
 from .meta_head import fold_meta
 from .model import seeding_fold
@@ -437,7 +437,8 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
         raise KitError(f"{state.run_dir}: no finished fold; run `kitpkg cv` first")
     for k, record in state.folds().items():  # every fold's weights before any prediction: never a partial average
         if record.get("status") == LOST:
-            raise KitError(lost_weights_message(state.run_dir, k, record.get("reason", "see its record")))
+            raise KitError(f"fold {k}: {record.get('reason', 'it must be trained again')}; "
+                           f"{retrain_advice(state.run_dir, k)}")
     for k in done:
         _fold_weights(state.run_dir, k)
     if not data.manifest.select("test"):

@@ -86,27 +86,43 @@ def fold_weights(run_dir: Path, k: int) -> Path:
 
 def lost_weights_message(run_dir: Path, k: int, problem: str) -> str:
     """One line: fold k has no usable weights (`problem`), and what to do (which works as written)."""
-    cv = f"re-run `kitpkg cv` with this run's config and run directory ({run_dir}): it trains fold {k} again"
+    cv = retrain_advice(run_dir, k)
     best = ckpt_dir(run_dir, k) / BEST
     if best.exists():  # a damaged file looks whole to cv's cheap check: without it, cv sees the fold's loss
         return f"fold {k}: its best weights are unusable ({problem}); delete {best} and {cv}"
     return f"fold {k}: its best weights are gone ({problem}); {cv}"
 
 
+def done_fold_problem(run_dir: Path, k: int) -> Optional[str]:
+    """Why a fold recorded done cannot be used as it is (cheap checks: every finished fold is looked at): its best
+    weights are gone, or its OOF predictions (a merge of an earlier version recorded folds without them)."""
+    problem = weights_problem(ckpt_dir(run_dir, k), thorough=False)
+    if problem is not None:
+        return f"its best weights are gone ({problem})"
+    oof = Path(run_dir) / f"oof_fold{k}.csv"
+    if not oof.is_file() or oof.stat().st_size == 0:
+        return f"its OOF predictions are gone ({oof} is {'empty' if oof.is_file() else 'missing'})"
+    return None
+
+
+def retrain_advice(run_dir: Path, k: int) -> str:
+    """What trains fold k again: `kitpkg cv` reopens a done fold that cannot be used (reopen_lost_folds)."""
+    return f"re-run `kitpkg cv` with this run's config and run directory ({run_dir}): it trains fold {k} again"
+
+
 def reopen_lost_folds(state: "RunState") -> List[int]:
-    """Folds recorded done whose best weights are gone: each reset to LOST with one printed line, so `kitpkg cv`
-    trains it again (rank 0 writes; every rank gets the list)."""
+    """Folds recorded done that cannot be used (done_fold_problem): each reset to LOST with one printed line, so
+    `kitpkg cv` trains it again (rank 0 writes; every rank gets the list)."""
     from .runstate import is_rank_zero
 
     lost = []
     for k in state.done_folds():
-        problem = weights_problem(ckpt_dir(state.run_dir, k), thorough=False)
+        problem = done_fold_problem(state.run_dir, k)
         if problem is None:
             continue
         lost.append(k)
         if is_rank_zero():
-            print(f"kitpkg: fold {k} is recorded done but its best weights are gone ({problem}); training it again",
-                  flush=True)
+            print(f"kitpkg: fold {k} is recorded done but {problem}; training it again", flush=True)
             state.replace_fold(k, {"status": LOST, "reason": problem})
     return lost
 

@@ -2,27 +2,49 @@
 (`kitpkg cv --folds 0,1` here, `--folds 2,3,4` there), put together and finished without retraining.
 
 Every directory must hold a run of the given config on the same shard sets (refused otherwise, naming the keys that
-differ). Each finished fold of a source is copied into the target -- its checkpoints and metrics (fold{k}/), its OOF
-and test predictions (oof_fold{k}.csv, test_fold{k}.csv), and its record (folds/fold{k}.json) last, so a fold shows as
-done only once its files are in place. A fold already finished in the target is kept: when the source's predictions
-of it differ, that is reported (one line naming both directories), never overwritten. Then OOF, CV score, submission
-and report are written from all folds, as `kitpkg cv` would.
+differ). Each finished fold of a source is first copied whole into a staging folder of its own inside the target
+(`.merge-<host>-<pid>-<token>/`) and checked there: the weights it predicts with load the safe way (foldcheck's rule),
+its OOF and test predictions hold every sample of the fold once, with finite values. A source fold that fails is
+refused in one line before any fold is recorded. Then each fold is put in place by renames -- its folder, its
+prediction files, and its record (folds/fold{k}.json) last, so a fold shows as done only once its files are -- while
+the merge holds the fold's claim (folds/.fold{k}.merging, made by an atomic mkdir): two merges into one target never
+mix their files, and the second finds the fold done and compares. A fold already finished in the target is kept: when
+another copy's predictions differ, that is reported (one line naming both directories), never overwritten. Then OOF,
+CV score, submission and report are written from all folds, as `kitpkg cv` would.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
+import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..errors import KitError
 from ..fsutil import atomic_copy
 from . import predict as P
-from .cv import CVResult, finish, fold_selection, load_data, open_run
+from .cv import CVResult, RunData, finish, fold_selection, load_data, open_run
+from .foldcheck import ckpt_dir, predictions_problem, weights_problem
 from .runstate import RunState
 
 SAME = 1e-6  # predictions closer than this are the same result (what a deterministic re-run reproduces)
+STAGE_MARK = ".merge-"  # prefix of a merge's staging folder inside the target
+CLAIM_WAIT_S = 60.0  # how long a merge waits for another one to put the same fold in place (renames: moments)
+
+
+@dataclass
+class Staged:
+    """A source's fold k copied and checked in the target's staging folder, ready to be renamed into place."""
+
+    source: RunState
+    k: int
+    folder: Path  # holds fold{k}/, oof_fold{k}.csv, test_fold{k}.csv
+    record: Dict
 
 
 def merge_runs(config: Config, dirs: Sequence[os.PathLike], into: Optional[os.PathLike] = None
@@ -40,57 +62,166 @@ def merge_runs(config: Config, dirs: Sequence[os.PathLike], into: Optional[os.Pa
         if problem:
             raise KitError(f"merge: {problem}")
     data, state = open_run(config, into if into is not None else sources[0].run_dir, data=data)
-    conflicts = []
-    for source in sources:
-        if source.run_dir.resolve() == state.run_dir.resolve():
-            continue
-        for k in source.done_folds():
-            line = merge_fold(source, state, k)
+    _drop_stale_stages(state.run_dir)
+    stage = state.run_dir / f"{STAGE_MARK}{_host()}-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        staged, conflicts = stage_folds(sources, state, data, stage)
+        for fold in staged:
+            line = install_fold(fold, state)
             if line:
                 conflicts.append(line)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     all_folds, _ = fold_selection(config, data)
     return finish(config, data, state, all_folds), conflicts
 
 
-def merge_fold(source: RunState, target: RunState, k: int) -> Optional[str]:
-    """Copy finished fold k from `source` into `target` unless the target has it; a line when both differ."""
-    if not target.is_done(k):
-        copy_fold(source, target, k)
-        return None
-    if same_predictions(source.run_dir / f"oof_fold{k}.csv", target.run_dir / f"oof_fold{k}.csv"):
-        return None
-    ours, theirs = target.fold(k).get("score"), source.fold(k).get("score")
-    return (f"fold {k}: trained in {target.run_dir} (score {_fmt(ours)}) and in {source.run_dir} (score "
-            f"{_fmt(theirs)}) with different results; kept {target.run_dir}'s (to take the other, delete "
-            f"{target.fold_path(k)} and merge again)")
+def stage_folds(sources: Sequence[RunState], target: RunState, data: RunData, stage: Path
+                ) -> Tuple[List[Staged], List[str]]:
+    """Copy and check every source fold the target lacks (the first source having it gives it); KitError naming the
+    source and fold when one is broken. Also the lines of folds that two copies finished with different results."""
+    staged: Dict[int, Staged] = {}
+    conflicts = []
+    for source in sources:
+        if source.run_dir.resolve() == target.run_dir.resolve():
+            continue
+        for k in source.done_folds():
+            if target.is_done(k) or k in staged:
+                kept = (target.run_dir, target.run_dir) if target.is_done(k) else (staged[k].folder,
+                                                                                   staged[k].source.run_dir)
+                line = compare_fold(source, k, *kept, target)
+                if line:
+                    conflicts.append(line)
+                continue
+            staged[k] = stage_fold(source, k, stage / str(k), data)
+    return [staged[k] for k in sorted(staged)], conflicts
 
 
-def copy_fold(source: RunState, target: RunState, k: int) -> None:
-    """Copy fold k's files (fold{k}/, its OOF and test predictions), then its record, from `source` to `target`."""
-    src, dest = source.run_dir, target.run_dir
-    folder = dest / f"fold{k}"
-    if folder.exists():  # an unfinished attempt here: its checkpoints must not mix with the copied ones
-        shutil.rmtree(folder)
+def stage_fold(source: RunState, k: int, folder: Path, data: RunData) -> Staged:
+    """Copy fold k's files (fold{k}/ but its per-rank parts, its OOF and test predictions) from `source` into
+    `folder`, and check the copies: KitError in one line when they are not a whole fold."""
+    record = source.fold(k)  # read before the files: a record is written after its files
+    src = source.run_dir
     if (src / f"fold{k}").is_dir():
         for path in sorted((src / f"fold{k}").rglob("*")):
-            if path.is_file() and "parts" not in path.relative_to(src).parts:
-                atomic_copy(path, dest / path.relative_to(src))
+            relative = path.relative_to(src)
+            if path.is_file() and "parts" not in relative.parts and not path.name.startswith("."):
+                atomic_copy(path, folder / relative)
     for name in (f"oof_fold{k}.csv", f"test_fold{k}.csv"):
-        if (src / name).exists():
-            atomic_copy(src / name, dest / name)
-        else:
-            (dest / name).unlink(missing_ok=True)
-    target.replace_fold(k, source.fold(k))
+        if (src / name).is_file():
+            atomic_copy(src / name, folder / name)
+    problem = fold_problem(folder, k, data)
+    if problem:
+        raise KitError(f"merge: {src}: fold {k} cannot be merged: {problem}; leave {src} out of the merge, or "
+                       f"delete {source.fold_path(k)} and run `kitpkg cv` there to train fold {k} again")
+    return Staged(source, k, folder, record)
+
+
+def fold_problem(folder: Path, k: int, data: RunData) -> Optional[str]:
+    """Why the fold k files in `folder` (a run directory or a staging folder) are not a whole finished fold."""
+    problem = weights_problem(ckpt_dir(folder, k))
+    if problem:
+        return f"its weights: {problem.replace(str(folder) + os.sep, '')}"
+    oof_columns = ["prediction"] if data.binary else [f"prob_{c}" for c in range(data.num_classes)]
+    problem = predictions_problem(folder / f"oof_fold{k}.csv", P.fold_ids(data.manifest, "val", k), oof_columns,
+                                  probabilities=True)
+    if problem is None and data.manifest.select("test"):
+        problem = predictions_problem(folder / f"test_fold{k}.csv", P.fold_ids(data.manifest, "test"),
+                                      P.score_columns(data.num_classes), probabilities=False)  # logits or probs
+    return problem
+
+
+def install_fold(fold: Staged, target: RunState) -> Optional[str]:
+    """Rename a staged fold into the target and record it, holding the fold's claim; when another merge finished the
+    fold meanwhile, compare instead (a line when the results differ)."""
+    k, run_dir = fold.k, target.run_dir
+    with fold_claim(target, k):
+        if target.is_done(k):
+            return compare_fold(fold.source, k, run_dir, run_dir, target)
+        dest = run_dir / f"fold{k}"
+        if dest.exists():  # an unfinished attempt here: its checkpoints must not mix with the copied ones
+            os.replace(dest, fold.folder / "replaced")
+        os.replace(fold.folder / f"fold{k}", dest)
+        for name in (f"oof_fold{k}.csv", f"test_fold{k}.csv"):
+            if (fold.folder / name).exists():
+                os.replace(fold.folder / name, run_dir / name)
+            else:
+                (run_dir / name).unlink(missing_ok=True)
+        target.replace_fold(k, fold.record)
+    return None
+
+
+@contextlib.contextmanager
+def fold_claim(target: RunState, k: int) -> Iterator[None]:
+    """Hold fold k of `target` while its files are put in place: made by mkdir (atomic; no file locks on Drive),
+    waited for up to CLAIM_WAIT_S when another merge holds it."""
+    claim = target.fold_path(k).with_name(f".fold{k}.merging")
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        try:
+            claim.mkdir()
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise KitError(f"{claim}: another `kitpkg merge` is putting fold {k} in place; if none is running "
+                               f"(one was killed), delete {claim} and merge again") from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        claim.rmdir()
+
+
+def compare_fold(source: RunState, k: int, kept_files: Path, kept_dir: Path, target: RunState) -> Optional[str]:
+    """One line when `source`'s fold k differs from the copy kept (whose OOF lies in `kept_files`), else None."""
+    theirs = source.run_dir / f"oof_fold{k}.csv"
+    ours = kept_files / f"oof_fold{k}.csv"
+    if theirs.is_file() and ours.is_file() and same_predictions(theirs, ours):
+        return None
+    kept_score = (target.fold(k) if kept_dir == target.run_dir else {}).get("score")
+    return (f"fold {k}: trained in {kept_dir}{_score(kept_score)} and in {source.run_dir}"
+            f"{_score(source.fold(k).get('score'))} with different results; kept {kept_dir}'s (to take the other, "
+            f"delete {target.fold_path(k)} and merge again)")
 
 
 def same_predictions(a: Path, b: Path) -> bool:
-    """True when two OOF files hold the same ids, targets and predictions (to SAME)."""
-    fa, fb = P.read_csv(a), P.read_csv(b)
-    if list(fa.columns) != list(fb.columns) or list(fa["id"]) != list(fb["id"]):
+    """True when two OOF files hold the same ids, targets and predictions (to SAME); False when one is unreadable."""
+    try:
+        fa, fb = P.read_csv(a), P.read_csv(b)
+    except (OSError, ValueError):  # pandas' EmptyDataError and ParserError are ValueErrors
+        return False
+    if list(fa.columns) != list(fb.columns) or "id" not in fa.columns or list(fa["id"]) != list(fb["id"]):
         return False
     numbers = [c for c in fa.columns if c != "id"]
     return bool(((fa[numbers] - fb[numbers]).abs() <= SAME).all().all())
 
 
-def _fmt(score: Optional[float]) -> str:
-    return "?" if score is None else f"{float(score):.4f}"
+def _score(score: Optional[float]) -> str:
+    try:
+        return f" (score {float(score):.4f})" if score is not None else ""
+    except (TypeError, ValueError):
+        return ""
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+
+
+def _drop_stale_stages(run_dir: Path) -> None:
+    """Remove staging folders that merges killed on this machine left behind (their process is gone)."""
+    prefix = f"{STAGE_MARK}{_host()}-"
+    for folder in run_dir.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
