@@ -185,6 +185,7 @@ def test_a_student_on_per_fold_sets_resumes_compares_and_blends_with_its_teacher
     config = _student(config_path, out)
     config.train.epochs = 1
     student = tmp_path / "student"
+    monkeypatch.setattr("kitpkg.train.report.write_report", lambda run_dir: None)  # plots: seconds, not tested here
     cv.run_cv(config, student)
     monkeypatch.setattr(cv, "fit_fold", lambda *a: pytest.fail("a finished fold was trained again"))
     cv.run_cv(config, student)  # the same per-fold sets are recognised: the run continues, nothing is refused
