@@ -65,15 +65,17 @@ def _run_with_folds(tmp_path, records):
 def test_a_nan_fold_is_left_out_of_the_cv_mean_with_a_note_and_last_epoch_scores_are_shown(tmp_path):
     from kitpkg.train.cv import fold_result
 
-    state = _run_with_folds(tmp_path, {0: {"score": 0.80, "last_score": 0.78}, 1: {"score": 0.90, "last_score": 0.84},
-                                       2: {"score": None, "last_score": None}})
+    state = _run_with_folds(tmp_path, {0: {"score": 0.80, "last_score": 0.78, "best_val_score": 0.79},
+                                       1: {"score": 0.90, "last_score": 0.84, "best_val_score": 0.89},
+                                       2: {"score": None, "last_score": None, "best_val_score": None}})
     result = fold_result(SimpleNamespace(scored_binary=True), state, [0, 1, 2])
     assert result.mean == pytest.approx(0.85) and result.std == pytest.approx(0.05)
     assert result.last_mean == pytest.approx(0.81)
     text = result.summary()
     assert "fold 0: auc 0.8000 (last epoch 0.7800)" in text
     assert "fold 2: auc n/a: its validation split holds one class; left out of the mean" in text
-    assert "CV auc: 0.8500 ± 0.0500 over 2 of 3 folds" in text and "last epochs 0.8100" in text
+    assert "CV auc: 0.8500 ± 0.0500 over 2 of 3 folds" in text
+    assert "last epochs: 0.8100" in text and "(there 0.8400: picking adds +0.0300)" in text
 
 
 def test_the_report_lists_a_nan_fold_and_the_last_epoch_scores(tmp_path):

@@ -68,3 +68,25 @@ def test_training_curves_put_whole_epochs_on_the_x_axis():
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+@pytest.mark.slow
+def test_each_fold_records_its_last_epoch_score_beside_the_picked_one(finished_run):
+    """last_score: the validation metric of the fold's last epoch in metrics.csv; best_val_score: the same metric at
+    the picked epoch; the CV summary and state.json carry their means (kitpkg runs shows last_mean)."""
+    import json
+
+    import pandas as pd
+
+    _, run_dir, result = finished_run
+    state = json.loads((run_dir / "state.json").read_text())
+    lasts = []
+    for k in state["cv"]["folds"]:
+        record = json.loads((run_dir / "folds" / f"fold{k}.json").read_text())
+        history = pd.read_csv(run_dir / f"fold{k}" / "metrics.csv")
+        assert record["last_score"] == pytest.approx(history["val_auc"].iloc[-1])
+        picked = history.loc[history["epoch"] == record["best_epoch"], "val_auc"].iloc[0]
+        assert record["best_val_score"] == pytest.approx(picked) and picked >= history["val_auc"].max() - 1e-12
+        lasts.append(record["last_score"])
+    assert state["cv"]["last_mean"] == pytest.approx(np.mean(lasts)) == result.last_mean
+    assert f"last epochs: {np.mean(lasts):.4f}" in result.summary()

@@ -56,14 +56,15 @@ class CVResult:
     submission_path: Optional[Path] = None
     report_path: Optional[Path] = None
     pending: List[int] = field(default_factory=list)
-
     last_scores: Dict[int, Optional[float]] = field(default_factory=dict)
     last_mean: Optional[float] = None
+    best_val_mean: Optional[float] = None  # the same validation metric at the picked epochs (no TTA either)
 
     @property
     def left_out(self) -> List[int]:
         """Finished folds without a score (NaN), left out of the mean."""
         return [k for k, v in sorted(self.scores.items()) if v != v]
+
     def summary(self) -> str:
         """Human-readable lines: per-fold scores (and last-epoch ones), mean ± std, where the outputs are."""
         lines = [_fold_line(k, self.metric, v, self.last_scores.get(k)) for k, v in sorted(self.scores.items())]
@@ -72,12 +73,14 @@ class CVResult:
             lines.append(f"CV {self.metric}: {self.mean:.4f} ± {self.std:.4f} over "
                          + (f"{scored} of {len(self.scores)} folds" if self.left_out else f"{scored} folds")
                          + (f" (pooled OOF {self.oof_score:.4f})" if self.oof_score is not None else ""))
-        if self.pending:
         elif self.scores:
             lines.append(f"CV {self.metric}: none of the {len(self.scores)} finished folds has a score")
         if self.last_mean is not None:
-            lines.append(f"  last epochs {self.last_mean:.4f}: the validation metric at each fold's last epoch (no "
-                         f"TTA); the CV above uses the epoch picked on these same folds")
+            lines.append(f"  last epochs: {self.last_mean:.4f}, the validation metric at each fold's last epoch (no "
+                         f"TTA); the CV above uses the epoch picked on these same folds"
+                         + (f" (there {self.best_val_mean:.4f}: picking adds {self.best_val_mean - self.last_mean:+.4f})"
+                            if self.best_val_mean is not None else ""))
+        if self.pending:
             lines.append(f"folds still to run: {', '.join(map(str, self.pending))}")
         for label, path in (("OOF", self.oof_path), ("submission", self.submission_path), ("report", self.report_path)):
             if path is not None:
@@ -85,13 +88,13 @@ class CVResult:
         return "\n".join(lines)
 
 
-@dataclass
 def _fold_line(k: int, metric: str, score: float, last: Optional[float]) -> str:
     if score != score:
         return f"fold {k}: {metric} n/a: its validation split holds one class; left out of the mean"
     return f"fold {k}: {metric} {score:.4f}" + (f" (last epoch {last:.4f})" if last is not None else "")
 
 
+@dataclass
 class RunData:
     """The shard sets of a run and what they imply."""
 
@@ -278,7 +281,7 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunD
                 ) -> None:
     """Write fold k's results: oof_fold{k}.csv (from the scores frame: id, target, s*), test_fold{k}.csv (id, s*),
     then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
-    from .report import fold_score, last_epoch_score
+    from .report import epoch_score, fold_score
 
     oof = P.oof_rows(frame, k, data.binary, space, data.score_index)
     P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
@@ -291,10 +294,10 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunD
         warnings.warn(f"kitpkg: fold {k}: its validation split holds one class, so it has no AUC (NaN); its last "
                       f"epoch's weights are kept, early stopping skipped it, and the CV mean leaves it out",
                       RuntimeWarning, stacklevel=2)
-    last = last_epoch_score(state.run_dir / f"fold{k}" / "metrics.csv", "val_auc" if data.scored_binary else "val_acc")
+    history, key = state.run_dir / f"fold{k}" / "metrics.csv", "val_auc" if data.scored_binary else "val_acc"
     # NaN is no JSON: a fold without a score stores null
-    state.update_fold(k, status="done", score=None if score != score else score, last_score=last, samples=len(oof),
-                      **fields)
+    state.update_fold(k, status="done", score=None if score != score else score, last_score=epoch_score(history, key),
+                      best_val_score=epoch_score(history, key, fields.get("best_epoch")), samples=len(oof), **fields)
 
 
 def loader_figures(config: Config, data: RunData, k: int, trained: bool, meta: Any = None) -> Dict[str, float]:
@@ -386,6 +389,10 @@ def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVR
     result.pending = [k for k in all_folds if not state.is_done(k)]
     result.mean, result.std = _mean_std(result.scores.values())
     result.last_mean, _ = _mean_std(result.last_scores.values())
+    if result.last_mean is not None:  # over the same folds as last_mean
+        pairs = [(r.get("best_val_score"), result.last_scores[k]) for k, r in records.items()]
+        if all(best is not None for best, last in pairs if last is not None):
+            result.best_val_mean, _ = _mean_std(best for best, last in pairs if last is not None)
     return result
 
 

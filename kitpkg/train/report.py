@@ -50,16 +50,18 @@ def fold_score(oof: pd.DataFrame, binary: bool) -> float:
     return float((oof["target"].astype(int) == oof["prediction"].astype(int)).mean())
 
 
-def last_epoch_score(metrics_csv: Path, key: str) -> Optional[float]:
-    """`key` (val_auc / val_acc) of the last validation in a fold's metrics.csv: the score the fold would have without
-    picking its best epoch (as monitored during the fit: EMA weights when on, no TTA); None when absent or NaN."""
+def epoch_score(metrics_csv: Path, key: str, epoch: Optional[int] = None) -> Optional[float]:
+    """`key` (val_auc / val_acc) of a fold's metrics.csv at `epoch`, by default the last validation: the score as
+    monitored during the fit (EMA weights when on, no TTA); None when absent or NaN. The last epoch's is what the fold
+    would score without picking its best epoch on itself."""
     try:
         history = pd.read_csv(metrics_csv)
     except (OSError, pd.errors.EmptyDataError):
         return None
     if key not in history or history.empty:
         return None
-    value = float(history.sort_values("epoch")[key].iloc[-1])
+    rows = history.sort_values("epoch") if epoch is None else history[history["epoch"] == epoch]
+    value = float(rows[key].iloc[-1]) if len(rows) else float("nan")
     return value if value == value else None
 
 
