@@ -469,6 +469,21 @@ ADDED_KEYS = ("data.aug.preset", "data.aug.cpu", "data.aug.gpu", "data.sampling"
               "train.ema", "train.early_stopping", "train.pos_weight", "train.score_class")
 
 
+# Defaults that changed after run directories existed: {key: the old default}. The new default is null (unset); a
+# config that leaves such a key unset continues a run directory made under the old default with that old value
+# (keep_run_defaults), so the run opens, hashes and trains as it was made. Set explicitly, a key counts as given.
+CHANGED_DEFAULTS = {"data.aug.hflip": True, "data.aug.vflip": True, "data.aug.transpose": True}
+
+
+def keep_run_defaults(config: Config, stored: Dict[str, Any]) -> List[str]:
+    """Give the CHANGED_DEFAULTS keys that `config` leaves unset the old default where a run directory's stored
+    result dict (state.json "config") holds it; return the keys set."""
+    kept = [k for k, old in CHANGED_DEFAULTS.items() if _get(config, k) is None and stored.get(k) == old]
+    for key in kept:
+        _set(config, key, CHANGED_DEFAULTS[key])
+    return kept
+
+
 def _under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == n or key.startswith(n + ".") for n in prefixes)
 
@@ -485,21 +500,6 @@ def result_dict(config: Config) -> Dict[str, Any]:
 def config_hash(config: Config) -> str:
     """sha256 of the canonical JSON of `result_dict(config)`: equal hash = same numbers (given the same shards)."""
     text = json.dumps(result_dict(config), sort_keys=True, separators=(",", ":"))
-# Defaults that changed after run directories existed: {key: the old default}. The new default is null (unset); a
-# config that leaves such a key unset continues a run directory made under the old default with that old value
-# (keep_run_defaults), so the run opens, hashes and trains as it was made. Set explicitly, a key counts as given.
-CHANGED_DEFAULTS = {"data.aug.hflip": True, "data.aug.vflip": True, "data.aug.transpose": True}
-
-
-def keep_run_defaults(config: Config, stored: Dict[str, Any]) -> List[str]:
-    """Give the CHANGED_DEFAULTS keys that `config` leaves unset the old default where a run directory's stored
-    result dict (state.json "config") holds it; return the keys set."""
-    kept = [k for k, old in CHANGED_DEFAULTS.items() if _get(config, k) is None and stored.get(k) == old]
-    for key in kept:
-        _set(config, key, CHANGED_DEFAULTS[key])
-    return kept
-
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 
