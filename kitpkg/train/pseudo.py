@@ -76,7 +76,7 @@ def make_pseudo_labels(out: str, run_dir: Optional[str] = None, predictions: Opt
                        ) -> Dict[Optional[int], Manifest]:
     """Write confident test samples as training-only shard sets into `out`: one per finished fold of the run
     `run_dir` (OUT/fold{k}), or one from a predictions CSV (OUT itself); return {teacher fold or None: manifest}."""
-    _checked_low(high, low)
+    low = _checked_low(high, low)  # recorded as used: --low's default is 1 - threshold
     if predictions is None and run_dir is not None:
         test, labelled = _from_run(run_dir, shards, high, low)
     else:
