@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import KitError
+from .ranges import out_of_range, ranged
 
 AUTO = "auto"
 TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose")
@@ -48,15 +49,14 @@ class AugConfig:
 class SamplingConfig:
     """Which training samples an epoch holds (oversampling inside the partition: data/partition.py)."""
 
-    class_weights: Dict[Union[int, str], float] = field(default_factory=dict)  # {1: 4} = class 1 seen 4x per epoch
+    # {1: 4} = class 1 seen 4x per epoch, {1: 0} = never; classes without a key weigh 1. Keys are checked against
+    # the manifest's classes when a run opens (class_weight_targets)
+    class_weights: Dict[Union[int, str], float] = ranged(default_factory=dict, ge=0)
 
     def __post_init__(self):
         # keys as text: `{1: 4}` and `{"1": 4}` are one config (and one hash); the dataset reads them as a class index
         # or name (data/dataset.py)
         self.class_weights = {str(k): v for k, v in self.class_weights.items()}
-        bad = {k: v for k, v in self.class_weights.items() if not v >= 0}
-        if bad or (self.class_weights and not any(self.class_weights.values())):
-            raise KitError(f"data.sampling.class_weights: weights must be >= 0 and not all 0, got {self.class_weights}")
 
 
 @dataclass
@@ -64,10 +64,10 @@ class DataConfig:
     """Where the shards are and how they are batched."""
 
     shards: str = ""  # OUT folder of `kitpkg convert` (or a folder / manifest.json path)
-    image_size: int = 384
-    batch_size: int = 32
-    num_workers: int = 2
-    folds: Optional[List[int]] = None  # which folds to run; null = every fold in the manifest
+    image_size: int = ranged(384, ge=1)
+    batch_size: int = ranged(32, ge=1)
+    num_workers: int = ranged(2, ge=0)
+    folds: Optional[List[int]] = ranged(None, ge=0)  # which folds to run; null = every fold in the manifest
     extra_train: List[str] = field(default_factory=list)  # pseudo-label shard sets: training only, never validation
     # Fast local folder that shards on slow or remote storage (Drive, a URL) are copied to, verified, before reading;
     # null = read them where they are. The notebooks set it on Colab. Not in the config hash: results do not change.
@@ -83,9 +83,9 @@ class ModelConfig:
     name: str = "efficientnet_b0"
     pretrained: bool = False
     weights: Optional[str] = None  # local .safetensors/.pth/.bin file or a folder holding one (offline pretrained)
-    num_classes: Optional[int] = None  # null = from the manifest: 1 (binary, sigmoid) or the number of classes
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
+    num_classes: Optional[int] = ranged(None, ge=1)  # null = from the manifest: 1 (binary, sigmoid) or the classes
+    drop_rate: float = ranged(0.0, ge=0, lt=1)
+    drop_path_rate: float = ranged(0.0, ge=0, lt=1)
     meta: List[str] = field(default_factory=list)  # per-sample manifest columns fed to the model (e.g. sex, age_approx)
     init_from: Optional[str] = None  # a run directory: fold k starts from its fold k best weights (e.g. runs/b4_384)
 
@@ -95,8 +95,8 @@ class OptimConfig:
     """Optimizer, built by timm.optim.create_optimizer_v2."""
 
     name: str = "adamw"  # any timm optimizer name: adamw, radam, lamb, sgd, ...
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    lr: float = ranged(1e-3, gt=0)
+    weight_decay: float = ranged(0.01, ge=0)
     lookahead: bool = False  # wrap in Lookahead (radam + lookahead = "Over9000"/Ranger)
 
 
@@ -105,9 +105,9 @@ class SchedConfig:
     """LR schedule, built by timm.scheduler.create_scheduler_v2."""
 
     name: str = "cosine"  # cosine, step, multistep, poly, tanh, none
-    warmup_epochs: int = 0
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-6
+    warmup_epochs: int = ranged(0, ge=0)
+    warmup_lr: float = ranged(1e-5, ge=0)
+    min_lr: float = ranged(1e-6, ge=0)
     per_update: bool = True  # step the schedule every optimizer update (smooth) instead of every epoch
 
 
@@ -118,20 +118,20 @@ MIXUP_MODES = ("batch", "pair", "elem")
 class MixupConfig:
     """Mixup / CutMix of training batches on the device (timm.data.Mixup; kitpkg/train/mixing.py)."""
 
-    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weight; 0 = no mixup
-    cutmix_alpha: float = 0.0  # CutMix box from Beta(alpha, alpha); 0 = no cutmix
-    prob: float = 1.0  # probability of mixing a batch (or pair/element)
-    switch_prob: float = 0.5  # with both alphas > 0: probability of CutMix instead of mixup
+    mixup_alpha: float = ranged(0.2, ge=0)  # Beta(alpha, alpha) mixing weight; 0 = no mixup
+    cutmix_alpha: float = ranged(0.0, ge=0)  # CutMix box from Beta(alpha, alpha); 0 = no cutmix
+    prob: float = ranged(1.0, ge=0, le=1)  # probability of mixing a batch (or pair/element)
+    switch_prob: float = ranged(0.5, ge=0, le=1)  # with both alphas > 0: probability of CutMix instead of mixup
     mode: str = "batch"  # batch, pair or elem: how often the parameters are drawn
-    off_epoch: Optional[int] = None  # from this epoch (0-based) on, no mixing; null = never off
-    label_smoothing: float = 0.0  # smoothing of the mixed targets (use this, not train.label_smoothing)
+    off_epoch: Optional[int] = ranged(None, ge=0)  # from this epoch (0-based) on, no mixing; null = never off
+    label_smoothing: float = ranged(0.0, ge=0, lt=1)  # smoothing of the mixed targets (not train.label_smoothing)
 
 
 @dataclass
 class EmaConfig:
     """Exponential moving average of the weights (timm.utils.ModelEmaV3; kitpkg/train/ema.py)."""
 
-    decay: float = 0.999  # per optimizer update
+    decay: float = ranged(0.999, gt=0, lt=1)  # per optimizer update
     warmup: bool = False  # timm's warmup: a smaller decay over the first updates
 
 
@@ -139,33 +139,33 @@ class EmaConfig:
 class EarlyStoppingConfig:
     """Stop a fold when train.monitor has not improved for `patience` validations (Lightning's EarlyStopping)."""
 
-    patience: int = 3  # validations without improvement before the fold stops
-    min_delta: float = 0.0  # smallest change of the monitored metric that counts as an improvement
+    patience: int = ranged(3, ge=1)  # validations without improvement before the fold stops
+    min_delta: float = ranged(0.0, ge=0)  # smallest change of the monitored metric that counts as an improvement
 
 
 @dataclass
 class TrainConfig:
     """The fit: precision, speed switches, loss, seeds, devices and checkpointing."""
 
-    epochs: int = 10
+    epochs: int = ranged(10, ge=1)
     precision: str = AUTO  # auto = bf16-mixed (GPU with bf16) / 16-mixed (other GPUs) / 32 (CPU)
     channels_last: Union[bool, str] = AUTO  # auto = on when a GPU exists
     compile: bool = False
-    accumulate: int = 1
-    grad_clip: Optional[float] = None
-    seed: int = 42
+    accumulate: int = ranged(1, ge=1)
+    grad_clip: Optional[float] = ranged(None, gt=0)  # max gradient norm; null = no clipping
+    seed: int = ranged(42, ge=0, le=2**32 - 1)  # numpy's seed range (the loader seeds numpy with it)
     deterministic: bool = False
     loss: str = AUTO  # auto = bce (binary) / ce (multi-class); or focal
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    pos_weight: Optional[float] = None  # binary loss (bce/focal): weight of the positive term; null = 1
-    score_class: Optional[Union[int, str]] = None  # multi-class: score/predict/submit this class (name or index)
+    label_smoothing: float = ranged(0.0, ge=0, lt=1)
+    focal_gamma: float = ranged(2.0, ge=0)
+    pos_weight: Optional[float] = ranged(None, gt=0)  # binary loss (bce/focal): weight of the positive term; null = 1
+    score_class: Optional[Union[int, str]] = ranged(None, ge=0)  # multi-class: score this class (name or index)
     monitor: str = AUTO  # auto = val_auc (binary) / val_acc (multi-class); or val_loss
     accelerator: str = AUTO
-    devices: Union[int, str] = AUTO
+    devices: Union[int, str] = ranged(AUTO, ge=1)
     strategy: str = AUTO  # auto; ddp (CLI/subprocess), ddp_notebook (Colab/Kaggle kernels)
-    checkpoint_every_n_steps: int = 50  # a kill mid-epoch loses at most this many steps
-    keep_checkpoints: int = 2  # step checkpoints kept per fold (besides best and end-of-epoch last)
+    checkpoint_every_n_steps: int = ranged(50, ge=1)  # a kill mid-epoch loses at most this many steps
+    keep_checkpoints: int = ranged(2, ge=1)  # step checkpoints kept per fold (besides best and end-of-epoch last)
     mixup: Optional[MixupConfig] = None  # mixup/cutmix of training batches; null = off
     ema: Optional[EmaConfig] = None  # EMA of the weights, used for validation, OOF and test; null = off
     early_stopping: Optional[EarlyStoppingConfig] = None  # stop on train.monitor; null = train every epoch
@@ -305,32 +305,21 @@ def _set(cfg: Any, dotted: str, value: Any) -> None:
 
 
 def validate(config: Config) -> Config:
-    """Check values beyond types (choices, ranges, TTA names); raise KitError naming the key."""
+    """Check values beyond types (choices, declared ranges, TTA names); raise KitError naming the key."""
     for key, choices in CHOICES.items():
         if _get(config, key) not in choices:
             raise KitError(f"{key}: expected one of {', '.join(choices)}, got {_get(config, key)!r}")
-    positive = ("data.image_size", "data.batch_size", "train.epochs", "train.accumulate", "train.keep_checkpoints",
-                "train.checkpoint_every_n_steps")
-    for key in positive:
-        if _get(config, key) < 1:
-            raise KitError(f"{key}: must be >= 1, got {_get(config, key)}")
-    if config.data.num_workers < 0:
-        raise KitError(f"data.num_workers: must be >= 0, got {config.data.num_workers}")
-    if not 0.0 <= config.train.label_smoothing < 1.0:
-        raise KitError(f"train.label_smoothing: must be in [0, 1), got {config.train.label_smoothing}")
+    bad = out_of_range(config)  # every number against the range its field declares (ranged(...) above)
+    if bad:
+        key, value, rng = bad
+        raise KitError(f"{key}: must be {rng.describe(value)}, got {value!r}")
     _validate_recipe(config.train)
-    if config.train.pos_weight is not None and not config.train.pos_weight > 0:
-        raise KitError(f"train.pos_weight: must be > 0 (or null), got {config.train.pos_weight}")
-    if config.optim.lr <= 0:
-        raise KitError(f"optim.lr: must be > 0, got {config.optim.lr}")
-    if config.model.num_classes is not None and config.model.num_classes < 1:
-        raise KitError(f"model.num_classes: must be >= 1 (1 = binary), got {config.model.num_classes}")
     if isinstance(config.train.channels_last, str) and config.train.channels_last != AUTO:
         raise KitError(f"train.channels_last: expected true, false or auto, got {config.train.channels_last!r}")
     if isinstance(config.train.devices, str) and config.train.devices != AUTO:
         raise KitError(f"train.devices: expected an int or auto, got {config.train.devices!r}")
     folds = config.data.folds
-    if folds is not None and (len(set(folds)) != len(folds) or min(folds, default=0) < 0):
+    if folds is not None and len(set(folds)) != len(folds):
         raise KitError(f"data.folds: expected distinct fold numbers >= 0 (or null for every fold), got {folds}")
     for i, view in enumerate(config.predict.tta):
         if view not in TTA_VIEWS:
@@ -341,28 +330,55 @@ def validate(config: Config) -> Config:
 
 
 def _validate_recipe(train: TrainConfig) -> None:
-    """Ranges of train.mixup / train.ema / train.early_stopping (KitError naming the key)."""
+    """What the ranges of train.mixup cannot say: its mode, one alpha > 0, one place for label smoothing."""
     m = train.mixup
-    if m is not None:
-        checks = [("mixup_alpha", m.mixup_alpha >= 0, ">= 0"), ("cutmix_alpha", m.cutmix_alpha >= 0, ">= 0"),
-                  ("prob", 0 <= m.prob <= 1, "in [0, 1]"), ("switch_prob", 0 <= m.switch_prob <= 1, "in [0, 1]"),
-                  ("mode", m.mode in MIXUP_MODES, f"one of {', '.join(MIXUP_MODES)}"),
-                  ("off_epoch", m.off_epoch is None or m.off_epoch >= 0, ">= 0 or null"),
-                  ("label_smoothing", 0 <= m.label_smoothing < 1, "in [0, 1)")]
-        for name, ok, expected in checks:
-            if not ok:
-                raise KitError(f"train.mixup.{name}: must be {expected}, got {getattr(m, name)!r}")
-        if not (m.mixup_alpha > 0 or m.cutmix_alpha > 0):
-            raise KitError("train.mixup: mixup_alpha and cutmix_alpha are both 0; set one > 0 or train.mixup: null")
-        if train.label_smoothing:
-            raise KitError("train.label_smoothing: with train.mixup set train.mixup.label_smoothing instead (the "
-                           "mixed targets are smoothed there; both would smooth twice)")
-    if train.ema is not None and not 0 < train.ema.decay < 1:
-        raise KitError(f"train.ema.decay: must be in (0, 1), e.g. 0.999, got {train.ema.decay}")
-    es = train.early_stopping
-    if es is not None and (es.patience < 1 or es.min_delta < 0):
-        raise KitError(f"train.early_stopping: patience must be >= 1 and min_delta >= 0, got patience "
-                       f"{es.patience}, min_delta {es.min_delta}")
+    if m is None:
+        return
+    if m.mode not in MIXUP_MODES:
+        raise KitError(f"train.mixup.mode: must be one of {', '.join(MIXUP_MODES)}, got {m.mode!r}")
+    if not (m.mixup_alpha > 0 or m.cutmix_alpha > 0):
+        raise KitError("train.mixup: mixup_alpha and cutmix_alpha are both 0; set one > 0 or train.mixup: null")
+    if train.label_smoothing:
+        raise KitError("train.label_smoothing: with train.mixup set train.mixup.label_smoothing instead (the "
+                       "mixed targets are smoothed there; both would smooth twice)")
+
+
+def class_weight_targets(class_weights: Dict[Any, float], manifest: Any) -> Dict[Any, float]:
+    """{target: weight} of `data.sampling.class_weights` for a shard set (`manifest`): a key is a class name of a
+    text label or a class index / numeric label. KitError for a key naming no class of the manifest, or weights that
+    leave every class out (an empty epoch); checked when a run opens, before anything is written."""
+    names = manifest.classes()  # text labels in target order, or None for numeric labels
+    labels = set(range(len(names))) if names is not None else _numeric_labels(manifest.class_counts)
+    shown = ", ".join(names) if names is not None else ", ".join(sorted(map(str, manifest.class_counts)))
+    targets = {}
+    for key, weight in ((str(k), w) for k, w in class_weights.items()):
+        target = names.index(key) if names is not None and key in names else _as_int(key)
+        if target is None or (labels and target not in labels):
+            raise KitError(f"data.sampling.class_weights: key {key!r} is no class of {manifest.root} (classes: "
+                           f"{shown or 'numeric labels'})")
+        targets[target] = float(weight)
+    if labels and not any(targets.get(t, 1.0) for t in labels):  # classes without a key weigh 1
+        raise KitError(f"data.sampling.class_weights: every class of {manifest.root} has weight 0, so an epoch would "
+                       "hold no sample; give at least one class a weight > 0")
+    return targets
+
+
+def _as_int(text: str) -> Optional[int]:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _numeric_labels(class_counts: Dict[str, Any]) -> set:
+    """The numeric labels a manifest counted ('0', '1.0' -> 0, 1.0); empty when it counted none (then any index)."""
+    out = set()
+    for label in class_counts:
+        try:
+            out.add(float(label))
+        except ValueError:
+            return set()
+    return out
 
 
 def _resolve_paths(config: Config, base: Path) -> None:

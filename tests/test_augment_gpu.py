@@ -96,6 +96,12 @@ def test_presets_gpu_stages_build():
     ([{"name": "affine", "padding": "wrap"}], ["(affine)", "padding='wrap'", "reflection"]),
     ([{"name": "affine", "rotate": "lots"}], ["(affine)", "rotate='lots'"]),
     ([{"name": "cutout", "size": 2}], ["(cutout)", "size=2"]),
+    ([{"name": "affine", "shift": float("nan")}], ["data.aug.gpu[0] (affine)", "shift=nan", "must be in [0, 1]"]),
+    ([{"name": "affine", "rotate": float("inf")}], ["(affine)", "rotate=inf", "must be in [0, 180]"]),
+    ([{"name": "noise", "std": [0.01, float("nan")]}], ["(noise)", "std[1]=nan", "must be in [0, 1]"]),
+    ([{"name": "color", "hue": 0.8}], ["(color)", "hue=0.8", "must be in [0, 0.5]"]),
+    ([{"name": "cutout", "fill": -1}], ["(cutout)", "fill=-1", "must be in [0, 1]"]),
+    ([{"name": "distort", "magnitude": float("-inf")}], ["(distort)", "magnitude=-inf", "must be in [0, 1]"]),
 ])
 def test_a_wrong_spec_is_one_line_naming_the_key(spec, words):
     with pytest.raises(KitError) as err:

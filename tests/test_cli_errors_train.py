@@ -62,3 +62,28 @@ def test_unknown_names_before_anything_is_written(tfrecord_manifest, tmp_path, c
 def test_lr_find_options(tfrecord_manifest, tmp_path, capsys, args, expected):
     config = write_train_config(tmp_path, tfrecord_manifest)
     _fails(capsys, ["lr-find", "--config", str(config), "--run-dir", str(tmp_path / "run"), *args], expected)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.sampling.class_weights={1: .inf}", "data.sampling.class_weights.1: must be >= 0 and finite, got inf"),
+    ("model.drop_rate=5", "model.drop_rate: must be in [0, 1), got 5.0"),
+    ("sched.warmup_epochs=-3", "sched.warmup_epochs: must be >= 0, got -3"),
+    ("train.grad_clip=-1", "train.grad_clip: must be > 0 and finite, got -1.0"),
+    ("optim.lr=.nan", "optim.lr: must be > 0 and finite, got nan"),
+    ("train.focal_gamma=.inf", "train.focal_gamma: must be >= 0 and finite, got inf"),
+    ("data.aug.gpu=[{name: affine, shift: .nan}]", "data.aug.gpu[0] (affine): shift=nan; must be in [0, 1]"),
+    ("data.sampling.class_weights={7: 2}", "data.sampling.class_weights: key '7' is no class of"),
+    ("data.sampling.class_weights={0: 0, 1: 0}", "data.sampling.class_weights: every class of"),
+])
+def test_bad_numbers_are_refused_before_anything_is_written(tfrecord_manifest, tmp_path, capsys, override, expected):
+    config = write_train_config(tmp_path, tfrecord_manifest)
+    run_dir = tmp_path / "run"
+    for command in ("cv", "lr-find"):
+        _fails(capsys, [command, "--config", str(config), "--run-dir", str(run_dir), "--set", override], expected)
+    assert not run_dir.exists(), "no run directory (and no fold left 'running') for a config that cannot train"
+
+
+def test_augment_preview_out_that_is_a_folder(tfrecord_manifest, tmp_path, capsys):
+    config = write_train_config(tmp_path, tfrecord_manifest)
+    _fails(capsys, ["augment-preview", "--config", str(config), "--out", str(tmp_path)],
+           f"--out {tmp_path}: is a folder; give the PNG file to write")

@@ -193,3 +193,87 @@ def test_keys_added_later_leave_the_hash_of_earlier_runs_alone():
     changed = Config()
     changed.train.pos_weight = 4.0
     assert config_hash(changed) != config_hash(Config())
+
+
+def _holds_numbers(tp):
+    """Whether a type hint holds ints/floats: as itself, as list items, as mapping values, or as a Union member."""
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        return any(_holds_numbers(a) for a in args)
+    if origin in (list, dict):
+        return _holds_numbers(args[-1])
+    return tp in (int, float)
+
+
+def _numeric_keys(cls=Config, prefix=""):
+    """(dotted key, field) of every int/float setting of the Config, nested sections (train.mixup, ...) included."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        section = [a for a in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(a)]
+        if section:
+            yield from _numeric_keys(section[0], f"{prefix}{f.name}.")
+        elif _holds_numbers(hints[f.name]):
+            yield prefix + f.name, f
+
+
+def _with(key, value):
+    """A config dict with `key` set; its optional section (train.mixup, ...) switched on."""
+    data = {"data": {"shards": "s"}}
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return data
+
+
+def test_every_numeric_key_declares_its_range():
+    from kitpkg.ranges import range_of
+
+    keys = dict(_numeric_keys())
+    assert "optim.lr" in keys and "train.mixup.prob" in keys and "data.sampling.class_weights" in keys
+    assert [k for k, f in keys.items() if range_of(f) is None] == []
+
+
+@pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf"])
+def test_nan_or_inf_in_any_float_key_is_refused_naming_it(bad):
+    import typing
+
+    from kitpkg.config import config_from_dict
+
+    value = yaml.safe_load(bad)
+    floats = [k for k, f in _numeric_keys() if "float" in str(f.type)]
+    assert len(floats) > 15
+    for key in floats:
+        with pytest.raises(KitError) as info:
+            config_from_dict(_with(key, value if key != "data.sampling.class_weights" else {1: value}))
+        assert str(info.value).startswith(key) and "must be" in str(info.value), (key, str(info.value))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model.drop_rate", 5, "model.drop_rate: must be in [0, 1), got 5.0"),
+    ("sched.warmup_epochs", -3, "sched.warmup_epochs: must be >= 0, got -3"),
+    ("train.grad_clip", -1, "train.grad_clip: must be > 0 and finite, got -1.0"),
+    ("optim.lr", float("nan"), "optim.lr: must be > 0 and finite, got nan"),
+    ("train.seed", -1, "train.seed: must be in [0, 4294967295], got -1"),
+    ("data.folds", [0, -1], "data.folds[1]: must be >= 0, got -1"),
+    ("data.sampling.class_weights", {1: -2}, "data.sampling.class_weights.1: must be >= 0 and finite, got -2.0"),
+])
+def test_out_of_range_numbers_name_the_key_and_the_range(key, value, message):
+    from kitpkg.config import config_from_dict
+
+    with pytest.raises(KitError) as info:
+        config_from_dict(_with(key, value))
+    assert str(info.value) == message
+
+
+def test_a_class_weight_of_zero_leaves_that_class_out():
+    from kitpkg.config import config_from_dict
+
+    config = config_from_dict(_with("data.sampling.class_weights", {1: 0}))  # classes without a key weigh 1
+    assert config.data.sampling.class_weights == {"1": 0.0}

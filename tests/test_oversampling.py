@@ -77,7 +77,7 @@ def test_dataset_oversamples_positives_from_the_manifest_labels(tfrecord_manifes
 
 
 def test_unknown_class_is_refused(tfrecord_manifest):
-    with pytest.raises(KitError, match="class_weights key 'melanoma' is no class"):
+    with pytest.raises(KitError, match="data.sampling.class_weights: key 'melanoma' is no class"):
         ShardDataset(tfrecord_manifest, "train", 0, class_weights={"melanoma": 4})
 
 
@@ -100,3 +100,13 @@ def test_loader_resume_with_oversampling_is_exact(tfrecord_manifest):
     second = loader()
     second.load_state_dict(first.state_dict())
     assert taken + [b["id"] for b in second] == reference
+
+
+def test_a_weight_of_zero_leaves_that_class_out_of_the_epoch(tfrecord_manifest):
+    config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {1: 0}}}})
+    plain = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1)
+    without = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1,
+                           class_weights=config.data.sampling.class_weights)
+    pos = sum(y == 1 for s in plain.sources for y in s[0].shards[s[1]].labels)
+    assert pos > 0 and without.epoch_samples == plain.epoch_samples - pos
+    assert {int(t) for b in ShardLoader(without) for t in b["target"]} == {0}

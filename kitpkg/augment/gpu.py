@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KitError
+from ..ranges import out_of_range, ranged
 
 Range = Tuple[float, float]
 
@@ -34,7 +35,7 @@ class Flip:
     """Flip along one axis (hflip: width, vflip: height) or transpose H and W (square images only; else skipped)."""
 
     axis: str
-    p: float = 0.5
+    p: float = ranged(0.5, ge=0, le=1)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         chosen = _chosen(x, self.p, gen)
@@ -76,12 +77,12 @@ class Dihedral:
 class Affine:
     """Random-resized crop, then shift / scale / rotate, as one affine_grid + grid_sample per batch."""
 
-    p: float = 0.5
-    shift: float = 0.1  # max shift, fraction of the side
-    scale: Any = 0.1  # zoom factor range: s -> (1-s, 1+s), or [lo, hi]
-    rotate: float = 15.0  # max rotation, degrees
-    crop_area: Any = None  # [lo, hi] area fraction of a random-resized crop; None: no crop
-    crop_ratio: Any = (3 / 4, 4 / 3)  # aspect ratio range of the crop
+    p: float = ranged(0.5, ge=0, le=1)
+    shift: float = ranged(0.1, ge=0, le=1)  # max shift, fraction of the side
+    scale: Any = ranged(0.1, ge=0)  # zoom factor range: s -> (1-s, 1+s), or [lo, hi]
+    rotate: float = ranged(15.0, ge=0, le=180)  # max rotation, degrees
+    crop_area: Any = ranged(None, gt=0, le=1)  # [lo, hi] area fraction of a random-resized crop; None: no crop
+    crop_ratio: Any = ranged((3 / 4, 4 / 3), gt=0)  # aspect ratio range of the crop (width / height)
     padding: str = "reflection"  # grid_sample padding_mode: reflection, border, zeros
 
     def draw(self, x: torch.Tensor, gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -101,9 +102,9 @@ class Affine:
 class Distort:
     """Grid/optical-like distortion: a smooth random displacement field (a coarse grid, upsampled) + grid_sample."""
 
-    p: float = 0.5
-    magnitude: float = 0.05  # max displacement of a control point, fraction of the half-side
-    grid: int = 5  # control points per side (fewer: smoother, larger waves)
+    p: float = ranged(0.5, ge=0, le=1)
+    magnitude: float = ranged(0.05, ge=0, le=1)  # max displacement of a control point, fraction of the half-side
+    grid: int = ranged(5, ge=2)  # control points per side (fewer: smoother, larger waves)
     padding: str = "reflection"
 
     def draw(self, x: torch.Tensor, gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -136,11 +137,11 @@ class Warp:
 class Color:
     """Brightness (additive), contrast (around the image mean), saturation (towards grey), hue (a YIQ rotation)."""
 
-    p: float = 0.5
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.05  # max hue rotation, fraction of a full turn
+    p: float = ranged(0.5, ge=0, le=1)
+    brightness: float = ranged(0.2, ge=0, le=1)  # max offset, 0..1 pixel units
+    contrast: float = ranged(0.2, ge=0, le=1)  # factor range 1 -/+ contrast
+    saturation: float = ranged(0.2, ge=0, le=1)  # factor range 1 -/+ saturation
+    hue: float = ranged(0.05, ge=0, le=0.5)  # max hue rotation, fraction of a full turn
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b = x.shape[0]
@@ -169,8 +170,8 @@ class Color:
 class Noise:
     """Additive gaussian noise with a per-sample standard deviation (0..1 pixel units)."""
 
-    p: float = 0.5
-    std: Any = (0.01, 0.03)
+    p: float = ranged(0.5, ge=0, le=1)
+    std: Any = ranged((0.01, 0.03), ge=0, le=1)  # a number or a [low, high] range, 0..1 pixel units
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b = x.shape[0]
@@ -191,9 +192,9 @@ class Noise:
 class Cutout:
     """One square hole of `size` × the shorter side, placed uniformly inside the image, filled with `fill`."""
 
-    p: float = 0.5
-    size: float = 0.375
-    fill: float = 0.0
+    p: float = ranged(0.5, ge=0, le=1)
+    size: float = ranged(0.375, gt=0, le=1)  # fraction of the shorter side
+    fill: float = ranged(0.0, ge=0, le=1)  # 0..1 pixel value
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -290,32 +291,26 @@ def _build_op(item: Any, key: str) -> Any:
 
 
 def _validate(op: Any, key: str, name: str) -> None:
-    """Values in range: p in [0, 1], non-negative magnitudes, pairs with lo <= hi, a known padding mode."""
+    """Numbers or [low, high] pairs, each in the range its field declares (ranged(...) above), a known padding."""
     where = f"{key} ({name})"
     for f in fields(op):
         value = getattr(op, f.name)
-        if f.name in ("axis", "padding"):
-            if f.name == "padding" and value not in _PADDING:
-                raise KitError(f"{where}: padding={value!r}; expected one of {', '.join(_PADDING)}")
-            continue
-        if value is None and f.name == "crop_area":
+        if f.name == "padding" and value not in _PADDING:
+            raise KitError(f"{where}: padding={value!r}; expected one of {', '.join(_PADDING)}")
+        if f.name in ("axis", "padding") or value is None:  # None: crop_area off
             continue
         pair = value if isinstance(value, tuple) else (value,)
         if len(pair) not in (1, 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                               for v in pair):
             raise KitError(f"{where}: {f.name}={value!r}; expected a number or a [low, high] pair")
-        if min(pair) < 0 or (len(pair) == 2 and pair[0] > pair[1]):
-            raise KitError(f"{where}: {f.name}={value!r}; expected non-negative values with low <= high")
-    if not 0 <= op.p <= 1:
-        raise KitError(f"{where}: p={op.p!r}; expected a probability in [0, 1]")
-    if isinstance(op, Cutout) and not 0 < op.size <= 1:
-        raise KitError(f"{where}: size={op.size!r}; expected a fraction of the side in (0, 1]")
-    if isinstance(op, Distort) and (not isinstance(op.grid, int) or op.grid < 2):
+        if len(pair) == 2 and pair[0] > pair[1]:
+            raise KitError(f"{where}: {f.name}={value!r}; expected low <= high")
+    if isinstance(op, Distort) and not isinstance(op.grid, int):
         raise KitError(f"{where}: grid={op.grid!r}; expected an integer >= 2 (control points per side)")
-    if isinstance(op, Affine) and op.crop_area is not None and not 0 < _as_range(op.crop_area, None)[1] <= 1:
-        raise KitError(f"{where}: crop_area={op.crop_area!r}; expected area fractions in (0, 1]")
-    if isinstance(op, Affine) and _as_range(op.crop_ratio, None)[0] <= 0:
-        raise KitError(f"{where}: crop_ratio={op.crop_ratio!r}; expected positive aspect ratios (width / height)")
+    bad = out_of_range(op)
+    if bad:
+        path, value, rng = bad
+        raise KitError(f"{where}: {path}={value!r}; must be {rng.describe(value)}")
 
 
 # --- helpers --------------------------------------------------------------------------------------------------------

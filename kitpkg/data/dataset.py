@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..augment.cpu import augment_sample, sample_seed
+from ..config import class_weight_targets
 from ..errors import KitError
 from ..shards.formats import shard_format
 from ..shards.manifest import Manifest, load_manifest
@@ -187,8 +188,7 @@ class ShardDataset(IterableDataset):
 
     def _sample_weights(self, class_weights: Mapping[Any, float]) -> Tuple[float, ...]:
         """Per-sample repeat weights (partition order) from `data.sampling.class_weights` and the manifest labels."""
-        main = self.labels[0] if self.labels else None
-        by_target = {_class_target(key, main, self.manifest.root): float(w) for key, w in class_weights.items()}
+        by_target = class_weight_targets(class_weights, self.manifest)
         out: List[float] = []
         for (m, i), lab in zip(self.sources, self.labels):
             shard = m.shards[i]
@@ -392,18 +392,6 @@ class _LabelColumn:
                 raise KitError(f"{self.root}: sample {record.id!r} has the label {value!r}, which is not one of the "
                                f"classes {list(self.classes)}; fix the label and re-run `kitpkg convert`")
         return -1 if value is None or isinstance(value, (list, str)) else value
-
-
-def _class_target(key: Any, label: Optional[_LabelColumn], root: str) -> Any:
-    """The target a `data.sampling.class_weights` key names: a class name of a text label, else a class index."""
-    classes = label.classes if label else {}
-    if str(key) in classes:
-        return classes[str(key)]
-    try:
-        return int(str(key))
-    except ValueError:
-        raise KitError(f"{root}: data.sampling.class_weights key {key!r} is no class (classes: "
-                       f"{', '.join(classes) or 'numeric labels'})") from None
 
 
 def _data_only(messages: Iterator[WorkerMessage]) -> Iterator[Dict[str, Any]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..config import Config
+from ..config import Config, class_weight_targets
 from ..errors import KitError
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
@@ -328,6 +328,7 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
     data = data if data is not None else load_data(config)
     run_dir = run_directory(run_dir or config.output.run_dir)
     check_components(config, data.num_classes)
+    class_weight_targets(config.data.sampling.class_weights, data.manifest)  # keys naming no class
     check_meta_inputs(config.model.meta, data.manifest, config.data.cache_dir)
     _keep_run_defaults(config, run_dir)
     state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)

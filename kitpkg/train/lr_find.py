@@ -11,7 +11,7 @@ from pathlib import Path
 import dataclasses
 from typing import Any, Dict, Optional
 
-from ..config import Config, write_config_value
+from ..config import Config, class_weight_targets, write_config_value
 from ..errors import KitError
 from ..fsutil import atomic_write_text
 
@@ -36,6 +36,7 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
         raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
     run_dir = run_directory(run_dir or config.output.run_dir)
     check_components(config, data.num_classes)
+    class_weight_targets(config.data.sampling.class_weights, data.manifest)  # keys naming no class
     run_dir.mkdir(parents=True, exist_ok=True)
     sweep = sweep_config(config)
     meta = fold_meta(sweep, data, run_dir, fold, is_writer=False)  # the encoding cv fits for this fold (not stored)

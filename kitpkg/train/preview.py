@@ -47,10 +47,12 @@ def write_preview(config: Config, out: os.PathLike, n: int = 16, fold: Optional[
     from PIL import Image
     from torchvision.utils import make_grid
 
+    out = Path(out)
+    if out.is_dir():  # checked first: the write would fail only after the work, naming its temporary file
+        raise KitError(f"--out {out}: is a folder; give the PNG file to write, e.g. {out / 'augment_preview.png'}")
     images = preview_images(config, n, fold)
     grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=1.0)
     pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    out = Path(out)
     with atomic_write(out) as f:
         Image.fromarray(pixels).save(f, format="PNG")
     return out
