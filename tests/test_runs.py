@@ -104,3 +104,65 @@ def test_where_the_time_goes_is_shown_per_run(tmp_path):
 def test_refuses_a_folder_without_runs(tmp_path, capsys):
     assert main(["runs", str(tmp_path)]) == 2
     assert "no run directory here" in capsys.readouterr().err
+
+
+def test_a_run_on_another_label_column_is_not_comparable(tmp_path):
+    # `--label-col sex` vs `target`: the same ids in the same folds, but another thing predicted
+    data = fake_data(120, k=3, seed=1)
+    rng = np.random.default_rng(1)
+    sex = FakeData(data.ids, data.folds, rng.integers(0, 2, 120), label_col="sex")
+    base = make_run(tmp_path / "target", data, rng.random(120), shards_dir=tmp_path / "shards_target")
+    other = make_run(tmp_path / "sex", sex, rng.random(120), shards_dir=tmp_path / "shards_sex")
+    row = {r.run.name: r for r in compare(find_runs([base, other]))}["sex"]
+    assert not row.comparable
+    assert row.notes[0].startswith("another target: label column target vs sex (")
+    assert "samples labelled differently" in row.notes[0]
+    # the same labels under another column name are the same target
+    same = FakeData(data.ids, data.folds, data.targets, label_col="label")
+    again = make_run(tmp_path / "same", same, rng.random(120), shards_dir=tmp_path / "shards_same")
+    assert {r.run.name: r for r in compare(find_runs([base, again]))}["same"].comparable
+
+
+def _edit_record(run_dir, k, **fields):
+    import json
+
+    path = run_dir / "folds" / f"fold{k}.json"
+    record = {**json.loads(path.read_text()), **fields}
+    path.write_text(json.dumps({key: value for key, value in record.items() if value != "<drop>"}))
+
+
+def test_bad_scores_and_an_unreadable_run_do_not_hide_the_table(runs_dir, capsys):
+    _edit_record(runs_dir / "lr", 0, score=None)  # a one-class fold: no AUC, recorded as null
+    _edit_record(runs_dir / "size128", 1, score="0.9")  # hand-edited
+    _edit_record(runs_dir / "partial", 0, score="<drop>")
+    (runs_dir / "resplit" / "state.json").write_text("{cut")
+    assert main(["runs", str(runs_dir / "base"), str(runs_dir)]) == 0
+    captured = capsys.readouterr()
+    for name in ("base", "lr", "size128", "partial"):
+        assert name in captured.out
+    assert "resplit" in captured.err and "state.json: unreadable run state" in captured.err
+    assert "size128: fold 1: score '0.9' is not a number" in captured.err
+    assert "partial: fold 0: no score in its record" in captured.err
+    rows = {row.run.name: row for row in compare(find_runs([runs_dir / "base", runs_dir / "lr"]))}
+    assert rows["lr"].cells()["folds"] == "5/5 (1 unscored)"  # null is shown as such, the mean is over 4 folds
+    text = (runs_dir / "runs.md").read_text()
+    assert "resplit" in text and "unreadable" in text
+
+
+def test_last_epoch_cv_is_shown_beside_the_best_epoch_cv(runs_dir):
+    from kitpkg.experiments.runs import load_run
+
+    state = load_run(runs_dir / "base").state
+    for k, record in state.folds().items():
+        state.update_fold(k, last_score=record["score"] - 0.02)
+    cells = {r.run.name: r.cells() for r in compare(find_runs([runs_dir / "base", runs_dir / "lr"]))}
+    base = load_run(runs_dir / "base")
+    assert cells["base"]["last-epoch CV"] == f"{base.mean - 0.02:.4f}"
+    assert cells["lr"]["last-epoch CV"] == "–"  # not recorded by that run
+
+
+def test_a_done_fold_whose_best_weights_are_gone_is_named(runs_dir, capsys):
+    (runs_dir / "base" / "fold2" / "ckpt" / "best.ckpt").unlink()
+    assert main(["runs", str(runs_dir / "base")]) == 0
+    err = capsys.readouterr().err
+    assert "base: fold 2: its best weights are gone (" in err and "`kitpkg cv` trains it again" in err

@@ -2,16 +2,19 @@
 and the `kitpkg runs` table (terminal, runs.md, runs.png).
 
 Everything is read back from run directories, never written into them. Two runs are comparable when they split the
-same samples into the same folds: runs on one manifest always are; runs on other manifests of the same data (another
-image size from the same `kitpkg convert`) are when their finished folds hold the same ids.
+same samples into the same folds *and* predict the same target: runs on one manifest (and one train.score_class)
+always are; runs on other manifests of the same data (another image size from the same `kitpkg convert`) are when
+their finished folds hold the same ids with the same labels -- another label column (`--label-col sex`) is not.
+A run directory that cannot be read, or a fold record that cannot be used, is named below the table; the others show.
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,7 +35,7 @@ class Run:
     path: Path
     state: RunState
     done: Dict[int, Dict[str, Any]]  # {fold: record} of the finished folds, read once
-    _fold_of: Optional[Dict[str, int]] = field(default=None, repr=False)
+    _oof: Optional[Tuple[Dict[str, Tuple[int, float]], List[str]]] = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -59,10 +62,51 @@ class Run:
         """The CV metric's name."""
         return "AUC" if self.binary else "accuracy"
 
+    @cached_property
+    def _read_scores(self) -> Tuple[Dict[int, float], List[int], List[str]]:
+        """({fold: score} of the finished folds with a score, folds whose score is null, lines on unusable scores)."""
+        scores, unscored, problems = {}, [], []
+        for k, record in sorted(self.done.items()):
+            if "score" not in record:
+                problems.append(f"fold {k}: no score in its record ({self.state.fold_path(k)})")
+                continue
+            value = record["score"]
+            if value is None or (isinstance(value, float) and value != value):
+                unscored.append(k)  # one class in the fold: no AUC (cv records null)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                scores[k] = float(value)
+            else:
+                problems.append(f"fold {k}: score {value!r} is not a number ({self.state.fold_path(k)})")
+        return scores, unscored, problems
+
     @property
     def scores(self) -> Dict[int, float]:
-        """{fold: score} of the finished folds."""
-        return {k: float(record["score"]) for k, record in self.done.items()}
+        """{fold: score} of the finished folds that have a score."""
+        return self._read_scores[0]
+
+    @property
+    def unscored(self) -> List[int]:
+        """Finished folds recorded without a score (null: one class in the fold)."""
+        return self._read_scores[1]
+
+    @property
+    def last_mean(self) -> Optional[float]:
+        """Mean score of the folds' last-epoch weights (beside `mean`, of the best epoch's), when the folds record it."""
+        values = [r.get("last_score") for r in self.done.values()]
+        kept = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+        return float(np.mean(kept)) if kept else None
+
+    @cached_property
+    def problems(self) -> List[str]:
+        """One line per thing in the run directory that cannot be used as it is (named below the table)."""
+        from ..train.foldcheck import done_fold_problem
+
+        lines = list(self._read_scores[2])
+        for k in self.done:
+            problem = done_fold_problem(self.path, k)
+            if problem:
+                lines.append(f"fold {k}: {problem}; `kitpkg cv` trains it again")
+        return lines + self._oof_rows()[1]
 
     @property
     def mean(self) -> Optional[float]:
@@ -107,14 +151,36 @@ class Run:
 
     def fold_of(self) -> Dict[str, int]:
         """{sample id: fold} of the finished folds' OOF rows."""
-        if self._fold_of is None:
+        return {i: fold for i, (fold, _) in self._oof_rows()[0].items()}
+
+    def target_of(self) -> Dict[str, float]:
+        """{sample id: target} of the finished folds' OOF rows."""
+        return {i: target for i, (_, target) in self._oof_rows()[0].items()}
+
+    def _oof_rows(self) -> Tuple[Dict[str, Tuple[int, float]], List[str]]:
+        """({sample id: (fold, target)} of the finished folds' readable OOF files, lines on unreadable ones (a missing
+        or empty file is named by `problems` already)."""
+        if self._oof is None:
             from ..train.predict import read_csv
 
-            self._fold_of = {}
+            rows, problems = {}, []
             for k in self.done:
-                frame = read_csv(self.path / f"oof_fold{k}.csv")
-                self._fold_of.update(zip(frame["id"], frame["fold"].astype(int)))
-        return self._fold_of
+                path = self.path / f"oof_fold{k}.csv"
+                if not path.is_file() or path.stat().st_size == 0:
+                    continue
+                try:
+                    frame = read_csv(path)
+                    rows.update(zip(frame["id"], zip(frame["fold"].astype(int), frame["target"].astype(float))))
+                except (OSError, ValueError, KeyError) as err:
+                    problems.append(f"fold {k}: {path.name} unreadable ({str(err).splitlines()[0][:80]})")
+            self._oof = (rows, problems)
+        return self._oof
+
+    @property
+    def label_col(self) -> Optional[str]:
+        """The label column of the run's manifest, when the manifest is where the run recorded it."""
+        manifest = self._manifest()
+        return manifest.label_col if manifest is not None else None
 
     def _manifest(self):
         """The run's manifest at its recorded relative location, when it is there and is the run's (else None)."""
@@ -126,7 +192,7 @@ class Run:
             return None
         try:
             manifest = load_manifest(str(self.path / hint))
-        except (OSError, ValueError):
+        except (OSError, ValueError, KitError):
             return None
         return manifest if manifest_fingerprint(manifest) == self.data.get("manifest") else None
 
@@ -138,7 +204,16 @@ def load_run(path: os.PathLike) -> Run:
 
 
 def find_runs(dirs: Sequence[os.PathLike] = ()) -> List[Run]:
-    """The runs of `dirs` (each a run directory or a folder of them; default: every run under runs/), in that order."""
+    """The runs of `dirs` (each a run directory or a folder of them; default: every run under runs/), in that order;
+    KitError naming the first that cannot be read."""
+    runs, unreadable = read_runs(dirs)
+    if unreadable:
+        raise KitError(unreadable[0])
+    return runs
+
+
+def read_runs(dirs: Sequence[os.PathLike] = ()) -> Tuple[List[Run], List[str]]:
+    """(the readable runs of `dirs`, as find_runs, one line per run directory that cannot be read)."""
     found: List[Path] = []
     for d in [Path(d) for d in dirs] or [Path(RUNS_ROOT)]:
         if (d / STATE_NAME).exists():
@@ -149,8 +224,13 @@ def find_runs(dirs: Sequence[os.PathLike] = ()) -> List[Run]:
             raise KitError(f"{d}: no run directory here (no {STATE_NAME} in it or its subfolders); pass run "
                            f"directories of `kitpkg cv`")
         found += children
-    unique = list({p.resolve(): p for p in found}.values())
-    return [load_run(p) for p in unique]
+    runs, unreadable = [], []
+    for path in {p.resolve(): p for p in found}.values():
+        try:
+            runs.append(load_run(path))
+        except KitError as err:
+            unreadable.append(f"{path}: {err}" if str(path) not in str(err) else str(err))
+    return runs, unreadable
 
 
 def split_difference(a: Dict[str, int], b: Dict[str, int]) -> Optional[str]:
@@ -166,17 +246,35 @@ def split_difference(a: Dict[str, int], b: Dict[str, int]) -> Optional[str]:
 
 
 def folds_difference(a: Run, b: Run) -> Optional[str]:
-    """Why two runs are not comparable (another task or another split of their common folds); None when they are."""
+    """Why two runs are not comparable (another task, another target, or another split of their common folds); None
+    when they are."""
     if a.data.get("num_classes") != b.data.get("num_classes"):
         return f"another task (num_classes {a.data.get('num_classes')} vs {b.data.get('num_classes')})"
+    key = "train.score_class"
+    if a.config.get(key) != b.config.get(key):
+        return f"another target ({key}: {a.config.get(key)} vs {b.config.get(key)})"
     if a.data.get("manifest") == b.data.get("manifest"):
-        return None  # one manifest: one split
+        return None  # one manifest: one split, one label column
     common = set(a.done) & set(b.done)
     if not common:
-        return "another manifest, and no fold finished in both to compare the split by"
+        return "another manifest, and no fold finished in both to compare the split and the target by"
     fa, fb = a.fold_of(), b.fold_of()
     diff = split_difference({i: k for i, k in fa.items() if k in common}, {i: k for i, k in fb.items() if k in common})
-    return f"other folds: {diff}" if diff else None
+    if diff:
+        return f"other folds: {diff}"
+    return target_difference(a, b, [i for i, k in fa.items() if k in common and i in fb])
+
+
+def target_difference(a: Run, b: Run, ids: Sequence[str]) -> Optional[str]:
+    """Why two runs predict other things for the same samples `ids` (other labels, e.g. another --label-col); None
+    when every label agrees."""
+    ta, tb = a.target_of(), b.target_of()
+    other = [i for i in ids if abs(ta[i] - tb[i]) > 1e-9]
+    if not other:
+        return None
+    columns = f"label column {a.label_col} vs {b.label_col} (" if a.label_col != b.label_col else "("
+    return (f"another target: {columns}{len(other)} of {len(ids)} samples labelled differently, e.g. {other[0]}: "
+            f"{ta[other[0]]:g} vs {tb[other[0]]:g})")
 
 
 def differences(ref: Run, run: Run) -> List[str]:
@@ -205,12 +303,19 @@ class Row:
                 "size": str(r.config.get("data.image_size", NO_VALUE)),
                 "epochs": str(r.config.get("train.epochs", NO_VALUE)),
                 "CV": NO_VALUE if r.mean is None else f"{r.mean:.4f} ± {r.std:.4f} {r.metric}",
+                "last-epoch CV": NO_VALUE if r.last_mean is None else f"{r.last_mean:.4f}",
                 "OOF": NO_VALUE if r.oof_score is None else f"{r.oof_score:.4f}",
-                "folds": f"{len(r.scores)}/{r.folds_total if r.folds_total is not None else '?'}",
+                "folds": _folds_cell(r),
                 "wall": _duration(r.wall_s), "img/s": _rate(r.mean_of("train_img_s")),
                 "loader img/s": _rate(r.mean_of("loader_img_s")), "wait": _share(r.mean_of("loader_wait")),
                 "device": r.device or NO_VALUE, "comparable": "yes" if self.comparable else "NO",
                 "differs": "; ".join(self.notes) or NO_VALUE}
+
+
+def _folds_cell(run: Run) -> str:
+    """"done/total", with the finished folds that have no score (one class) said: the mean is over the others."""
+    cell = f"{len(run.done)}/{run.folds_total if run.folds_total is not None else '?'}"
+    return cell + (f" ({len(run.unscored)} unscored)" if run.unscored else "")
 
 
 def _duration(seconds: Optional[float]) -> str:
@@ -235,9 +340,14 @@ def compare(runs: Sequence[Run]) -> List[Row]:
     ref = runs[0]
     rows = []
     for run in runs:
-        why = None if run is ref else folds_difference(ref, run)
-        notes = ([why] if why else []) + differences(ref, run)
-        rows.append(Row(run, why is None, notes))
+        try:
+            why = None if run is ref else folds_difference(ref, run)
+            row = Row(run, why is None, ([why] if why else []) + differences(ref, run))
+            row.cells()
+        except (KitError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # a hand-edited file
+            run.problems.append(f"cannot be shown ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+            continue
+        rows.append(row)
     return sorted(rows, key=lambda row: (row.run.mean is None, -(row.run.mean or 0.0)))
 
 
@@ -310,12 +420,15 @@ def _label(row: Row) -> str:
     return label + ("" if row.comparable else "\n(not comparable)")
 
 
-def write_runs_report(rows: Sequence[Row], out: Path, reference: str) -> Path:
-    """runs.md (the table, the plot) in `out`; return its path."""
+def write_runs_report(rows: Sequence[Row], out: Path, reference: str, problems: Sequence[str] = ()) -> Path:
+    """runs.md (the table, the plot, the `problems` lines) in `out`; return its path."""
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Runs", "", f"Best mean CV first. Differences and comparability are against `{reference}`; runs marked "
              "NO split their samples into other folds, so their scores cannot be compared (nor blended).", ""]
     lines += markdown_table(rows) + [""]
+    if problems:
+        lines += ["Run directories that cannot be read, or not used as they are:", ""]
+        lines += [f"- {line}" for line in problems] + [""]
     if any(row.run.scores for row in rows):
         lines += [f"![CV per run]({plot_runs(rows, out / 'runs.png')})", ""]
     if all(row.run.wall_s is None for row in rows):
@@ -339,8 +452,16 @@ def default_out(dirs: Sequence[os.PathLike]) -> Path:
 
 
 def show_runs(dirs: Sequence[os.PathLike] = (), out: Optional[os.PathLike] = None) -> Path:
-    """`kitpkg runs`: print the comparison table, write runs.md + runs.png; return the runs.md path."""
-    runs = find_runs(dirs)
-    rows = compare(runs)
+    """`kitpkg runs`: print the comparison table, write runs.md + runs.png; return the runs.md path.
+
+    A run directory that cannot be read, and what cannot be used in a readable one, is named (stderr, runs.md) below
+    the table of the others."""
+    runs, unreadable = read_runs(dirs)
+    rows = compare(runs) if runs else []
+    problems = unreadable + [f"{run.path}: {line}" for run in runs for line in run.problems]
+    if not rows:
+        raise KitError(problems[0] if problems else "no runs to compare")
     print_table(rows, runs[0].name)
-    return write_runs_report(rows, Path(out) if out else default_out(dirs), runs[0].name)
+    for line in problems:
+        print(f"kitpkg runs: {line}", file=sys.stderr)
+    return write_runs_report(rows, Path(out) if out else default_out(dirs), runs[0].name, problems)
