@@ -397,6 +397,18 @@ def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVR
     return result
 
 
+def _number(value: Optional[float]) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
+    """(mean, std) of the finite values among `values` (None, NaN left out); (None, None) when there is none."""
+    import numpy as np
+
+    kept = np.array([v for v in values if v is not None and v == v], dtype=float)
+    return (float(kept.mean()), float(kept.std())) if len(kept) else (None, None)
+
+
 def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
     """Merge what is done: oof.csv + submission.csv + report once every fold of the selection has finished."""
     result = fold_result(data, state, all_folds)
@@ -419,18 +431,6 @@ def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[i
         result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data,
                                                     state.run_dir / "submission.csv",
                                                     state.run_dir / "test_predictions.csv")
-def _number(value: Optional[float]) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
-    """(mean, std) of the finite values among `values` (None, NaN left out); (None, None) when there is none."""
-    import numpy as np
-
-    kept = np.array([v for v in values if v is not None and v == v], dtype=float)
-    return (float(kept.mean()), float(kept.std())) if len(kept) else (None, None)
-
-
     state.set("cv", {"metric": monitor, "mean": result.mean, "std": result.std, "oof": result.oof_score,
                      "folds": list(all_folds), "last_mean": result.last_mean, "left_out": result.left_out})
     result.report_path = write_report(state.run_dir)
