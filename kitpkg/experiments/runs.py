@@ -70,13 +70,13 @@ class Run:
             if "score" not in record:
                 problems.append(f"fold {k}: no score in its record ({self.state.fold_path(k)})")
                 continue
-            value = record["score"]
-            if value is None or (isinstance(value, float) and value != value):
+            value = _number(record["score"])
+            if record["score"] is not None and value is None:
+                problems.append(f"fold {k}: score {record['score']!r} is not a number ({self.state.fold_path(k)})")
+            elif value is None or np.isnan(value):
                 unscored.append(k)  # one class in the fold: no AUC (cv records null)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                scores[k] = float(value)
             else:
-                problems.append(f"fold {k}: score {value!r} is not a number ({self.state.fold_path(k)})")
+                scores[k] = value
         return scores, unscored, problems
 
     @property
@@ -91,9 +91,9 @@ class Run:
 
     @property
     def last_mean(self) -> Optional[float]:
-        """Mean score of the folds' last-epoch weights (beside `mean`, of the best epoch's), when the folds record it."""
-        values = [r.get("last_score") for r in self.done.values()]
-        kept = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+        """Mean score of the folds' last-epoch weights (beside `mean`: the best epoch's), when the folds record it."""
+        kept = [_number(r.get("last_score")) for r in self.done.values()]
+        kept = [v for v in kept if v is not None and not np.isnan(v)]
         return float(np.mean(kept)) if kept else None
 
     @cached_property
@@ -195,6 +195,11 @@ class Run:
         except (OSError, ValueError, KitError):
             return None
         return manifest if manifest_fingerprint(manifest) == self.data.get("manifest") else None
+
+
+def _number(value: Any) -> Optional[float]:
+    """`value` as a float when it is a JSON number (NaN included), else None (null, text, true/false)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def load_run(path: os.PathLike) -> Run:
