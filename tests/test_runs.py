@@ -12,7 +12,8 @@ from PIL import Image
 
 from fakes.fake_runs import FakeData, fake_data, make_run
 from kitpkg.cli import main
-from kitpkg.experiments.runs import compare, find_runs, load_run, print_table
+from kitpkg.experiments.runs import compare, find_runs, load_run
+from kitpkg.experiments.table import print_table
 
 
 def _sigmoid(x):

@@ -1,7 +1,7 @@
 """Experiments as a whole: compare run directories (`kitpkg runs`) and blend runs on their OOF (`kitpkg blend`).
 
 Public entry points (heavy imports happen on first use):
-  show_runs(dirs=(), out=None) -> Path            kitpkg.experiments.runs
+  show_runs(dirs=(), out=None) -> Path            kitpkg.experiments.table
   run_blend(runs, out, method=None) -> dict       kitpkg.experiments.blend
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"show_runs": "kitpkg.experiments.runs", "find_runs": "kitpkg.experiments.runs",
+_LAZY = {"show_runs": "kitpkg.experiments.table", "find_runs": "kitpkg.experiments.runs",
          "run_blend": "kitpkg.experiments.blend"}
 __all__ = list(_LAZY)
 

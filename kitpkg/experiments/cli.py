@@ -5,7 +5,7 @@ import argparse
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .runs import show_runs
+    from .table import show_runs
 
     path = show_runs(args.dirs, args.out)
     print(f"table: {path}")
