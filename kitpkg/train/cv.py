@@ -26,6 +26,7 @@ from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
 from .checkpoint import (BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint,
                          resumable)
+from .divergence import DivergenceGuard
 from .ema import prediction_state
 from .foldcheck import LOST, fold_weights, reopen_lost_folds, retrain_advice, weights_problem
 from .init_from import init_fold
@@ -216,9 +217,10 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     kill = KillSwitch(k)  # test hook (env KITPKG_TEST_KILL_AT), inert otherwise
     writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor,
                             on_published=kill.published)
+    # the divergence guard first: a non-finite fit stops before early stopping, metrics.csv or a checkpoint see it;
     # early stopping before the writer: the checkpoint written after a validation holds its updated patience count
-    trainer = build_trainer(config, callbacks=[*early_stopping(config, *monitor), writer, kill,
-                                               throughput])  # Throughput last: see timing.py
+    trainer = build_trainer(config, callbacks=[DivergenceGuard(k, config.optim.lr), *early_stopping(config, *monitor),
+                                               writer, kill, throughput])  # Throughput last: see timing.py
     started = time.perf_counter()
     if not trained:
         fit(trainer, module, dm, state, k, resume)

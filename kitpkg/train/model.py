@@ -104,6 +104,10 @@ def seeding_fold(checkpoint: Optional[Path], fold: int) -> Optional[int]:
     return hparams["fold"] if "fold" in hparams else None
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 def portable_config(config: Config) -> Dict[str, Any]:
     """The config as plain data without paths: what checkpoints hold as hyperparameters (`weights_only` loading reads
     plain containers only; run directories move Colab -> Kaggle, so no absolute paths)."""
@@ -147,7 +151,9 @@ class KitModule(pl.LightningModule):
         self.channels_last = False  # set by the runner from train.channels_last and the accelerator
         self._compiled: Optional[torch.nn.Module] = None
         self._make_metrics()
-        self._epoch_loss = [-1, 0.0, 0]  # (epoch, loss sum, count) of the running train loss; saved in checkpoints
+        # (epoch, loss sum, count) of the running train loss; saved in checkpoints as plain numbers. While training
+        # the sum is a float64 tensor on the device: adding to it needs no sync (float(loss) synced every step)
+        self._epoch_loss: list = [-1, 0.0, 0]
         self._init_recipe()
 
     def _init_recipe(self) -> None:
@@ -232,17 +238,19 @@ class KitModule(pl.LightningModule):
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, target, meta = self.train_view(batch["image"], batch["target"], batch_idx, batch.get("meta"))
         loss = self.train_loss(self(images, meta), target)
+        n = len(batch["id"])
         if self._epoch_loss[0] != self.current_epoch:  # keyed by epoch: a mid-epoch resume keeps the restored sum
             self._epoch_loss = [self.current_epoch, 0.0, 0]
-        self._epoch_loss[1] += float(loss.detach()) * len(batch["id"])
-        self._epoch_loss[2] += len(batch["id"])
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["id"]))
+        # python float + tensor: the restored (or zero) sum joins the device tensor exactly; float64 as the old float
+        self._epoch_loss[1] = self._epoch_loss[1] + loss.detach().to(_sum_dtype(loss.device)) * n
+        self._epoch_loss[2] += n
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         return loss
 
     def train_loss_epoch(self) -> Optional[float]:
         """Mean train loss over this epoch's samples so far (this rank)."""
         epoch, total, count = self._epoch_loss
-        return total / count if count and epoch == self.current_epoch else None
+        return float(total) / count if count and epoch == self.current_epoch else None
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"], batch.get("meta"))
@@ -267,10 +275,16 @@ class KitModule(pl.LightningModule):
             logits = self(apply_view(batch["image"], view), batch.get("meta")).float()
             score = logits if self.cfg.predict.average == "logit" else to_prob(logits, self.binary)
             total = score if total is None else total + score
-        return {"id": list(batch["id"]), "target": batch["target"].detach().cpu(), "score": (total / len(views)).cpu()}
+        score = (total / len(views)).cpu()  # the host copy syncs anyway: checking it is free
+        if not torch.isfinite(score).all():
+            bad = [str(i) for i, ok in zip(batch["id"], torch.isfinite(score).all(-1).tolist()) if not ok]
+            raise KitError(f"fold {self.hparams.get('fold')}: {len(bad)} predictions are not finite (ids {bad[:3]}): "
+                           f"non-finite weights or inputs (a model.meta column holding inf?); nothing is written")
+        return {"id": list(batch["id"]), "target": batch["target"].detach().cpu(), "score": score}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["kitpkg_epoch_loss"] = list(self._epoch_loss)
+        epoch, total, count = self._epoch_loss
+        checkpoint["kitpkg_epoch_loss"] = [epoch, float(total), count]  # plain numbers (weights_only loading)
         if self.ema is not None:
             checkpoint[CKPT_KEY] = self.ema.state()
 

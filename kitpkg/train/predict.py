@@ -89,6 +89,7 @@ def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str, score_ind
     """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame; with
     `score_index` (train.score_class) target is 1 for that class and 0 else, prediction its probability."""
     cols = _score_cols(frame)
+    require_finite(frame["id"], frame[cols].to_numpy(), f"fold {fold}'s OOF scores")
     probs = scores_to_prob(torch.tensor(frame[cols].to_numpy()), binary, space).numpy()
     target = frame["target"] if binary else scored_target(frame["target"].astype(int), score_index)
     out = pd.DataFrame({"id": frame["id"], "fold": fold, "target": target})
@@ -118,15 +119,28 @@ def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str, score_
         if list(p["id"]) != list(parts[0]["id"]):
             raise KitError("test predictions of the folds cover different ids; re-run `kitpkg predict`")
     mean = np.mean([p[cols].to_numpy() for p in parts], axis=0)
+    require_finite(parts[0]["id"], mean, "the fold-averaged test scores")
     probs = scores_to_prob(torch.tensor(mean), binary, space).numpy()
     return _add_predictions(pd.DataFrame({"id": parts[0]["id"].astype(str)}), probs, binary, score_index)
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
-    """The competition's file: `id_col,pred_col` (one row per test id)."""
+    """The competition's file: `id_col,pred_col` (one row per test id); KitError for a non-finite prediction."""
+    require_finite(test["id"], test["prediction"].to_numpy(), f"{path}: the submission's {pred_col}")
     sub = pd.DataFrame({id_col: test["id"], pred_col: test["prediction"]})
     write_csv(sub, path)
     return path
+
+
+def require_finite(ids: Sequence[Any], values: np.ndarray, what: str) -> None:
+    """KitError naming `what` and the first ids when a row of `values` (N, or N×C) holds NaN or inf: a diverged fold
+    (or a non-finite input) must never reach an OOF, a test prediction or a submission."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if not ok.all():
+        bad = [str(i) for i, fine in zip(ids, ok) if not fine]
+        raise KitError(f"{what}: {len(bad)} of {len(ok)} are not finite (ids {bad[:3]}); a fold diverged or an input "
+                       f"is non-finite: retrain it (delete its folder) and check optim.lr and the model.meta columns")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
