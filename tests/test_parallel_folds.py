@@ -3,8 +3,10 @@ directory, the run finished by the parent -- the same OOF as folds trained one a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -61,3 +63,56 @@ def test_parallel_folds_on_the_cpu_give_the_sequential_oof(finished_run, tmp_pat
         assert list(ours["id"]) == list(reference["id"])
         assert (ours["prediction"] - reference["prediction"]).abs().max() <= 1e-6, name
     assert (run_dir / "report.md").exists() and (run_dir / "submission.csv").exists()
+
+
+def _children(pid):
+    """Pids of the live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_the_parallel_parent_kills_its_workers(tfrecord_manifest, tmp_path):
+    from conftest import write_train_config
+
+    config_path = write_train_config(tmp_path, tfrecord_manifest)
+    env = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO}
+    parent = subprocess.Popen([sys.executable, "-m", "kitpkg", "cv", "--config", str(config_path), "--run-dir",
+                               str(tmp_path / "run"), "--parallel-folds", "2", "--set", "train.accelerator=cpu"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        assert _wait_for(lambda: len(_children(parent.pid)) == 2, 120), "two workers started"
+        workers = _children(parent.pid)
+        parent.send_signal(signal.SIGKILL)  # the notebook cell interrupted hard, the terminal closed, an OOM kill
+        parent.wait()
+        assert _wait_for(lambda: not any(map(_alive, workers)), 20), "the workers died with their parent"
+    finally:
+        parent.kill()
+        for pid in filter(_alive, workers):  # today's orphans (ppid 1) would train on
+            os.kill(pid, signal.SIGKILL)

@@ -30,6 +30,7 @@ from .divergence import DivergenceGuard
 from .ema import prediction_state
 from .foldcheck import LOST, fold_weights, reopen_lost_folds, retrain_advice, weights_problem
 from .init_from import init_fold
+from .lease import check_free, hold_fold
 from .meta_head import fold_meta
 from .model import seeding_fold
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
@@ -361,9 +362,11 @@ def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optiona
     (train_only: leave that to another process, e.g. the parent of `--parallel-folds`)."""
     data, state = open_run(config, run_dir)
     all_folds, selected = fold_selection(config, data, folds)
+    check_free(state, [k for k in selected if not state.is_done(k)])  # a fold a live process trains: refused now
     for k in selected:
         if not state.is_done(k):
-            fit_fold(config, data, state, k)
+            with hold_fold(state, k):
+                fit_fold(config, data, state, k)
     if train_only:
         return fold_result(data, state, selected)
     return finish(config, data, state, all_folds)

@@ -6,22 +6,32 @@ with `train.accelerator: cpu`, they share the cores, each with a sequential run'
 fold to whichever worker is free. Each fold writes only its own files (runstate.py), so the workers never collide;
 the parent then writes OOF, CV score, submission and report from all folds, as a sequential run would. The workers
 read the parent's config, written to a temporary YAML, so overrides and resolved paths are the same in every process.
+
+Workers never outlive the parent: each runs in its own process group, which the parent kills when it stops early
+(Ctrl-C, an error), and on Linux each gets a parent-death signal (prctl PR_SET_PDEATHSIG), so a SIGKILLed parent
+(a notebook interrupted hard, an OOM kill) takes its workers with it instead of leaving them training. A fold that a
+live process holds (its lease, lease.py: here or on another machine sharing the run directory) is refused before any
+worker starts.
 """
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import AUTO, Config, to_yaml
 from ..errors import KitError
 from .cv import CVResult, finish, fold_selection, open_run
+from .lease import check_free
 
 POLL_S = 0.2  # how often a free worker is looked for
+STOP_GRACE_S = 10.0  # a worker stopped early gets this long to end (Lightning's KeyboardInterrupt path) before SIGKILL
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike] = None,
@@ -31,6 +41,7 @@ def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike]
     data, state = open_run(config, run_dir)  # state.json is written here, once, before any worker starts
     all_folds, selected = fold_selection(config, data, folds)
     todo = [k for k in selected if not state.is_done(k)]
+    check_free(state, todo)  # a fold a live process trains (e.g. a killed run's worker elsewhere): refused now
     with tempfile.TemporaryDirectory(prefix="kitpkg-parallel-") as tmp:
         config_path = Path(tmp) / f"{config.name or 'experiment'}.yaml"
         config_path.write_text(to_yaml(config))
@@ -91,7 +102,8 @@ def run_workers(todo: Sequence[int], envs: Sequence[Dict[str, str]], argv_of) ->
                     k = queue.pop(0)
                     gpu = f" (GPU {env['CUDA_VISIBLE_DEVICES']})" if "CUDA_VISIBLE_DEVICES" in env else ""
                     print(f"kitpkg: fold {k} -> worker {slot}{gpu}", flush=True)
-                    running[slot] = (k, subprocess.Popen(argv_of(k), env=env))
+                    running[slot] = (k, subprocess.Popen(argv_of(k), env=env, start_new_session=True,
+                                                         preexec_fn=die_with_parent()))
             time.sleep(POLL_S)
             for slot, (k, proc) in list(running.items()):
                 if proc.poll() is not None:
@@ -99,8 +111,43 @@ def run_workers(todo: Sequence[int], envs: Sequence[Dict[str, str]], argv_of) ->
                     if proc.returncode:
                         failed[k] = proc.returncode
     finally:
-        for _, proc in running.values():
-            proc.terminate()
-        for _, proc in running.values():
-            proc.wait()
+        stop_workers([proc for _, proc in running.values()])
     return failed
+
+
+def die_with_parent() -> Optional[Callable[[], None]]:
+    """A Popen `preexec_fn` that makes the child get SIGKILL when this process dies (Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent died before the line above: nobody would send the signal
+            os._exit(1)
+
+    return preexec
+
+
+def stop_workers(procs: Sequence[subprocess.Popen]) -> None:
+    """Stop workers and everything they started (each leads its own process group): SIGINT, then SIGKILL after
+    STOP_GRACE_S. Their checkpoints are crash-safe, so a re-run resumes them."""
+    for sig, wait_s in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGKILL, None)):
+        alive = [p for p in procs if p.poll() is None]
+        for proc in alive:
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + (wait_s or 0)
+        for proc in alive:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()) if wait_s else None)
+            except subprocess.TimeoutExpired:
+                pass

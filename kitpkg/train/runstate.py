@@ -84,6 +84,10 @@ class RunState:
         """Where fold k's record lives."""
         return self.run_dir / FOLDS_DIR / f"fold{int(k)}.json"
 
+    def lease_path(self, k: int) -> Path:
+        """Where the lease of the process training fold k lives (lease.py)."""
+        return self.run_dir / FOLDS_DIR / f"fold{int(k)}.lease"
+
     @classmethod
     def read(cls, run_dir: os.PathLike) -> "RunState":
         """The state of an existing run directory, read as it is (no config check, nothing written)."""
