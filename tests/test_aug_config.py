@@ -39,6 +39,10 @@ def test_pasted_to_dict_round_trips_through_the_yaml(tmp_path):
     ({"cpu": {"__class_fullname__": "Blur", "blur_limt": 3}}, ["data.aug.cpu", "Blur", "'blur_limt'"]),
     ({"gpu": [{"name": "cutout", "sise": 0.3}]}, ["data.aug.gpu[0] (cutout)", "'sise'"]),
     ({"preset": "isik"}, ["data.aug.preset", "'isik'", "isic, light"]),
+    ({"cpu": {"__class_fullname__": "Affine", "p": 1, "translate_percent": float("nan")}},
+     ["data.aug.cpu", "(Affine)", "translate_percent=nan", "finite"]),
+    ({"cpu": {"__class_fullname__": "Affine", "p": 1, "rotate": [float("-inf"), 3]}},
+     ["data.aug.cpu", "(Affine)", "rotate=[-inf, 3]", "finite"]),
     ({"preset": "isic", "vflip": False}, ["data.aug.vflip"]),
 ])
 def test_a_bad_stage_is_one_line_at_load(tmp_path, aug, words):

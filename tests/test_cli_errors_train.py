@@ -58,6 +58,7 @@ def test_unknown_names_before_anything_is_written(tfrecord_manifest, tmp_path, c
 
 @pytest.mark.parametrize("args, expected", [(["--steps", "0"], "--steps: must be >= 2, got 0"),
                                             (["--min-lr", "1", "--max-lr", "0.1"], "need 0 < min-lr < max-lr"),
+                                            (["--max-lr", "inf"], "need 0 < min-lr < max-lr, both finite"),
                                             (["--fold", "9"], "--fold 9: not a fold of")])
 def test_lr_find_options(tfrecord_manifest, tmp_path, capsys, args, expected):
     config = write_train_config(tmp_path, tfrecord_manifest)

@@ -9,6 +9,7 @@ whatever the worker count.
 from __future__ import annotations
 
 import difflib
+import math
 import random
 import warnings
 from typing import Any, List, Mapping, Optional
@@ -99,6 +100,9 @@ def _check_node(node: Any, key: str, where: str) -> None:
 def _build_leaf(node: Mapping[str, Any], key: str, where: str) -> None:
     import albumentations as A
 
+    for arg, value in node.items():  # albumentations takes some NaN/inf silently: a crash or blank images mid-epoch
+        if not all(math.isfinite(v) for v in _numbers_in(value)):
+            raise KitError(f"{key}: {where}: {arg}={value!r}; numbers must be finite")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -110,6 +114,13 @@ def _build_leaf(node: Mapping[str, Any], key: str, where: str) -> None:
             bad = sorted(set(node) - {"__class_fullname__"} - set(_accepted(node["__class_fullname__"])))
             args = ", ".join(map(repr, bad)) or str(w.message)
             raise KitError(f"{key}: {where}: invalid argument(s) {args} in albumentations {_version()}")
+
+
+def _numbers_in(value: Any) -> List[float]:
+    """Every number in an argument value, nested lists included (bools are no numbers)."""
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _numbers_in(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
 
 
 def _accepted(name: str) -> List[str]:

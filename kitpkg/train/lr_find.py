@@ -6,6 +6,7 @@ copy every k steps, which makes the loss-vs-LR curve saw-toothed and shifts the 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 import dataclasses
@@ -82,5 +83,5 @@ def _check_sweep(num_training: int, min_lr: float, max_lr: float) -> None:
     """KitError naming the option for a sweep the LR finder cannot run."""
     if num_training < 2:  # the suggestion needs a slope: at least two points
         raise KitError(f"--steps: must be >= 2, got {num_training}")
-    if not 0 < min_lr < max_lr:
-        raise KitError(f"--min-lr {min_lr} / --max-lr {max_lr}: need 0 < min-lr < max-lr")
+    if not 0 < min_lr < max_lr < math.inf:
+        raise KitError(f"--min-lr {min_lr} / --max-lr {max_lr}: need 0 < min-lr < max-lr, both finite")
