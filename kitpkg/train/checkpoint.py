@@ -148,7 +148,9 @@ class RunCheckpoints(pl.Callback):
             self.best, self.best_epoch = score, trainer.current_epoch
         if trainer.is_global_zero:
             self._write_history()
-        if improved:
+        # no finite score yet and NaN now (an AUC of a validation split of one class): the newest weights stand as
+        # best, so such a fold predicts from best.ckpt like any other, with its last epoch's weights
+        if improved or (score is not None and score != score and self.best is None):
             self._save(trainer, BEST, prune=False)
         self._save(trainer, f"ckpt-{trainer.global_step:08d}-1.ckpt")
 
