@@ -102,6 +102,7 @@ def test_presets_gpu_stages_build():
     ([{"name": "color", "hue": 0.8}], ["(color)", "hue=0.8", "must be in [0, 0.5]"]),
     ([{"name": "cutout", "fill": -1}], ["(cutout)", "fill=-1", "must be in [0, 1]"]),
     ([{"name": "distort", "magnitude": float("-inf")}], ["(distort)", "magnitude=-inf", "must be in [0, 1]"]),
+    ([{"name": "affine", "shift": None}], ["(affine)", "shift=None", "expected a number"]),
 ])
 def test_a_wrong_spec_is_one_line_naming_the_key(spec, words):
     with pytest.raises(KitError) as err:

@@ -297,7 +297,7 @@ def _validate(op: Any, key: str, name: str) -> None:
         value = getattr(op, f.name)
         if f.name == "padding" and value not in _PADDING:
             raise KitError(f"{where}: padding={value!r}; expected one of {', '.join(_PADDING)}")
-        if f.name in ("axis", "padding") or value is None:  # None: crop_area off
+        if f.name in ("axis", "padding") or (f.name == "crop_area" and value is None):  # None: no crop
             continue
         pair = value if isinstance(value, tuple) else (value,)
         if len(pair) not in (1, 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
