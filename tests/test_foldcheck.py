@@ -4,6 +4,7 @@ is never replaced silently: `predict` refuses naming the fold, and the advice it
 from __future__ import annotations
 
 import shutil
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -53,7 +54,8 @@ def test_predict_refuses_a_fold_without_its_best_weights_and_its_advice_works(fi
     err = capsys.readouterr().err
     assert "fold 1: its best weights are gone" in err and "re-run `kitpkg cv`" in err
     assert not (tmp_path / "sub.csv").exists()  # never a submission from the last epoch's weights
-    assert main(["cv", *args]) == 0  # the advice, followed as written
+    with mock.patch("kitpkg.train.report.write_report"):  # its plots cost seconds and are not what is tested
+        assert main(["cv", *args]) == 0  # the advice, followed as written
     out = capsys.readouterr().out
     assert "fold 1 is recorded done but its best weights are gone" in out and "training it again" in out
     assert (run_dir / "fold1" / "ckpt" / "best.ckpt").is_file() and RunState.read(run_dir).is_done(1)
@@ -64,11 +66,13 @@ def test_predict_refuses_a_fold_without_its_best_weights_and_its_advice_works(fi
 def test_cv_reopens_a_done_fold_without_best_weights_or_oof_with_one_line(tmp_path, capsys):
     import numpy as np
 
-    from fakes.fake_runs import fake_data, make_run
+    from fakes.fake_runs import fake_config, fake_data, make_run
+    from kitpkg.train.cv import predict_test
     from kitpkg.train.foldcheck import LOST, reopen_lost_folds
     from kitpkg.train.runstate import RunState
 
-    run_dir = make_run(tmp_path / "run", fake_data(60, k=3), np.random.default_rng(0).random(60))
+    fake = fake_data(60, k=3, n_test=5)
+    run_dir = make_run(tmp_path / "run", fake, np.random.default_rng(0).random(60), shards_dir=tmp_path / "shards")
     (run_dir / "fold1" / "ckpt" / "best.ckpt").write_bytes(b"PK\x03\x04 cut short")  # no zip directory: cut
     (run_dir / "oof_fold2.csv").unlink()  # what a merge of the earlier version could record as done
     state = RunState.read(run_dir)
@@ -78,3 +82,5 @@ def test_cv_reopens_a_done_fold_without_best_weights_or_oof_with_one_line(tmp_pa
     assert out[1].startswith("kitpkg: fold 2 is recorded done but its OOF predictions are gone (")
     assert state.done_folds() == [0] and state.fold(1)["status"] == LOST  # `kitpkg cv` trains them again
     assert reopen_lost_folds(state) == []
+    with pytest.raises(KitError, match=r"fold 1: its best weights are gone \(.*\); re-run `kitpkg cv`"):
+        predict_test(fake_config(run_dir, fake, shards_dir=tmp_path / "shards"), run_dir)  # never fold 0 alone
