@@ -164,6 +164,15 @@ def test_two_merges_into_one_target_at_once_keep_every_fold_whole(split_runs, tm
         for name in ("metrics.csv", "ckpt/ckpt-00000004-1.ckpt"):
             src = (a if k == 0 else b) / f"fold{k}" / name
             src.write_bytes((src.parent / "best.ckpt").read_bytes() if name.endswith(".ckpt") else b"epoch\n1\n")
+    import subprocess
+    import sys
+
+    from kitpkg.train.merge import STAGE_MARK, _host
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = target / f"{STAGE_MARK}{_host()}-{dead.pid}-0a1b2c" / "1" / "fold1"  # a merge killed while copying
+    stale.mkdir(parents=True)
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_merge_in_child, args=(config, [a, b], target, delay))
              for delay in (0.03, 0.05)]
@@ -179,4 +188,4 @@ def test_two_merges_into_one_target_at_once_keep_every_fold_whole(split_runs, tm
                                                                                     "ckpt-00000004-1.ckpt"]
         assert load_checkpoint(target / f"fold{k}" / "ckpt" / "best.ckpt")["state_dict"]
     assert _csv(target / "oof.csv").equals(_csv(single / "oof.csv"))
-    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no staging folder left, nor a killed one's
