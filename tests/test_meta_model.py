@@ -28,6 +28,8 @@ def meta_shards(tmp_path_factory):
         target = int(i % 4 == 0)  # 25 % positives
         rows.append({"image_name": f"img{i:04d}", "target": target, "sex": "male" if target else "female",
                      "age_approx": float(rng.integers(20, 80))})  # age: noise too
+    for i in (1, 4):  # one negative, one positive: sex predicts the label without being a relabelling of it (refused)
+        rows[i]["sex"] = "other"
     return folder, noise_shards(folder, rows)[32].root
 
 
@@ -47,7 +49,7 @@ def test_only_the_meta_column_predicts_the_label(meta_shards):
 
     run = folder / "with_meta"
     stored = MetaEncoder.from_state(json.loads((run / "fold0" / "meta.json").read_text()))
-    assert stored.names == ["sex", "age_approx"] and stored.width == 3 + 2
+    assert stored.names == ["sex", "age_approx"] and stored.width == 4 + 2  # female, male, other, missing | age
     ckpt = load_checkpoint(run / "fold0" / "ckpt" / "best.ckpt")  # weights_only: the encoding is plain data
     assert MetaEncoder.from_state(ckpt["hyper_parameters"]["meta"]) == stored
     assert any(k.startswith("model.meta.") for k in ckpt["state_dict"])
