@@ -137,6 +137,20 @@ def test_a_broken_source_fold_is_refused_in_one_line_and_the_target_stays_usable
     assert not result.pending and _csv(tmp_path / "c" / "oof.csv").equals(_csv(single / "oof.csv"))
 
 
+def test_a_fold_being_trained_in_the_target_is_not_merged_under_it(split_runs, tmp_path):
+    import json
+    import time
+
+    fake, _, _, _, a, b = split_runs
+    target = tmp_path / "c"
+    lease = target / "folds" / "fold2.lease"  # `kitpkg cv --folds 2` on another machine sharing the folder
+    lease.parent.mkdir(parents=True)
+    lease.write_text(json.dumps({"host": "colab-7f3a", "pid": 4242, "token": "t", "heartbeat": time.time()}))
+    with pytest.raises(KitError, match=r"fold 2 is being trained by colab-7f3a pid 4242"):
+        _merge(fake_config(target, fake, shards_dir=tmp_path / "shards"), [a, b], target)
+    assert RunState.read(target).done_folds() == [] and not (target / "fold0").exists()
+
+
 def _merge_in_child(config, dirs, into, delay):
     import time
 

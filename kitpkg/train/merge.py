@@ -4,8 +4,9 @@
 Every directory must hold a run of the given config on the same shard sets (refused otherwise, naming the keys that
 differ). Each finished fold of a source is first copied whole into a staging folder of its own inside the target
 (`.merge-<host>-<pid>-<token>/`) and checked there: the weights it predicts with load the safe way (foldcheck's rule),
-its OOF and test predictions hold every sample of the fold once, with finite values. A source fold that fails is
-refused in one line before any fold is recorded. Then each fold is put in place by renames -- its folder, its
+its OOF and test predictions hold every sample of the fold once, with finite values. A source fold that fails, or a
+fold a live `kitpkg cv` process trains in the target (its lease, lease.py), is refused in one line before any fold is
+recorded. Then each fold is put in place by renames -- its folder, its
 prediction files, and its record (folds/fold{k}.json) last, so a fold shows as done only once its files are -- while
 the merge holds the fold's claim (folds/.fold{k}.merging, made by an atomic mkdir): two merges into one target never
 mix their files, and the second finds the fold done and compares. A fold already finished in the target is kept: when
@@ -30,6 +31,7 @@ from ..fsutil import atomic_copy
 from . import predict as P
 from .cv import CVResult, RunData, finish, fold_selection, load_data, open_run
 from .foldcheck import ckpt_dir, predictions_problem, weights_problem
+from .lease import check_free
 from .runstate import RunState
 
 SAME = 1e-6  # predictions closer than this are the same result (what a deterministic re-run reproduces)
@@ -93,6 +95,7 @@ def stage_folds(sources: Sequence[RunState], target: RunState, data: RunData, st
                 if line:
                     conflicts.append(line)
                 continue
+            check_free(target, [k])  # a fold a `kitpkg cv` is training there now is not replaced under it
             staged[k] = stage_fold(source, k, stage / str(k), data)
     return [staged[k] for k in sorted(staged)], conflicts
 
