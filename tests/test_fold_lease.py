@@ -35,7 +35,7 @@ def lease_config(tmp_path, tfrecord_manifest):
 def test_a_live_lease_blocks_the_fold_in_cv_and_parallel_folds(lease_config, tmp_path):
     run_dir = tmp_path / "run"
     _lease(run_dir, 1, "colab-7f3a", 4242, age_s=12)  # another machine sharing the Drive folder, beating 12 s ago
-    expected = r"fold 1 is being trained by colab-7f3a pid 4242 \(its lease .*fold1.lease was refreshed 1[23] s ago\)"
+    expected = r"fold 1 is being trained by colab-7f3a pid 4242 \(its lease .*fold1.lease was refreshed \d+ s ago\)"
     with pytest.raises(KitError, match=expected):
         run_cv(lease_config, run_dir, folds=[0, 1])
     with pytest.raises(KitError, match=expected):
@@ -54,7 +54,9 @@ def test_a_stale_or_dead_lease_does_not_block_and_a_held_one_beats(lease_config,
         with L.hold_fold(state, 0):
             held = json.loads(path.read_text())
             assert (held["host"], held["pid"]) == (socket.gethostname(), os.getpid())
-            time.sleep(0.3)
+            deadline = time.monotonic() + 5
+            while json.loads(path.read_text())["heartbeat"] == held["heartbeat"] and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert json.loads(path.read_text())["heartbeat"] > held["heartbeat"], "refreshed while held"
             assert L.is_live(L.read_lease(path), time.time(), socket.gethostname()), "others here see it live"
         assert not path.exists(), "released"

@@ -32,7 +32,7 @@ STALE_AFTER_S = 300.0  # a lease not refreshed for this long is ignored (Drive c
 
 @dataclass(frozen=True)
 class Lease:
-    """Who holds a fold: the machine, the process there, a token unique to the holding, the last heartbeat (time.time)."""
+    """Who holds a fold: the machine, the process there, a token unique to this holding, the last heartbeat time."""
 
     host: str
     pid: int
