@@ -1,5 +1,5 @@
-"""Which weights a finished fold predicts with: its best.ckpt, or -- only when no validation metric was ever finite,
-as its checkpoints record -- its last checkpoint, with a warning. A best.ckpt that should exist but is gone or damaged
+"""Which weights a finished fold predicts with: its best.ckpt, or -- only when it is missing and no validation metric was
+ever finite, as its checkpoints record -- its last checkpoint, with a warning. A best.ckpt that should exist but is gone or damaged
 is never replaced silently: `predict` refuses naming the fold, and the advice it prints (re-run `kitpkg cv`) works."""
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def test_the_last_checkpoint_stands_in_only_when_no_metric_was_ever_finite(tmp_p
     from kitpkg.train.foldcheck import fold_weights
 
     last = _ckpt(tmp_path / "fold0" / "ckpt" / "ckpt-00000004-1.ckpt", None)
-    with pytest.warns(RuntimeWarning, match=r"fold 0: no validation metric was ever finite, so there is no best.ckpt; "
-                                            r"predicting with its last checkpoint"):
+    with pytest.warns(RuntimeWarning, match=r"fold 0: no validation metric was ever finite and there is no "
+                                            r"best.ckpt; predicting with its last checkpoint"):
         assert fold_weights(tmp_path, 0) == last
     _ckpt(tmp_path / "fold1" / "ckpt" / "ckpt-00000004-1.ckpt", 0.81)  # epoch 0 scored: best.ckpt was written
     with pytest.raises(KitError, match=r"fold 1: its best weights are gone \(.*best.ckpt is missing; epoch 0 scored "

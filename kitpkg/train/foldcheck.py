@@ -1,9 +1,10 @@
 """What a finished fold must hold to be used: weights it may predict with, and complete, finite predictions.
 
 The weights rule (one home, used by `kitpkg cv`, `predict`, `merge` and `runs`): a fold predicts with its best.ckpt,
-the epoch the monitored metric scored best. Its last checkpoint stands in only when no best.ckpt was ever written --
-no validation metric was ever finite, which the checkpoints themselves record (RunCheckpoints' `best` is None) -- and
-a warning says so. A best.ckpt that should exist but is missing, damaged or refused by the safe loader is never
+the epoch the monitored metric scored best. Its last checkpoint stands in for a missing best.ckpt only when no
+validation metric was ever finite, which the checkpoints themselves record (RunCheckpoints' `best` is None): such a
+fold's best.ckpt, when written, holds its newest weights, the last checkpoint's (earlier versions wrote none); a
+warning says so. A best.ckpt that should exist but is missing, damaged or refused by the safe loader is never
 replaced by other weights: the fold has no usable weights. `kitpkg cv` then trains it again (reopen_lost_folds, one
 printed line), so the advice of the error (`re-run kitpkg cv`) works as written.
 """
@@ -79,8 +80,9 @@ def fold_weights(run_dir: Path, k: int) -> Path:
     if (folder / BEST).exists():
         return folder / BEST
     last = latest_intact(folder)
-    warnings.warn(f"kitpkg: fold {k}: no validation metric was ever finite, so there is no best.ckpt; predicting "
-                  f"with its last checkpoint {last}", RuntimeWarning, stacklevel=2)
+    warnings.warn(f"kitpkg: fold {k}: no validation metric was ever finite and there is no best.ckpt; predicting "
+                  f"with its last checkpoint {last} (the newest weights, as such a best.ckpt would hold)",
+                  RuntimeWarning, stacklevel=2)
     return last
 
 
