@@ -20,6 +20,7 @@ from .predict import env_flag
 from .runstate import is_rank_zero
 
 _PRECISION_ALIASES = {"32": "32-true", "64": "64-true"}
+PROGRESS_REFRESH_STEPS = 10  # progress bar refresh (and device read of the logged loss) every this many batches
 _ANNOUNCED: Set[str] = set()  # reasons already printed by this process: one line per run, not one per fold
 
 
@@ -151,4 +152,9 @@ def build_trainer(config: Config, callbacks: Sequence[Any] = (), **overrides: An
         num_sanity_val_steps=0, use_distributed_sampler=False,  # the loader partitions by rank itself
         default_root_dir=tempfile.gettempdir(), callbacks=list(callbacks))
     kwargs.update(overrides)
+    if kwargs["enable_progress_bar"]:
+        from pytorch_lightning.callbacks import TQDMProgressBar
+
+        # the bar reads the logged train_loss from the device at each refresh: every step (a GPU sync) by default
+        kwargs["callbacks"] = [*kwargs["callbacks"], TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
     return pl.Trainer(**kwargs)
