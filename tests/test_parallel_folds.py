@@ -65,6 +65,31 @@ def test_parallel_folds_on_the_cpu_give_the_sequential_oof(finished_run, tmp_pat
     assert (run_dir / "report.md").exists() and (run_dir / "submission.csv").exists()
 
 
+def test_a_parent_stopped_early_stops_its_workers_and_what_they_started(tmp_path):
+    # Ctrl-C in the parent (or an error in it): each worker's whole process group goes, its DataLoader workers too
+    pids = tmp_path / "pids"
+    script = ("import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+              "'import time; time.sleep(60)']); open(sys.argv[1], 'w').write(f'{os.getpid()} {child.pid}'); "
+              "time.sleep(60)")
+
+    def argv_of(k):
+        if k == 1:  # the second fold is handed out once the first worker and its child run: then Ctrl-C
+            assert _wait_for(lambda: pids.exists() and pids.read_text(), 60)
+            raise KeyboardInterrupt
+        return [sys.executable, "-c", script, str(pids)]
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_workers([0, 1], [dict(os.environ), dict(os.environ)], argv_of)
+    assert time.monotonic() - started < 30
+    worker, child = map(int, pids.read_text().split())
+    try:
+        assert _wait_for(lambda: not _alive(worker) and not _alive(child), 10), "the worker and its child are gone"
+    finally:
+        for pid in filter(_alive, (worker, child)):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _children(pid):
     """Pids of the live (not zombie) processes whose parent is `pid`."""
     found = []
