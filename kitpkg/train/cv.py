@@ -3,6 +3,7 @@
 Run directory layout (relative paths only, so it moves between Colab and Kaggle):
   state.json            config hash + result keys, shard fingerprints (written when the run starts; see runstate.py)
   folds/fold{k}.json    fold k's status/score and where its time went (timing.py), written only by its process
+  folds/fold{k}.lease   which live process trains fold k (lease.py): a fold another live process holds is refused
   fold{k}/ckpt/         ckpt-<step>-<n>.ckpt (full Lightning state incl. the loader's position), best.ckpt
   fold{k}/metrics.csv   per-epoch history (train loss, val loss/metric, lr)
   oof_fold{k}.csv       OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
