@@ -71,3 +71,19 @@ def test_augment_preview_writes_the_grid_and_shows_the_augmentation(tfrecord_man
     assert augmented.size == plain.size == (2 * (64 + 2) + 2,) * 2  # 2×2 tiles of 64 px with 2 px gaps
     assert augmented.tobytes() != plain.tobytes()
     assert "augment preview:" in capsys.readouterr().out
+
+
+def test_preview_shows_the_draws_training_makes_in_that_fold(tfrecord_manifest, tmp_path):
+    from kitpkg.config import load_config
+    from kitpkg.train.cv import load_data, make_datamodule, make_module
+    from kitpkg.train.preview import preview_images
+
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest), ["data.aug.preset=isic", "data.aug.cpu={}"])
+    data = load_data(config)
+    module = make_module(config, data, load_pretrained=False, fold=1)
+    batch = next(iter(make_datamodule(config, data, 1).train_dataloader()))
+    module.on_train_batch_start(batch, 0)  # training's own seeding of (epoch 0, batch 0) in fold 1
+    trained = module.augment(batch["image"])
+    trained = trained.float() / 255 if trained.dtype == torch.uint8 else trained
+    shown = preview_images(config, n=len(batch["id"]), fold=1)
+    assert torch.equal(shown, trained)

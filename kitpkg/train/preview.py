@@ -29,11 +29,11 @@ def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> t
     fold = data.manifest.folds()[0] if fold is None else fold
     if fold not in data.manifest.folds():
         raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
-    module = make_module(config, data, load_pretrained=False)
+    module = make_module(config, data, load_pretrained=False, fold=fold)
     shown = []
     for batch_idx, batch in enumerate(make_datamodule(config, data, fold).train_dataloader()):
         gen = torch.Generator()
-        gen.manual_seed(step_seed(config.train.seed, 0, batch_idx, 0))  # what training seeds epoch 0's steps with
+        gen.manual_seed(step_seed(module.seed, 0, batch_idx, 0))  # what training seeds fold `fold`'s epoch 0 with
         with torch.no_grad():
             images = module.augment(batch["image"], gen)
         shown.append(images.float() / 255 if images.dtype == torch.uint8 else images)
