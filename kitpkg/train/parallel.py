@@ -140,7 +140,8 @@ def stop_workers(procs: Sequence[subprocess.Popen]) -> None:
     STOP_GRACE_S. Their checkpoints are crash-safe, so a re-run resumes them."""
     for sig, wait_s in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGKILL, None)):
         alive = [p for p in procs if p.poll() is None]
-        for proc in alive:
+        # SIGKILL goes to every group: a worker that ended on SIGINT may leave children that ignore it (loader workers)
+        for proc in alive if sig == signal.SIGINT else procs:
             try:
                 os.killpg(proc.pid, sig)
             except (ProcessLookupError, PermissionError):
