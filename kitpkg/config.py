@@ -15,28 +15,43 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import KitError
-from .ranges import out_of_range, ranged
+from .ranges import keyed, out_of_range, range_of, ranged
 
 AUTO = "auto"
 TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose")
 
 
+def _section(cls: type) -> Any:
+    """The field of a config section; its doc is the first line of the section class's docstring."""
+    return keyed(default_factory=cls, doc=cls.__doc__.split("\n", 1)[0].rstrip("."))
+
+
+# Every key documents itself once, in its field: keyed/ranged(..., doc="...") (kitpkg/ranges.py). `kitpkg init` writes
+# that doc as the key's comment and kitpkg.starter.key_table() into the README's "Config keys" table.
 @dataclass
 class AugConfig:
-    """Train-time augmentation in two stages: albumentations in the loader workers (cpu), torch ops on the device (gpu).
+    """Train-time augmentation: albumentations in the loader workers (cpu), batch ops on the device (gpu).
+
     An explicit cpu/gpu overrides the preset's stage (kitpkg/augment/stages.py); checked by building both at load."""
 
     # Flips are wrong for many image kinds (text, digits, anything with a left and a right), so they are off unless
     # set; the templates turn them on where they fit. Unset (null) meant on before: see CHANGED_DEFAULTS
-    hflip: Optional[bool] = None  # without preset/gpu: random horizontal flips on the device; null = off
-    vflip: Optional[bool] = None  # likewise, vertical flips
-    transpose: Optional[bool] = None  # likewise, transposes (square images only)
-    preset: Optional[str] = None  # null, or a shipped preset: light (flips), isic (the SIIM-ISIC 1st-place list)
-    cpu: Optional[Dict[str, Any]] = None  # albumentations A.to_dict(compose) spec, per sample in the workers; {} = none
-    gpu: Optional[List[Dict[str, Any]]] = None  # [{name: hflip, p: 0.5}, ...] batch ops on the device; [] = none
+    hflip: Optional[bool] = keyed(None, doc="without preset/gpu: random horizontal flips on the device; null/false "
+                                            "= off")
+    vflip: Optional[bool] = keyed(None, doc="without preset/gpu: random vertical flips on the device; null/false "
+                                            "= off")
+    transpose: Optional[bool] = keyed(None, doc="without preset/gpu: random transposes on the device (square images "
+                                                "only); null/false = off")
+    preset: Optional[str] = keyed(None, doc="null, light (flips) or isic (SIIM-ISIC 1st-place list); data.aug.cpu/gpu "
+                                            "replace its stages")
+    cpu: Optional[Dict[str, Any]] = keyed(None, doc="albumentations spec as A.to_dict(compose) writes it, per "
+                                                    "training sample in the loader workers; {} = none")
+    gpu: Optional[List[Dict[str, Any]]] = keyed(
+        None, doc="list of {name: hflip|vflip|transpose|affine|distort|color|noise|cutout|..., p: ...} batch ops on "
+                  "the device; [] = none")
 
     def __post_init__(self):
         if self.preset or self.cpu is not None or self.gpu is not None:  # else: the flags, always valid (no torch)
@@ -47,11 +62,14 @@ class AugConfig:
 
 @dataclass
 class SamplingConfig:
-    """Which training samples an epoch holds (oversampling inside the partition: data/partition.py)."""
+    """Which training samples an epoch holds.
 
-    # {1: 4} = class 1 seen 4x per epoch, {1: 0} = never; classes without a key weigh 1. Keys are checked against
-    # the manifest's classes when a run opens (class_weight_targets)
-    class_weights: Dict[Union[int, str], float] = ranged(default_factory=dict, ge=0)
+    Oversampling happens inside the partition (data/partition.py)."""
+
+    # Keys are checked against the manifest's classes when a run opens (class_weight_targets)
+    class_weights: Dict[Union[int, str], float] = ranged(
+        default_factory=dict, ge=0, doc="oversampling, e.g. {1: 4} = class 1 (index or name) 4x per epoch, {1: 0} = "
+                                        "never; other classes weigh 1")
 
     def __post_init__(self):
         # keys as text: `{1: 4}` and `{"1": 4}` are one config (and one hash); the dataset reads them as a class index
@@ -63,52 +81,60 @@ class SamplingConfig:
 class DataConfig:
     """Where the shards are and how they are batched."""
 
-    shards: str = ""  # OUT folder of `kitpkg convert` (or a folder / manifest.json path)
-    image_size: int = ranged(384, ge=1)
-    batch_size: int = ranged(32, ge=1)
-    num_workers: int = ranged(2, ge=0)
-    folds: Optional[List[int]] = ranged(None, ge=0)  # which folds to run; null = every fold in the manifest
-    extra_train: List[str] = field(default_factory=list)  # pseudo-label shard sets: training only, never validation
-    # Fast local folder that shards on slow or remote storage (Drive, a URL) are copied to, verified, before reading;
-    # null = read them where they are. The notebooks set it on Colab. Not in the config hash: results do not change.
-    cache_dir: Optional[str] = None
-    aug: AugConfig = field(default_factory=AugConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    shards: str = keyed("", doc="OUT folder of `kitpkg convert` (holds <image_size>/manifest.json); relative to the "
+                                "config file")
+    image_size: int = ranged(384, ge=1, doc="side in px of the shard set used (OUT/<image_size>/); convert more sizes "
+                                            "with --size")
+    batch_size: int = ranged(32, ge=1, doc="images per step and device")
+    num_workers: int = ranged(2, ge=0, doc="loader processes per device (Colab/Kaggle: 2-4)")
+    folds: Optional[List[int]] = ranged(None, ge=0, doc="folds to run now; null = every fold in the manifest")
+    extra_train: List[str] = keyed(default_factory=list, doc="pseudo-label shard sets from `kitpkg pseudo`: training "
+                                                             "only, never validation")
+    # Not in the config hash (NON_RESULT_KEYS): results do not change. The notebooks set it on Colab.
+    cache_dir: Optional[str] = keyed(None, doc="local folder that shards on Drive/a URL are copied to (verified) "
+                                               "before reading; null = read them in place")
+    aug: AugConfig = _section(AugConfig)
+    sampling: SamplingConfig = _section(SamplingConfig)
 
 
 @dataclass
 class ModelConfig:
     """The timm model."""
 
-    name: str = "efficientnet_b0"
-    pretrained: bool = False
-    weights: Optional[str] = None  # local .safetensors/.pth/.bin file or a folder holding one (offline pretrained)
-    num_classes: Optional[int] = ranged(None, ge=1)  # null = from the manifest: 1 (binary, sigmoid) or the classes
-    drop_rate: float = ranged(0.0, ge=0, lt=1)
-    drop_path_rate: float = ranged(0.0, ge=0, lt=1)
-    meta: List[str] = field(default_factory=list)  # per-sample manifest columns fed to the model (e.g. sex, age_approx)
-    init_from: Optional[str] = None  # a run directory: fold k starts from its fold k best weights (e.g. runs/b4_384)
+    name: str = keyed("efficientnet_b0", doc="any timm model name (timm.list_models())")
+    pretrained: bool = keyed(False, doc="start from ImageNet weights (downloaded, or model.weights offline)")
+    weights: Optional[str] = keyed(None, doc="offline weights: a .safetensors/.pth/.bin file or a folder holding one "
+                                             "(`kitpkg weights`)")
+    num_classes: Optional[int] = ranged(None, ge=1, doc="null = from the manifest: 1 (binary, sigmoid) or the number "
+                                                        "of classes")
+    drop_rate: float = ranged(0.0, ge=0, lt=1, doc="dropout before the classifier")
+    drop_path_rate: float = ranged(0.0, ge=0, lt=1, doc="stochastic depth (timm models that have it)")
+    meta: List[str] = keyed(default_factory=list, doc="per-sample manifest columns fed to the model, e.g. [sex, "
+                                                      "age_approx]; encoding fit on the training folds")
+    init_from: Optional[str] = keyed(None, doc="a run directory (e.g. runs/b4_384): fold k starts from its fold k "
+                                               "best weights")
 
 
 @dataclass
 class OptimConfig:
     """Optimizer, built by timm.optim.create_optimizer_v2."""
 
-    name: str = "adamw"  # any timm optimizer name: adamw, radam, lamb, sgd, ...
-    lr: float = ranged(1e-3, gt=0)
-    weight_decay: float = ranged(0.01, ge=0)
-    lookahead: bool = False  # wrap in Lookahead (radam + lookahead = "Over9000"/Ranger)
+    name: str = keyed("adamw", doc="any timm optimizer name: adamw, radam, lamb, sgd, ...")
+    lr: float = ranged(1e-3, gt=0, doc="peak learning rate (`kitpkg lr-find` suggests one)")
+    weight_decay: float = ranged(0.01, ge=0, doc="decoupled for adamw/radamw/lamb...; coupled L2 for adam/radam/sgd "
+                                                 "(timm >= 1.0)")
+    lookahead: bool = keyed(False, doc="wrap in Lookahead (radam + lookahead = Ranger)")
 
 
 @dataclass
 class SchedConfig:
     """LR schedule, built by timm.scheduler.create_scheduler_v2."""
 
-    name: str = "cosine"  # cosine, step, multistep, poly, tanh, none
-    warmup_epochs: int = ranged(0, ge=0)
-    warmup_lr: float = ranged(1e-5, ge=0)
-    min_lr: float = ranged(1e-6, ge=0)
-    per_update: bool = True  # step the schedule every optimizer update (smooth) instead of every epoch
+    name: str = keyed("cosine", doc="cosine, step, multistep, poly, tanh, none")
+    warmup_epochs: int = ranged(0, ge=0, doc="epochs of linear warmup from warmup_lr (part of train.epochs)")
+    warmup_lr: float = ranged(1e-5, ge=0, doc="learning rate the warmup starts from")
+    min_lr: float = ranged(1e-6, ge=0, doc="learning rate the schedule reaches at the last update")
+    per_update: bool = keyed(True, doc="step the schedule every optimizer update (smooth) instead of every epoch")
 
 
 MIXUP_MODES = ("batch", "pair", "elem")
@@ -118,89 +144,120 @@ MIXUP_MODES = ("batch", "pair", "elem")
 class MixupConfig:
     """Mixup / CutMix of training batches on the device (timm.data.Mixup; kitpkg/train/mixing.py)."""
 
-    mixup_alpha: float = ranged(0.2, ge=0)  # Beta(alpha, alpha) mixing weight; 0 = no mixup
-    cutmix_alpha: float = ranged(0.0, ge=0)  # CutMix box from Beta(alpha, alpha); 0 = no cutmix
-    prob: float = ranged(1.0, ge=0, le=1)  # probability of mixing a batch (or pair/element)
-    switch_prob: float = ranged(0.5, ge=0, le=1)  # with both alphas > 0: probability of CutMix instead of mixup
-    mode: str = "batch"  # batch, pair or elem: how often the parameters are drawn
-    off_epoch: Optional[int] = ranged(None, ge=0)  # from this epoch (0-based) on, no mixing; null = never off
-    label_smoothing: float = ranged(0.0, ge=0, lt=1)  # smoothing of the mixed targets (not train.label_smoothing)
+    mixup_alpha: float = ranged(0.2, ge=0, doc="mixing weight from Beta(alpha, alpha); 0 = no mixup")
+    cutmix_alpha: float = ranged(0.0, ge=0, doc="CutMix box from Beta(alpha, alpha); 0 = no cutmix")
+    prob: float = ranged(1.0, ge=0, le=1, doc="probability of mixing a batch (or pair/element)")
+    switch_prob: float = ranged(0.5, ge=0, le=1, doc="with both alphas > 0: probability of CutMix instead of mixup")
+    mode: str = keyed("batch", doc="batch, pair or elem: how often the mixing parameters are drawn")
+    off_epoch: Optional[int] = ranged(None, ge=0, doc="from this epoch (0-based) on, no mixing; null = never off")
+    label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="smoothing of the mixed targets (instead of "
+                                                         "train.label_smoothing)")
 
 
 @dataclass
 class EmaConfig:
     """Exponential moving average of the weights (timm.utils.ModelEmaV3; kitpkg/train/ema.py)."""
 
-    decay: float = ranged(0.999, gt=0, lt=1)  # per optimizer update
-    warmup: bool = False  # timm's warmup: a smaller decay over the first updates
+    decay: float = ranged(0.999, gt=0, lt=1, doc="EMA decay per optimizer update")
+    warmup: bool = keyed(False, doc="timm's warmup: a smaller decay over the first updates")
 
 
 @dataclass
 class EarlyStoppingConfig:
     """Stop a fold when train.monitor has not improved for `patience` validations (Lightning's EarlyStopping)."""
 
-    patience: int = ranged(3, ge=1)  # validations without improvement before the fold stops
-    min_delta: float = ranged(0.0, ge=0)  # smallest change of the monitored metric that counts as an improvement
+    patience: int = ranged(3, ge=1, doc="validations without improvement before the fold stops")
+    min_delta: float = ranged(0.0, ge=0, doc="smallest change of train.monitor that counts as an improvement")
 
 
 @dataclass
 class TrainConfig:
     """The fit: precision, speed switches, loss, seeds, devices and checkpointing."""
 
-    epochs: int = ranged(10, ge=1)
-    precision: str = AUTO  # auto = bf16-mixed (GPU with bf16) / 16-mixed (other GPUs) / 32 (CPU)
-    channels_last: Union[bool, str] = AUTO  # auto = on when a GPU exists
-    compile: bool = False
-    accumulate: int = ranged(1, ge=1)
-    grad_clip: Optional[float] = ranged(None, gt=0)  # max gradient norm; null = no clipping
-    seed: int = ranged(42, ge=0, le=2**32 - 1)  # numpy's seed range (the loader seeds numpy with it)
-    deterministic: bool = False
-    loss: str = AUTO  # auto = bce (binary) / ce (multi-class); or focal
-    label_smoothing: float = ranged(0.0, ge=0, lt=1)
-    focal_gamma: float = ranged(2.0, ge=0)
-    pos_weight: Optional[float] = ranged(None, gt=0)  # binary loss (bce/focal): weight of the positive term; null = 1
-    score_class: Optional[Union[int, str]] = ranged(None, ge=0)  # multi-class: score this class (name or index)
-    monitor: str = AUTO  # auto = val_auc (binary) / val_acc (multi-class); or val_loss
-    accelerator: str = AUTO
-    devices: Union[int, str] = ranged(AUTO, ge=1)
-    strategy: str = AUTO  # auto; ddp (CLI/subprocess), ddp_notebook (Colab/Kaggle kernels)
-    checkpoint_every_n_steps: int = ranged(50, ge=1)  # a kill mid-epoch loses at most this many steps
-    keep_checkpoints: int = ranged(2, ge=1)  # step checkpoints kept per fold (besides best and end-of-epoch last)
-    mixup: Optional[MixupConfig] = None  # mixup/cutmix of training batches; null = off
-    ema: Optional[EmaConfig] = None  # EMA of the weights, used for validation, OOF and test; null = off
-    early_stopping: Optional[EarlyStoppingConfig] = None  # stop on train.monitor; null = train every epoch
+    epochs: int = ranged(10, ge=1, doc="epochs per fold")
+    # auto per GPU generation: kitpkg/train/trainer.py gpu_choice (from the compute capability, not is_bf16_supported)
+    precision: str = keyed(AUTO, doc="auto = bf16-mixed (sm >= 8.0), 16-mixed (sm 7.x: T4/V100; P100), 32-true "
+                                     "(older GPUs, CPU)")
+    channels_last: Union[bool, str] = keyed(AUTO, doc="auto = on for tensor-core GPUs (sm >= 7.0), off otherwise; "
+                                                      "true/false to force")
+    compile: bool = keyed(False, doc="torch.compile the model (slow first epoch, faster after)")
+    accumulate: int = ranged(1, ge=1, doc="optimizer update every this many batches")
+    grad_clip: Optional[float] = ranged(None, gt=0, doc="clip the gradient norm to this; null = no clipping")
+    # numpy's seed range: the loader seeds numpy with it
+    seed: int = ranged(42, ge=0, le=2**32 - 1, doc="seed of the whole run; each fold derives its own seeds from it")
+    deterministic: bool = keyed(False, doc="deterministic kernels (slower, bit-identical reruns)")
+    loss: str = keyed(AUTO, doc="auto = bce (binary) / ce (multi-class); or focal")
+    label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="label smoothing of the targets; with train.mixup set "
+                                                         "train.mixup.label_smoothing")
+    focal_gamma: float = ranged(2.0, ge=0, doc="gamma of the focal loss")
+    pos_weight: Optional[float] = ranged(None, gt=0, doc="binary loss (bce/focal): weight of the positive term, e.g. "
+                                                         "3 for rare positives; null = 1")
+    score_class: Optional[Union[int, str]] = ranged(None, ge=0, doc="multi-class: score (AUC), predict and submit "
+                                                                    "this class (name or index); null = all")
+    monitor: str = keyed(AUTO, doc="auto = val_auc (binary) / val_acc (multi-class); or val_loss: picks the best "
+                                   "checkpoint")
+    accelerator: str = keyed(AUTO, doc="auto, gpu or cpu")
+    devices: Union[int, str] = ranged(AUTO, ge=1, doc="auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy")
+    strategy: str = keyed(AUTO, doc="auto; ddp (CLI/subprocess) or ddp_notebook (Colab/Kaggle notebooks) with "
+                                    "devices: 2")
+    checkpoint_every_n_steps: int = ranged(50, ge=1, doc="a kill mid-epoch loses at most this many steps")
+    keep_checkpoints: int = ranged(2, ge=1, doc="step checkpoints kept per fold (besides best and end-of-epoch last)")
+    mixup: Optional[MixupConfig] = keyed(None, doc="mixup/cutmix of training batches (timm Mixup); null = off")
+    ema: Optional[EmaConfig] = keyed(None, doc="EMA of the weights, used for validation, the best checkpoint, OOF "
+                                               "and test; null = off")
+    early_stopping: Optional[EarlyStoppingConfig] = keyed(None, doc="stop a fold when train.monitor stops improving; "
+                                                                    "null = train every epoch")
 
 
 @dataclass
 class PredictConfig:
     """Test-time augmentation and how views are averaged."""
 
-    tta: List[str] = field(default_factory=list)  # extra views: hflip, vflip, transpose, rot90, rot180, rot270, ...
-    average: str = "prob"  # prob: mean of probabilities; logit: mean of logits, then sigmoid/softmax
+    tta: List[str] = keyed(default_factory=list, doc=f"extra views: {', '.join(TTA_VIEWS)}")
+    average: str = keyed("prob", doc="prob: mean of probabilities; logit: mean of logits, then sigmoid/softmax")
 
 
 @dataclass
 class OutputConfig:
     """Where results go and the competition's submission format."""
 
-    run_dir: Optional[str] = None  # null = runs/<name> beside the config file
-    id_col: str = "image_name"
-    pred_col: str = "target"
+    run_dir: Optional[str] = keyed(None, doc="null = runs/<name> beside the config file")
+    id_col: str = keyed("image_name", doc="id column of the submission")
+    pred_col: str = keyed("target", doc="prediction column of the submission")
 
 
 @dataclass
 class Config:
     """One experiment."""
 
-    name: str = ""  # null/empty = the config file's stem
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    sched: SchedConfig = field(default_factory=SchedConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    predict: PredictConfig = field(default_factory=PredictConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    name: str = keyed("", doc="experiment name; null/empty = the config file's stem")
+    data: DataConfig = _section(DataConfig)
+    model: ModelConfig = _section(ModelConfig)
+    optim: OptimConfig = _section(OptimConfig)
+    sched: SchedConfig = _section(SchedConfig)
+    train: TrainConfig = _section(TrainConfig)
+    predict: PredictConfig = _section(PredictConfig)
+    output: OutputConfig = _section(OutputConfig)
     source: Optional[str] = field(default=None, compare=False, repr=False)  # the YAML it came from (not serialized)
+
+
+def section_of(tp: Any) -> Optional[type]:
+    """The section class a key's type hint holds (X or Optional[X] for a dataclass X), or None for a plain key."""
+    found = [a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)]
+    return found[0] if found else None
+
+
+def config_keys(cls: type = Config, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Optional[type]]]:
+    """(dotted key, its field, its section class or None) of every config key in file order, each section before its
+    keys; an optional section's keys (train.mixup.prob) included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        section = section_of(hints[f.name])
+        yield prefix + f.name, f, section
+        if section is not None:
+            yield from config_keys(section, f"{prefix}{f.name}.")
 
 
 CHOICES = {
@@ -218,6 +275,14 @@ NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "dat
                    "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
 PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "model.init_from", "output.run_dir")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def accepted(key: str, f: dataclasses.Field) -> str:
+    """What a key accepts beyond its type, in words: its choices or its range ('' if any value of its type)."""
+    if key in CHOICES:
+        return ", ".join(CHOICES[key])
+    rng = range_of(f)
+    return str(rng) if rng is not None else ""
 
 
 def _type_name(tp: Any) -> str:

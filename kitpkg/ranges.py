@@ -1,11 +1,13 @@
-"""Accepted ranges of numeric settings, declared once beside each setting and checked by one rule.
+"""What a setting declares beside its default, in its dataclass field's metadata: its doc and its accepted range.
 
-A dataclass field made with `ranged(default, ge=0, lt=1)` carries its `Range` in its metadata; `out_of_range(obj)`
-walks a (nested) dataclass and returns the first field holding a number outside its range -- NaN and inf are outside
-every range. A list's items and a mapping's values are checked one by one (`data.folds`, `data.sampling.class_weights`,
-a GPU op's [low, high] pair); None (a switched-off optional setting) is not a number and passes. The config
-(kitpkg/config.py) and the GPU augmentation ops (kitpkg/augment/gpu.py) declare their ranges this way, so the accepted
-range of every numeric key is written in one place, next to its default, and the error message quotes it.
+`keyed(default, doc="...")` makes a documented field; `ranged(default, ge=0, lt=1, doc="...")` one whose numbers must
+also lie in a `Range`. `doc_of(field)` is the one doc of a config key: `kitpkg init` writes it as the key's comment and
+`kitpkg.starter.key_table()` into the README's table. `out_of_range(obj)` walks a (nested) dataclass and returns the
+first field holding a number outside its range -- NaN and inf are outside every range. A list's items and a mapping's
+values are checked one by one (`data.folds`, `data.sampling.class_weights`, a GPU op's [low, high] pair); None (a
+switched-off optional setting) is not a number and passes. The config (kitpkg/config.py) and the GPU augmentation ops
+(kitpkg/augment/gpu.py) declare their ranges this way, so the accepted range of every numeric key is written in one
+place, next to its default, and the error message quotes it.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Tuple
 
 RANGE = "range"  # the metadata key a ranged field keeps its Range under
+DOC = "doc"  # the metadata key a field keeps its one-line doc under
 
 
 @dataclass(frozen=True)
@@ -47,17 +50,28 @@ class Range:
         return f"{self} and finite" if isinstance(value, float) and not bounded else str(self)
 
 
+def keyed(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, doc: str = "",
+          rng: Optional[Range] = None) -> Any:
+    """A dataclass field with its one-line doc (and, given `rng`, its accepted range) beside its default."""
+    metadata = {DOC: doc} if rng is None else {DOC: doc, RANGE: rng}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
 def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
            ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
-           lt: Optional[float] = None) -> Any:
-    """A dataclass field whose numbers must lie in the range ge/gt/le/lt (and be finite)."""
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={RANGE: Range(ge=ge, gt=gt, le=le, lt=lt)})
+           lt: Optional[float] = None, doc: str = "") -> Any:
+    """A documented dataclass field whose numbers must lie in the range ge/gt/le/lt (and be finite)."""
+    return keyed(default, default_factory=default_factory, doc=doc, rng=Range(ge=ge, gt=gt, le=le, lt=lt))
 
 
 def range_of(f: dataclasses.Field) -> Optional[Range]:
     """The Range a field declares, or None."""
     return f.metadata.get(RANGE)
+
+
+def doc_of(f: dataclasses.Field) -> str:
+    """The one-line doc a field declares ('' if none)."""
+    return f.metadata.get(DOC, "")
 
 
 def numbers(value: Any) -> Iterator[Tuple[str, Any]]:

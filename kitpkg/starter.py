@@ -2,7 +2,8 @@
 
 The values are a shipped template's (kitpkg/configs/NAME.yaml) on top of the Config defaults; `data.shards` and
 `data.image_size` point at a shard set found in the target folder (as `kitpkg convert` lays it out: OUT/<size>/).
-KEY_DOCS holds the comments; tests check it names every key of the Config dataclasses.
+Each comment is the key's one doc, declared beside its default in kitpkg/config.py (kitpkg.ranges.doc_of); the same
+docs make the README's "Config keys" table (`key_table()`).
 """
 from __future__ import annotations
 
@@ -16,79 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import KitError
+from .ranges import doc_of
 
 DEFAULT_TEMPLATE = "effnet_b4_384"
-KEY_DOCS = {
-    "name": "experiment name; empty = this file's stem",
-    "data": "where the shards are and how they are batched",
-    "data.shards": "OUT folder of `kitpkg convert` (holds <image_size>/manifest.json); relative to this file",
-    "data.image_size": "side in px of the shard set used (OUT/<image_size>/); convert more sizes with --size",
-    "data.batch_size": "images per step and device",
-    "data.num_workers": "loader processes per device (Colab/Kaggle: 2-4)",
-    "data.folds": "folds to run now; null = every fold in the manifest",
-    "data.extra_train": "pseudo-label shard sets from `kitpkg pseudo`: training only, never validation",
-    "data.cache_dir": "local folder that shards on Drive/a URL are copied to first; null = read in place",
-    "data.aug": "training augmentation: cpu (albumentations, loader workers), gpu (batch ops on the device)",
-    "data.aug.hflip": "without preset/gpu: random horizontal flips on the device; null/false = off",
-    "data.aug.vflip": "without preset/gpu: random vertical flips on the device; null/false = off",
-    "data.aug.transpose": "without preset/gpu: random transposes (square images only); null/false = off",
-    "data.aug.preset": "null, light (flips) or isic (SIIM-ISIC 1st-place list); cpu/gpu below override its stages",
-    "data.aug.cpu": "albumentations spec as A.to_dict(compose) writes it, per training sample; {} = none",
-    "data.aug.gpu": "list of {name: hflip|vflip|transpose|affine|distort|color|noise|cutout|..., p: ...}; [] = none",
-    "data.sampling": "which training samples an epoch holds",
-    "data.sampling.class_weights": "oversampling, e.g. {1: 4} = class 1 (index or name) seen 4x as often per epoch",
-    "model": "the timm model",
-    "model.name": "any timm model name (timm.list_models())",
-    "model.pretrained": "start from ImageNet weights (downloaded, or model.weights offline)",
-    "model.weights": "offline weights: a .safetensors/.pth/.bin file or a folder holding one (`kitpkg weights`)",
-    "model.num_classes": "null = from the manifest: 1 (binary, sigmoid) or the number of classes",
-    "model.drop_rate": "dropout before the classifier",
-    "model.drop_path_rate": "stochastic depth (timm models that have it)",
-    "model.meta": "per-sample manifest columns fed to the model, e.g. [sex, age_approx]; encoding fit on train folds",
-    "model.init_from": "a run directory (e.g. runs/b4_384): fold k starts from its fold k best weights",
-    "optim": "optimizer, built by timm.optim.create_optimizer_v2",
-    "optim.name": "any timm optimizer: adamw, radam, lamb, sgd, ...",
-    "optim.lr": "peak learning rate (`kitpkg lr-find` suggests one)",
-    "optim.weight_decay": "decoupled for adamw/radamw/lamb...; coupled L2 for adam/radam/sgd (timm >= 1.0)",
-    "optim.lookahead": "wrap in Lookahead (radam + lookahead = Ranger)",
-    "sched": "learning-rate schedule, built by timm.scheduler.create_scheduler_v2",
-    "sched.name": "cosine, step, multistep, poly, tanh, none",
-    "sched.warmup_epochs": "epochs of linear warmup from warmup_lr before the schedule",
-    "sched.warmup_lr": "learning rate at the start of the warmup",
-    "sched.min_lr": "lowest learning rate the schedule reaches",
-    "sched.per_update": "step the schedule every optimizer update (smooth) instead of every epoch",
-    "train": "the fit: precision, speed, loss, seeds, devices, checkpoints",
-    "train.epochs": "epochs per fold",
-    "train.precision": "auto = bf16-mixed (sm >= 8.0), 16-mixed (T4/V100/P100), 32-true (GTX 10xx, CPU)",
-    "train.channels_last": "auto = on for tensor-core GPUs (sm >= 7.0); true/false to force",
-    "train.compile": "torch.compile the model (slow first epoch, faster after)",
-    "train.accumulate": "optimizer update every this many batches",
-    "train.grad_clip": "clip the gradient norm to this; null = no clipping",
-    "train.seed": "seed of the whole run (fold k uses seed + k)",
-    "train.deterministic": "deterministic kernels (slower, bit-identical reruns)",
-    "train.loss": "auto = bce (binary) / ce (multi-class); or focal",
-    "train.label_smoothing": "label smoothing in [0, 1)",
-    "train.focal_gamma": "gamma of the focal loss",
-    "train.pos_weight": "binary loss (bce/focal): weight of positives, e.g. 3 for rare ones; null = 1",
-    "train.score_class": "multi-class: score (AUC), predict and submit this class, e.g. melanoma; null = all",
-    "train.monitor": "auto = val_auc (binary) / val_acc (multi-class); or val_loss: picks the best checkpoint",
-    "train.accelerator": "auto, gpu or cpu",
-    "train.devices": "auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy",
-    "train.strategy": "auto; ddp (CLI) or ddp_notebook (Colab/Kaggle notebooks) with devices: 2",
-    "train.checkpoint_every_n_steps": "a kill mid-epoch loses at most this many steps",
-    "train.keep_checkpoints": "step checkpoints kept per fold (besides best and last)",
-    "train.mixup": "null = off; {mixup_alpha: 0.2, cutmix_alpha: 0, prob: 1, switch_prob: 0.5, mode: batch, "
-                   "off_epoch: null, label_smoothing: 0} (timm Mixup)",
-    "train.ema": "null = off; {decay: 0.999, warmup: false}: EMA weights validate, pick best, predict OOF/test",
-    "train.early_stopping": "null = off; {patience: 3, min_delta: 0}: stop when train.monitor stops improving",
-    "predict": "test-time augmentation",
-    "predict.tta": "extra views: hflip, vflip, transpose, rot90, rot180, rot270, antitranspose",
-    "predict.average": "prob: mean of probabilities; logit: mean of logits, then sigmoid/softmax",
-    "output": "where results go and the submission format",
-    "output.run_dir": "null = runs/<name> beside this file",
-    "output.id_col": "id column of the submission",
-    "output.pred_col": "prediction column of the submission",
-}
 _PLAIN = re.compile(r"[A-Za-z0-9_./-]+")
 
 
@@ -146,19 +77,49 @@ def _merged(defaults: Dict[str, Any], raw: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _lines(cls: type, values: Dict[str, Any], prefix: str) -> List[str]:
+    from .config import section_of
+
     hints = typing.get_type_hints(cls)
     indent = "  " * prefix.count(".")
     out = []
     for f in dataclasses.fields(cls):
         if f.name == "source":
             continue
-        key, value = prefix + f.name, values[f.name]
-        if dataclasses.is_dataclass(hints[f.name]):
-            out.append(_commented(f"{indent}{f.name}:", KEY_DOCS[key]))
-            out += _lines(hints[f.name], value, key + ".")
+        key, value, tp = prefix + f.name, values[f.name], hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.append(_commented(f"{indent}{f.name}:", doc_of(f)))
+            out += _lines(tp, value, key + ".")
+        elif section_of(tp) is not None:  # an optional section (train.mixup: null): say how to switch it on
+            out.append(_commented(f"{indent}{f.name}: {_scalar(value)}", f"{doc_of(f)}; on: {_flow(section_of(tp))}"))
         else:
-            out.append(_commented(f"{indent}{f.name}: {_scalar(value)}", KEY_DOCS[key]))
+            out.append(_commented(f"{indent}{f.name}: {_scalar(value)}", doc_of(f)))
     return out
+
+
+def _flow(section: type) -> str:
+    """A section's defaults as a YAML flow mapping: {decay: 0.999, warmup: false}."""
+    return "{" + ", ".join(f"{k}: {_scalar(v)}" for k, v in dataclasses.asdict(section()).items()) + "}"
+
+
+def key_table() -> str:
+    """The README's "Config keys" table (Markdown): every key with its default, accepted values and its one doc."""
+    from .config import accepted, config_keys
+
+    rows = ["| key | default | accepts | what it does |", "|---|---|---|---|"]
+    for key, f, section in config_keys():
+        always = section is not None and f.default_factory is section  # a section that is always there: no value
+        cells = [f"`{key}`", "" if always else f"`{_scalar(_default(f))}`", accepted(key, f), doc_of(f)]
+        rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    # a table cell: | would end it, <name> would be read as an HTML tag
+    return text.replace("|", "\\|").replace("<", "\\<")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def _commented(text: str, doc: str) -> str:
