@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Tuple
 
 from .errors import KitError
+from .rundir import STATE_NAME
 
 PLATFORMS = ("kaggle", "colab", "local")
 DEFAULT_KAGGLE_ROOT = "/kaggle"
 DEFAULT_DRIVE_ROOT = "/content/drive"  # Colab's mountpoint; MyDrive appears inside it
 DEFAULT_COLAB_LOCAL = "/content"  # Colab's local disk: fast, wiped when the runtime dies
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-RUN_STATE = "state.json"  # marks a run directory of `kitpkg cv` (kitpkg.train.runstate.STATE_NAME)
 _WALK_DEPTH = 6  # attached Kaggle datasets mount at /kaggle/input/<slug>/ or a few levels deeper
 
 
@@ -116,7 +116,7 @@ def find_attached(root: Optional[Path], max_depth: int = _WALK_DEPTH) -> Attache
         if len(here.parts) - base_depth >= max_depth:
             dirs[:] = []
         dirs.sort()
-        if RUN_STATE in files:
+        if STATE_NAME in files:  # a run directory of `kitpkg cv`
             runs.append(here)
             dirs[:] = []  # its fold folders are part of it, not datasets of their own
             continue

@@ -46,7 +46,7 @@ def test_submission_in_competition_format(finished_run, tfrecord_manifest):
 def test_best_checkpoint_has_full_state_and_run_dir_is_portable(finished_run):
     _, run_dir, _ = finished_run
     folds = RunState.read(run_dir).folds()
-    assert sorted(folds) == [0, 1, 2] and all(f["status"] == "done" for f in folds.values())
+    assert sorted(folds) == [0, 1, 2] and all(f.status == "done" for f in folds.values())
     ckpt = load_checkpoint(run_dir / "fold0" / "ckpt" / "best.ckpt")  # weights_only=True loads it
     assert {"state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks"} <= set(ckpt)
     assert "combined_loader" in ckpt["loops"]["fit_loop"]["state_dict"]  # the loader's position
@@ -59,9 +59,9 @@ def test_best_checkpoint_has_full_state_and_run_dir_is_portable(finished_run):
 def test_each_fold_records_where_the_time_goes(finished_run):
     _, run_dir, _ = finished_run
     for record in RunState.read(run_dir).folds().values():
-        assert record["wall_s"] > 0 and record["train_img_s"] > 0 and record["loader_img_s"] > 0
-        assert 0 <= record["loader_wait"] <= 1
-        assert (record["device"], record["precision"]) == ("CPU", "32-true")
+        assert record.wall_s > 0 and record.train_img_s > 0 and record.loader_img_s > 0
+        assert 0 <= record.loader_wait <= 1
+        assert (record.device, record.precision) == ("CPU", "32-true")
 
 
 def test_rerun_skips_finished_folds(finished_run, monkeypatch):
@@ -116,7 +116,7 @@ def test_deleting_a_fold_folder_retrains_it(finished_run, tmp_path):
     shutil.rmtree(run_dir / "fold1")
     result = cv.run_cv(config, run_dir)
     assert not result.pending and (run_dir / "fold1" / "ckpt" / "best.ckpt").is_file()
-    assert RunState.read(run_dir).fold(1)["status"] == "done"
+    assert RunState.read(run_dir).fold(1).status == "done"
 
 
 def test_fresh_fit_clears_damaged_checkpoints_of_an_earlier_attempt(finished_run, tmp_path):

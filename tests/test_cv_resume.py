@@ -34,7 +34,7 @@ def test_kill_mid_epoch_then_resume_gives_the_same_oof(finished_run, tmp_path):
     killed = _cv(config_path, run_dir, KITPKG_TEST_KILL_AT="1:7")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = RunState.read(run_dir)
-    assert state.fold(0)["status"] == "done" and state.fold(1)["status"] == "running"
+    assert state.fold(0).status == "done" and state.fold(1).status == "running"
     ckpts = resumable(run_dir / "fold1" / "ckpt")
     assert len(ckpts) == 2 and ckpts[-1].name == "ckpt-00000006-0.ckpt"  # "-0": written mid-epoch
     assert not (run_dir / "oof.csv").exists()

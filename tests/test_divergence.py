@@ -32,7 +32,7 @@ def test_a_diverging_fold_stops_is_not_done_and_keeps_only_good_checkpoints(tmp_
     with pytest.raises(KitError, match=r"fold 0: training diverged: the weights became non-finite by update 2; "
                                        r"likely the learning rate: lower optim.lr \(now 1e\+08\)"):
         run_cv(config, run_dir)
-    assert RunState.read(run_dir).fold(0)["status"] == "running"  # never "done"
+    assert RunState.read(run_dir).fold(0).status == "running"  # never "done"
     assert not list(run_dir.glob("oof*.csv")) and not (run_dir / "submission.csv").exists()
     for path in resumable(run_dir / "fold0" / "ckpt"):  # whatever was written holds finite weights
         weights = load_checkpoint(path)["state_dict"]

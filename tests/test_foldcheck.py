@@ -80,7 +80,7 @@ def test_cv_reopens_a_done_fold_without_best_weights_or_oof_with_one_line(tmp_pa
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].startswith("kitpkg: fold 1 is recorded done but its best weights are gone (")
     assert out[1].startswith("kitpkg: fold 2 is recorded done but its OOF predictions are gone (")
-    assert state.done_folds() == [0] and state.fold(1)["status"] == LOST  # `kitpkg cv` trains them again
+    assert state.done_folds() == [0] and state.fold(1).status == LOST  # `kitpkg cv` trains them again
     assert reopen_lost_folds(state) == []
     with pytest.raises(KitError, match=r"fold 1: its best weights are gone \(.*\); re-run `kitpkg cv`"):
         predict_test(fake_config(run_dir, fake, shards_dir=tmp_path / "shards"), run_dir)  # never fold 0 alone

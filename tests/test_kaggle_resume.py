@@ -81,7 +81,7 @@ def test_attached_run_with_the_same_config_is_copied_and_verified(tmp_path, unlo
     assert (dest / "oof_fold0.csv").stat().st_mtime_ns == (source / "oof_fold0.csv").stat().st_mtime_ns
     assert all(os.access(p, os.W_OK) for p in [dest, *dest.rglob("*")])  # the read-only modes stay behind
     state = RunState.open(dest, config, {})  # what run_cv does next: the same config continues
-    assert state.done_folds() == [0] and state.fold(1)["status"] == "running"
+    assert state.done_folds() == [0] and state.fold(1).status == "running"
     assert not list(dest.parent.glob(".*restore-*"))
     assert _snapshot(tmp_path / "input") == before
     assert restore.restore_run(dest, config, runs) is None  # the working copy now wins

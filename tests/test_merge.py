@@ -181,11 +181,12 @@ def test_two_merges_into_one_target_at_once_keep_every_fold_whole(split_runs, tm
     import subprocess
     import sys
 
-    from kitpkg.train.merge import STAGE_MARK, _host
+    from kitpkg.rundir import RunDir
+    from kitpkg.train.merge import _host
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = target / f"{STAGE_MARK}{_host()}-{dead.pid}-0a1b2c" / "1" / "fold1"  # a merge killed while copying
+    stale = RunDir(target).merge_stage(f"{_host()}-{dead.pid}-0a1b2c") / "1" / "fold1"  # a merge killed while copying
     stale.mkdir(parents=True)
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_merge_in_child, args=(config, [a, b], target, delay))

@@ -29,7 +29,7 @@ def test_sigkill_mid_epoch_then_same_cells_resume_from_drive(tmp_path):
         N.execute(N.load("colab.ipynb", parameters=TINY), {**env, "KITPKG_TEST_KILL_AT": "0:5"}, tmp_path)
     run = tmp_path / "drive" / "MyDrive" / "demo" / "runs" / "demo"
     state = RunState.read(run)  # the run's state as kitpkg reads it (state.json and one record per fold)
-    assert state.fold(0)["status"] == "running" and 1 not in state.fold_ids()
+    assert state.fold(0).status == "running" and 1 not in state.fold_ids()
     saved = sorted(p.name for p in (run / "fold0" / "ckpt").glob("ckpt-*.ckpt"))
     assert saved and saved[-1] == "ckpt-00000004-0.ckpt"  # "-0": written mid-epoch, before any validation
     assert not (run / "oof.csv").exists()
@@ -40,7 +40,7 @@ def test_sigkill_mid_epoch_then_same_cells_resume_from_drive(tmp_path):
     resumed = re.findall(r"Restored all states from the checkpoint at (\S+)", out)
     assert resumed == [str(run / "fold0" / "ckpt" / "ckpt-00000004-0.ckpt")], out[-3000:]
     assert [c["call"] for c in calls(tmp_path / "colab-calls.jsonl")] == ["mount"]  # Drive still mounted: not again
-    assert {k: v["status"] for k, v in RunState.read(run).folds().items()} == {0: "done", 1: "done"}
+    assert {k: v.status for k, v in RunState.read(run).folds().items()} == {0: "done", 1: "done"}
     manifest = load_manifest(tmp_path / "drive" / "MyDrive" / "demo" / "data" / "demo-shards" / "32")
     oof = pd.read_csv(run / "oof.csv")
     assert sorted(oof["id"]) == sorted(i for s in manifest.select("train") for i in s.ids)  # each exactly once

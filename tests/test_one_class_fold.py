@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from kitpkg.config import config_from_dict, load_config
+from kitpkg.rundir import FoldRecord
 from kitpkg.train.runstate import RunState
 
 
@@ -58,7 +59,7 @@ def test_early_stopping_ignores_an_undefined_score_and_still_stops_on_real_ones(
 def _run_with_folds(tmp_path, records):
     state = RunState(tmp_path, {"data": {"num_classes": 1}, "config": {}})
     for k, record in records.items():
-        state.replace_fold(k, {"status": "done", **record})
+        state.replace_fold(k, FoldRecord.from_json({"status": "done", **record}))
     return state
 
 

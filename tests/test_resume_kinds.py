@@ -91,7 +91,7 @@ def test_a_fold_killed_after_every_kind_of_checkpoint_resumes_exactly(kill_confi
         for step in steps:
             assert step == ref_steps[step[0] - 1], f"after a kill at {kill_at or 'the end'}: step {step[0]} differs"
         seen.update({s[0]: s for s in steps})
-        status = RunState.read(run_dir).fold(FOLD).get("status")
+        status = RunState.read(run_dir).fold(FOLD).status
         assert status == ("trained" if kill_at.startswith("predict") else "done" if not kill_at else "running")
     assert sorted(seen) == [s[0] for s in ref_steps], "every step was trained"
     for name in (f"oof_fold{FOLD}.csv", f"test_fold{FOLD}.csv", f"fold{FOLD}/metrics.csv"):

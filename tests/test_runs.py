@@ -82,12 +82,12 @@ def test_plain_text_without_rich(runs_dir, capsys, monkeypatch):
 
 
 def test_wall_time_shown_when_the_folds_record_it(tmp_path):
-    from kitpkg.experiments.runs import WALL_KEY, load_run
+    from kitpkg.experiments.runs import load_run
 
     run_dir = make_run(tmp_path / "timed", fake_data(50, k=2), np.random.default_rng(0).random(50))
     run = load_run(run_dir)
     for k in (0, 1):
-        run.state.update_fold(k, **{WALL_KEY: 1800.4})
+        run.state.update_fold(k, wall_s=1800.4)
     assert compare([load_run(run_dir)])[0].cells()["wall"] == "1:00:01"
 
 
@@ -155,7 +155,7 @@ def test_last_epoch_cv_is_shown_beside_the_best_epoch_cv(runs_dir):
 
     state = load_run(runs_dir / "base").state
     for k, record in state.folds().items():
-        state.update_fold(k, last_score=record["score"] - 0.02)
+        state.update_fold(k, last_score=record.score - 0.02)
     cells = {r.run.name: r.cells() for r in compare(find_runs([runs_dir / "base", runs_dir / "lr"]))}
     base = load_run(runs_dir / "base")
     assert cells["base"]["last-epoch CV"] == f"{base.mean - 0.02:.4f}"

@@ -9,7 +9,8 @@ import pytest
 
 from kitpkg.config import config_from_dict
 from kitpkg.errors import KitError
-from kitpkg.train.runstate import STATE_NAME, RunState
+from kitpkg.rundir import STATE_NAME, FoldRecord
+from kitpkg.train.runstate import RunState
 
 FINGERPRINTS = {"manifest": "abc", "num_classes": 1, "extra_train": []}
 
@@ -39,7 +40,7 @@ def test_concurrent_processes_keep_every_fold(tmp_path):
         assert p.exitcode == 0
     state = RunState.open(tmp_path, _config(), FINGERPRINTS)
     assert state.done_folds() == [0, 1, 2, 3]
-    assert {k: r["score"] for k, r in state.folds().items()} == {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.8}
+    assert {k: r.score for k, r in state.folds().items()} == {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.8}
     assert "folds" not in json.loads((tmp_path / STATE_NAME).read_text())  # fold progress never rewrites state.json
 
 
@@ -61,7 +62,7 @@ def test_old_single_file_state_is_migrated(tmp_path):
     data.update(kitpkg_state=1, folds={"0": {"status": "done", "score": 0.9}, "1": {"status": "running"}})
     (tmp_path / STATE_NAME).write_text(json.dumps(data))  # what the previous version wrote
     state = RunState.open(tmp_path, config, FINGERPRINTS)
-    assert state.done_folds() == [0] and state.fold(1) == {"status": "running"}
+    assert state.done_folds() == [0] and state.fold(1) == FoldRecord(status="running")
     assert json.loads((tmp_path / "folds" / "fold0.json").read_text()) == {"status": "done", "score": 0.9}
     assert "folds" not in json.loads((tmp_path / STATE_NAME).read_text())
 

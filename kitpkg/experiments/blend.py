@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import KitError
 from ..fsutil import atomic_write_text
-from .runs import STATE_NAME, Run, load_run, split_difference
+from ..rundir import is_run_dir
+from .runs import Run, load_run, split_difference
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,11 +47,11 @@ def load_member(path: os.PathLike) -> Member:
     import pandas as pd
 
     run = load_run(path)
-    oof_path = run.path / "oof.csv"
+    oof_path = run.state.paths.oof
     if not oof_path.exists():
         raise KitError(f"{run.path}: no oof.csv (folds done {sorted(run.done)}); finish the run with "
                        f"`kitpkg cv` before blending it")
-    test_path, sub_path = run.path / "test_predictions.csv", run.path / "submission.csv"
+    test_path, sub_path = run.state.paths.test_predictions, run.state.paths.submission
     test = checked(run, test_path) if test_path.exists() else None
     cols = tuple(pd.read_csv(sub_path, nrows=0).columns[:2]) if sub_path.exists() else None
     return Member(run, checked(run, oof_path), test, cols)
@@ -232,7 +233,7 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
     out = Path(out)
     if len({Path(p).resolve() for p in runs}) < len(runs):
         raise KitError("blend: a run is given twice; give each run directory once")
-    if (out / STATE_NAME).exists():
+    if is_run_dir(out):
         raise KitError(f"--out {out}: that is a run directory; write the blend into a folder of its own")
     members = [load_member(p) for p in runs]
     check_members(members)

@@ -19,11 +19,11 @@ import numpy as np
 
 from ..config import diff_keys
 from ..errors import KitError
-from ..train.runstate import STATE_NAME, RunState, scored_by_auc
+from ..rundir import STATE_NAME, CVSummary, FoldRecord, is_run_dir
+from ..train.runstate import RunState, scored_by_auc
 
 RUNS_ROOT = "runs"
-NO_VALUE = "–"
-WALL_KEY = "wall_s"  # per-fold figures recorded by cv.py (see kitpkg/train/timing.py); "–" where a run lacks them
+NO_VALUE = "–"  # a figure a run lacks (e.g. the timing figures of cv.py, kitpkg/train/timing.py)
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Run:
 
     path: Path
     state: RunState
-    done: Dict[int, Dict[str, Any]]  # {fold: record} of the finished folds, read once
+    done: Dict[int, FoldRecord]  # {fold: record} of the finished folds, read once
     _oof: Optional[Tuple[Dict[str, Tuple[int, float]], List[str]]] = field(default=None, repr=False)
 
     @property
@@ -65,16 +65,13 @@ class Run:
         """({fold: score} of the finished folds with a score, folds whose score is null, lines on unusable scores)."""
         scores, unscored, problems = {}, [], []
         for k, record in sorted(self.done.items()):
-            if "score" not in record:
-                problems.append(f"fold {k}: no score in its record ({self.state.fold_path(k)})")
-                continue
-            value = _number(record["score"])
-            if record["score"] is not None and value is None:
-                problems.append(f"fold {k}: score {record['score']!r} is not a number ({self.state.fold_path(k)})")
-            elif value is None or np.isnan(value):
-                unscored.append(k)  # one class in the fold: no AUC (cv records null)
+            problem = record.score_problem()
+            if problem:
+                problems.append(f"fold {k}: {problem} ({self.state.fold_path(k)})")
+            elif record.scored:
+                scores[k] = record.score
             else:
-                scores[k] = value
+                unscored.append(k)  # one class in the fold: no AUC (cv records null)
         return scores, unscored, problems
 
     @property
@@ -90,7 +87,7 @@ class Run:
     @property
     def last_mean(self) -> Optional[float]:
         """Mean score of the folds' last-epoch weights (beside `mean`: the best epoch's), when the folds record it."""
-        kept = [_number(r.get("last_score")) for r in self.done.values()]
+        kept = [r.last_score for r in self.done.values()]
         kept = [v for v in kept if v is not None and not np.isnan(v)]
         return float(np.mean(kept)) if kept else None
 
@@ -117,34 +114,39 @@ class Run:
         return float(np.std(list(self.scores.values()))) if self.scores else None
 
     @property
+    def cv(self) -> CVSummary:
+        """The run's CV summary (empty until every fold finished)."""
+        return self.state.cv or CVSummary()
+
+    @property
     def oof_score(self) -> Optional[float]:
         """Pooled OOF score, once every fold finished."""
-        return (self.state.get("cv") or {}).get("oof")
+        return self.cv.oof
 
     @cached_property
     def folds_total(self) -> Optional[int]:
         """How many folds the run has (None when it cannot tell yet)."""
-        cv = self.state.get("cv") or {}
-        if cv.get("folds"):
-            return len(cv["folds"])
+        if self.cv.folds:
+            return len(self.cv.folds)
         manifest = self._manifest()
         return len(manifest.folds()) if manifest is not None else None
 
     @property
     def wall_s(self) -> Optional[float]:
         """Summed wall time of the finished folds, when every one of them recorded it."""
-        times = [record.get(WALL_KEY) for record in self.done.values()]
+        times = [record.wall_s for record in self.done.values()]
         return float(sum(times)) if times and all(t is not None for t in times) else None
 
-    def mean_of(self, key: str) -> Optional[float]:
-        """Mean of a per-fold figure (e.g. train_img_s) over the finished folds that recorded it."""
-        values = [float(record[key]) for record in self.done.values() if record.get(key) is not None]
+    def mean_of(self, figure: str) -> Optional[float]:
+        """Mean of a per-fold figure (a FoldRecord field, e.g. train_img_s) over the finished folds that recorded it."""
+        values = [getattr(record, figure) for record in self.done.values()]
+        values = [float(v) for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
     @property
     def device(self) -> Optional[str]:
         """The device(s) and precision(s) the finished folds ran on, e.g. "T4 (sm 7.5) 16-mixed + channels_last"."""
-        found = {f"{r['device']} {r.get('precision', '')}".strip() for r in self.done.values() if r.get("device")}
+        found = {f"{r.device} {r.precision or ''}".strip() for r in self.done.values() if r.device}
         return ", ".join(sorted(found)) or None
 
     def fold_of(self) -> Dict[str, int]:
@@ -163,7 +165,7 @@ class Run:
 
             rows, problems = {}, []
             for k in self.done:
-                path = self.path / f"oof_fold{k}.csv"
+                path = self.state.paths.fold_oof(k)
                 if not path.is_file() or path.stat().st_size == 0:
                     continue
                 try:
@@ -195,11 +197,6 @@ class Run:
         return manifest if manifest_fingerprint(manifest) == self.data.get("manifest") else None
 
 
-def _number(value: Any) -> Optional[float]:
-    """`value` as a float when it is a JSON number (NaN included), else None (null, text, true/false)."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def load_run(path: os.PathLike) -> Run:
     """Read a run directory as it is (its state and finished folds; nothing is written)."""
     state = RunState.read(path)
@@ -219,7 +216,7 @@ def read_runs(dirs: Sequence[os.PathLike] = ()) -> Tuple[List[Run], List[str]]:
     """(the readable runs of `dirs`, as find_runs, one line per run directory that cannot be read)."""
     found: List[Path] = []
     for d in [Path(d) for d in dirs] or [Path(RUNS_ROOT)]:
-        if (d / STATE_NAME).exists():
+        if is_run_dir(d):
             found.append(d)
             continue
         children = sorted(p.parent for p in d.glob(f"*/{STATE_NAME}"))

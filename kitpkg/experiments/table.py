@@ -12,7 +12,8 @@ import numpy as np
 
 from ..errors import KitError
 from ..fsutil import atomic_write_text
-from .runs import RUNS_ROOT, STATE_NAME, Row, compare, read_runs
+from ..rundir import is_run_dir
+from .runs import RUNS_ROOT, Row, compare, read_runs
 
 
 def markdown_table(rows: Sequence[Row]) -> List[str]:
@@ -110,7 +111,7 @@ def default_out(dirs: Sequence[os.PathLike]) -> Path:
     """Where runs.md goes by default: runs/, or the folder the given run directories share."""
     if not dirs:
         return Path(RUNS_ROOT)
-    parents = [str(Path(d).resolve().parent) if (Path(d) / STATE_NAME).exists() else str(Path(d).resolve())
+    parents = [str(Path(d).resolve().parent) if is_run_dir(Path(d)) else str(Path(d).resolve())
                for d in dirs]
     return Path(os.path.commonpath(parents))
 

@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from ..env import RUN_STATE
 from ..errors import KitError
 from ..fsutil import atomic_write, sha256_file
+from ..rundir import RunDir
 
 _TMP_MARK = ".restore-"  # prefix of the temporary copy beside the run directory: never a finished copy
 
@@ -29,7 +29,7 @@ def restore_run(run_dir: os.PathLike, config, attached_runs: Sequence[Path],
     `expect(folder)`: the config that run would have if it is this one (the notebook applies the LR finder's
     suggestion cached in it); default `config`."""
     run_dir = Path(run_dir)
-    if (run_dir / RUN_STATE).exists() or not attached_runs:
+    if RunDir(run_dir).state.exists() or not attached_runs:
         return None  # the working copy (kept by Persistence, or this session's) always wins
     from ..config import config_hash, diff_keys, result_dict
     from ..train.runstate import RunState

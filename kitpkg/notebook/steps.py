@@ -12,10 +12,10 @@ from typing import Optional, Sequence, Union
 from ..env import WEIGHT_SUFFIXES, Environment
 from ..errors import KitError
 from ..fsutil import atomic_copy
+from ..rundir import RunDir
 from .restore import restore_run
 
 PathLike = Union[str, os.PathLike]
-LR_CACHE = "lr_suggestion.json"  # {config hash: suggestion}: the notebook's re-runs reuse it
 
 
 def demo_shards(env: Environment, image_size: int = 384, *, patients: int = 120, folds: int = 5,
@@ -86,7 +86,7 @@ def find_lr(config, fold: int = 0, **options) -> Optional[float]:
     from ..fsutil import atomic_write_text
 
     run_dir = Path(config.output.run_dir)
-    cache = run_dir / LR_CACHE
+    cache = RunDir(run_dir).lr_cache  # {config hash: suggestion}: the notebook's re-runs reuse it
     key = config_hash(config)  # taken before optim.lr changes: the same cells give the same key after a crash
     known = _lr_cache(run_dir)
     if key in known:
@@ -109,7 +109,7 @@ def find_lr(config, fold: int = 0, **options) -> Optional[float]:
 
 
 def _lr_cache(run_dir: Path) -> dict:
-    cache = run_dir / LR_CACHE
+    cache = RunDir(run_dir).lr_cache
     return json.loads(cache.read_text()) if cache.is_file() else {}
 
 

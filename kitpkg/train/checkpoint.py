@@ -10,7 +10,6 @@ refuses (foreign or crafted) are skipped with a warning -- neither is ever unpic
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -23,9 +22,7 @@ import pytorch_lightning as pl
 
 from ..errors import KitError
 from ..fsutil import atomic_copy, atomic_write_text
-
-BEST = "best.ckpt"
-_RESUMABLE = re.compile(r"^ckpt-(\d{8})-([01])\.ckpt$")
+from ..rundir import BEST, RESUMABLE, ckpt_name, metrics_beside
 
 
 def publish(local: Path, dest: Path) -> None:
@@ -74,7 +71,7 @@ def resumable(folder: Path) -> List[Path]:
     """Resumable checkpoints in `folder`, oldest first."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _RESUMABLE.match(p.name))
+    return sorted(p for p in folder.iterdir() if RESUMABLE.match(p.name))
 
 
 def latest_intact(folder: Path) -> Optional[Path]:
@@ -131,7 +128,7 @@ class RunCheckpoints(pl.Callback):
         # only right after an optimizer step: accumulated gradients are not part of a checkpoint
         due = step != self._last_step and step % self.every_n_steps == 0 and step > 0
         if due and not _validation_follows(trainer, batch_idx):
-            self._save(trainer, f"ckpt-{step:08d}-0.ckpt")
+            self._save(trainer, ckpt_name(step, after_validation=False))
         self._last_step = step
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -152,7 +149,7 @@ class RunCheckpoints(pl.Callback):
         # best, so such a fold predicts from best.ckpt like any other, with its last epoch's weights
         if improved or (score is not None and score != score and self.best is None):
             self._save(trainer, BEST, prune=False)
-        self._save(trainer, f"ckpt-{trainer.global_step:08d}-1.ckpt")
+        self._save(trainer, ckpt_name(trainer.global_step, after_validation=True))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._local:
@@ -183,7 +180,7 @@ class RunCheckpoints(pl.Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.history)
-        atomic_write_text(self.folder.parent / "metrics.csv", buf.getvalue())
+        atomic_write_text(metrics_beside(self.folder), buf.getvalue())
 
 
 class KillSwitch(pl.Callback):
@@ -214,7 +211,7 @@ class KillSwitch(pl.Callback):
         """Called once checkpoint `name` is in the run directory."""
         if name == BEST:
             self._at(f"best:{trainer.current_epoch}")
-        elif name.endswith("-1.ckpt"):
+        elif name == ckpt_name(trainer.global_step, after_validation=True):
             self._at(f"epoch-ckpt:{trainer.current_epoch}")
         else:
             self._at(f"step-ckpt:{trainer.global_step}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..rundir import FOLD_TEST
+
 
 def _common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     p.add_argument("--config", required=config_required, help="experiment YAML (one file = one experiment)")
@@ -163,7 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(OUT/fold{k}); a later run's fold k trains only on fold k's set, so no fold "
                                    "learns from a model that saw its labels. --predictions: one set (OUT) that every "
                                    "fold trains on, for predictions of models that never saw these training labels.")
-    p.add_argument("--run", default=None, help="a run directory of `kitpkg cv` (its test_fold{k}.csv files and "
+    p.add_argument("--run", default=None, help=f"a run directory of `kitpkg cv` (its {FOLD_TEST} files and "
                                                "shards are used)")
     p.add_argument("--predictions", default=None, help="a CSV with id and prediction columns (instead of --run)")
     p.add_argument("--shards", default=None, help="the test shards (manifest folder/json; default: the run's)")

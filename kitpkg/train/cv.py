@@ -1,14 +1,7 @@
 """K-fold cross-validation from one config: per-fold fit (resumable), OOF, CV score, fold-averaged test predictions.
 
-Run directory layout (relative paths only, so it moves between Colab and Kaggle):
-  state.json            config hash + result keys, shard fingerprints (written when the run starts; see runstate.py)
-  folds/fold{k}.json    fold k's status/score and where its time went (timing.py), written only by its process
-  folds/fold{k}.lease   which live process trains fold k (lease.py): a fold another live process holds is refused
-  fold{k}/ckpt/         ckpt-<step>-<n>.ckpt (full Lightning state incl. the loader's position), best.ckpt
-  fold{k}/metrics.csv   per-epoch history (train loss, val loss/metric, lr)
-  oof_fold{k}.csv       OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
-  test_fold{k}.csv      fold k's test scores                                -> submission.csv (fold average)
-  report.md + *.png     see report.py
+The run directory's layout and records are kitpkg/rundir.py's (fold k: its checkpoints, history, OOF and test
+predictions, and its record with its score and where its time went; the run: state.json, oof.csv, submission.csv).
 Re-running the same command after a crash skips finished folds and resumes the running one mid-epoch. Folds can
 train side by side (parallel.py: `--parallel-folds N`) or on other machines and be put together (merge.py).
 One fold: resume_point -> fit -> reload_best -> predict_fold -> record_fold.
@@ -23,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, class_weight_targets
 from ..errors import KitError
+from ..rundir import FOLD_OOF, CVSummary, RunDir
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
 from .checkpoint import (BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint,
@@ -204,7 +198,7 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
 
     from .timing import Throughput
 
-    ckpt_dir = state.run_dir / f"fold{k}" / "ckpt"
+    ckpt_dir = state.paths.ckpt_dir(k)
     resume, trained = resume_point(state, k)
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
     meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
@@ -228,7 +222,7 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
         fit(trainer, module, dm, state, k, resume)
     trainer.strategy.barrier("kitpkg-fit-done")  # rank 0 publishes the last checkpoint after the others return
     best_epoch = reload_best(module, state.run_dir, k)
-    frame, test_frame = predict_fold(trainer, module, dm, data, k, state.run_dir / f"fold{k}" / "parts")
+    frame, test_frame = predict_fold(trainer, module, dm, data, k, state.paths.parts(k))
     if is_rank_zero():
         figures = {"wall_s": round(time.perf_counter() - started, 2), **throughput.figures(trainer.world_size)}
         record_fold(state, k, frame, test_frame, data, config.predict.average, best_epoch=best_epoch,
@@ -245,8 +239,8 @@ def resume_point(state: RunState, k: int) -> Tuple[Optional[Path], bool]:
     A fresh fit clears the fold's checkpoints of an earlier attempt: damaged ones would sort after the new ones (and
     survive pruning instead of them), and a stale best.ckpt would stand in for the new weights if no metric is ever
     finite."""
-    ckpt_dir = state.run_dir / f"fold{k}" / "ckpt"
-    status = state.fold(k).get("status")
+    ckpt_dir = state.paths.ckpt_dir(k)
+    status = state.fold(k).status
     resume = latest_intact(ckpt_dir) if status == "running" else None
     # "trained" without the weights it would predict with (foldcheck's rule): train it again
     trained = status == "trained" and weights_problem(ckpt_dir) is None
@@ -283,14 +277,14 @@ def predict_fold(trainer: Any, module: Any, dm: Any, data: RunData, k: int, part
 
 def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunData, space: str, **fields: Any
                 ) -> None:
-    """Write fold k's results: oof_fold{k}.csv (from the scores frame: id, target, s*), test_fold{k}.csv (id, s*),
+    """Write fold k's results: its OOF predictions (from the scores frame: id, target, s*), its test scores (id, s*),
     then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
     from .report import epoch_score, fold_score
 
     oof = P.oof_rows(frame, k, data.binary, space, data.score_index)
-    P.write_csv(oof, state.run_dir / f"oof_fold{k}.csv")
+    P.write_csv(oof, state.paths.fold_oof(k))
     if test_frame is not None:
-        P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.run_dir / f"test_fold{k}.csv")
+        P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.paths.fold_test(k))
     score = fold_score(oof, data.scored_binary)
     if score != score:
         import warnings
@@ -298,7 +292,7 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunD
         warnings.warn(f"kitpkg: fold {k}: its validation split holds one class, so it has no AUC (NaN); its last "
                       f"epoch's weights are kept, early stopping skipped it, and the CV mean leaves it out",
                       RuntimeWarning, stacklevel=2)
-    history, key = state.run_dir / f"fold{k}" / "metrics.csv", "val_auc" if data.scored_binary else "val_acc"
+    history, key = state.paths.metrics(k), "val_auc" if data.scored_binary else "val_acc"
     # NaN is no JSON: a fold without a score stores null
     state.update_fold(k, status="done", score=None if score != score else score, last_score=epoch_score(history, key),
                       best_val_score=epoch_score(history, key, fields.get("best_epoch")), samples=len(oof), **fields)
@@ -347,9 +341,8 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
 def _keep_run_defaults(config: Config, run_dir: Path) -> None:
     """A run directory made when a changed default still held (config.CHANGED_DEFAULTS) continues with it, said once."""
     from ..config import keep_run_defaults
-    from .runstate import STATE_NAME
 
-    if not (run_dir / STATE_NAME).exists():
+    if not RunDir(run_dir).state.exists():
         return
     kept = keep_run_defaults(config, RunState.read(run_dir).get("config", {}))
     if kept and is_rank_zero():
@@ -391,13 +384,13 @@ def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVR
     last-epoch scores beside them), the others pending; nothing written."""
     result = CVResult(state.run_dir, "auc" if data.scored_binary else "accuracy")
     records = {k: state.fold(k) for k in all_folds if state.is_done(k)}
-    result.scores = {k: _number(r.get("score")) for k, r in records.items()}
-    result.last_scores = {k: r.get("last_score") for k, r in records.items()}
+    result.scores = {k: _number(r.score) for k, r in records.items()}
+    result.last_scores = {k: r.last_score for k, r in records.items()}
     result.pending = [k for k in all_folds if not state.is_done(k)]
     result.mean, result.std = _mean_std(result.scores.values())
     result.last_mean, _ = _mean_std(result.last_scores.values())
     if result.last_mean is not None:  # over the same folds as last_mean
-        pairs = [(r.get("best_val_score"), result.last_scores[k]) for k, r in records.items()]
+        pairs = [(r.best_val_score, result.last_scores[k]) for k, r in records.items()]
         if all(best is not None for best, last in pairs if last is not None):
             result.best_val_mean, _ = _mean_std(best for best, last in pairs if last is not None)
     return result
@@ -423,22 +416,21 @@ def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[i
         return result
     from .report import fold_score, write_report
 
-    oof = P.pd.concat([P.read_csv(state.run_dir / f"oof_fold{k}.csv") for k in all_folds], ignore_index=True)
+    oof = P.pd.concat([P.read_csv(state.paths.fold_oof(k)) for k in all_folds], ignore_index=True)
     expected = [i for k in all_folds for i in P.fold_ids(data.manifest, "val", k)]
     if list(oof["id"]) != expected:
         raise KitError(f"{state.run_dir}: OOF parts do not hold every sample of folds {list(all_folds)} exactly once; "
-                       f"delete the oof_fold*.csv files and re-run")
-    result.oof_path = state.run_dir / "oof.csv"
+                       f"delete the {FOLD_OOF.format(k='*')} files and re-run")
+    result.oof_path = state.paths.oof
     P.write_csv(oof, result.oof_path)
     pooled = fold_score(oof, data.scored_binary)
     result.oof_score = pooled if pooled == pooled else None  # NaN (one class in every fold run) is no JSON
-    tests = [state.run_dir / f"test_fold{k}.csv" for k in all_folds]
+    tests = [state.paths.fold_test(k) for k in all_folds]
     if all(p.exists() for p in tests) and tests:
         result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data,
-                                                    state.run_dir / "submission.csv",
-                                                    state.run_dir / "test_predictions.csv")
-    state.set("cv", {"metric": monitor, "mean": result.mean, "std": result.std, "oof": result.oof_score,
-                     "folds": list(all_folds), "last_mean": result.last_mean, "left_out": result.left_out})
+                                                    state.paths.submission, state.paths.test_predictions)
+    state.set_cv(CVSummary(metric=monitor, mean=result.mean, std=result.std, oof=result.oof_score,
+                           folds=list(all_folds), last_mean=result.last_mean, left_out=result.left_out))
     result.report_path = write_report(state.run_dir)
     return result
 
@@ -450,8 +442,8 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
     if not done:
         raise KitError(f"{state.run_dir}: no finished fold; run `kitpkg cv` first")
     for k, record in state.folds().items():  # every fold's weights before any prediction: never a partial average
-        if record.get("status") == LOST:
-            raise KitError(f"fold {k}: {record.get('reason', 'it must be trained again')}; "
+        if record.status == LOST:
+            raise KitError(f"fold {k}: {record.reason or 'it must be trained again'}; "
                            f"{retrain_advice(state.run_dir, k)}")
     for k in done:
         _fold_weights(state.run_dir, k)
@@ -464,13 +456,13 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
         module = make_module(config, data, load_pretrained=False, meta=meta)
         reload_best(module, state.run_dir, k)
         dm = make_datamodule(config, data, k, meta)
-        frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.run_dir / f"fold{k}" / "parts", "test",
+        frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.paths.parts(k), "test",
                                 P.fold_ids(data.manifest, "test"))
         parts.append(frame)
     if not is_rank_zero():
-        return Path(out or state.run_dir / "submission.csv")
-    path = Path(out) if out else state.run_dir / "submission.csv"
-    predictions = path.with_name(path.stem + "_predictions.csv") if out else state.run_dir / "test_predictions.csv"
+        return Path(out or state.paths.submission)
+    path = Path(out) if out else state.paths.submission
+    predictions = path.with_name(path.stem + "_predictions.csv") if out else state.paths.test_predictions
     return write_test_outputs(parts, config, data, path, predictions)
 
 

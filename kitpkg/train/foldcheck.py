@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 import numpy as np
 
 from ..errors import KitError
+from ..rundir import FoldRecord, RunDir
 from .checkpoint import BEST, RunCheckpoints, is_intact, latest_intact, load_checkpoint
 
 if TYPE_CHECKING:
@@ -26,11 +27,6 @@ if TYPE_CHECKING:
     from .runstate import RunState
 
 LOST = "lost"  # status of a fold recorded done whose best weights are gone: `kitpkg cv` trains it again
-
-
-def ckpt_dir(run_dir: Path, k: int) -> Path:
-    """Where fold k's checkpoints live."""
-    return Path(run_dir) / f"fold{k}" / "ckpt"
 
 
 def _recorded_best(path: Path) -> Optional[int]:
@@ -73,7 +69,7 @@ def weights_problem(folder: Path, thorough: bool = True) -> Optional[str]:
 
 def fold_weights(run_dir: Path, k: int) -> Path:
     """The checkpoint fold k predicts with (see the module doc); KitError naming the fold and the fix when none."""
-    folder = ckpt_dir(run_dir, k)
+    folder = RunDir(run_dir).ckpt_dir(k)
     problem = weights_problem(folder)
     if problem is not None:
         raise KitError(lost_weights_message(run_dir, k, problem))
@@ -89,7 +85,7 @@ def fold_weights(run_dir: Path, k: int) -> Path:
 def lost_weights_message(run_dir: Path, k: int, problem: str) -> str:
     """One line: fold k has no usable weights (`problem`), and what to do (which works as written)."""
     cv = retrain_advice(run_dir, k)
-    best = ckpt_dir(run_dir, k) / BEST
+    best = RunDir(run_dir).ckpt_dir(k) / BEST
     if best.exists():  # a damaged file looks whole to cv's cheap check: without it, cv sees the fold's loss
         return f"fold {k}: its best weights are unusable ({problem}); delete {best} and {cv}"
     return f"fold {k}: its best weights are gone ({problem}); {cv}"
@@ -98,10 +94,10 @@ def lost_weights_message(run_dir: Path, k: int, problem: str) -> str:
 def done_fold_problem(run_dir: Path, k: int) -> Optional[str]:
     """Why a fold recorded done cannot be used as it is (cheap checks: every finished fold is looked at): its best
     weights are gone, or its OOF predictions (a merge of an earlier version recorded folds without them)."""
-    problem = weights_problem(ckpt_dir(run_dir, k), thorough=False)
+    problem = weights_problem(RunDir(run_dir).ckpt_dir(k), thorough=False)
     if problem is not None:
         return f"its best weights are gone ({problem})"
-    oof = Path(run_dir) / f"oof_fold{k}.csv"
+    oof = RunDir(run_dir).fold_oof(k)
     if not oof.is_file() or oof.stat().st_size == 0:
         return f"its OOF predictions are gone ({oof} is {'empty' if oof.is_file() else 'missing'})"
     return None
@@ -125,7 +121,7 @@ def reopen_lost_folds(state: "RunState") -> List[int]:
         lost.append(k)
         if is_rank_zero():
             print(f"kitpkg: fold {k} is recorded done but {problem}; training it again", flush=True)
-            state.replace_fold(k, {"status": LOST, "reason": problem})
+            state.replace_fold(k, FoldRecord(status=LOST, reason=problem))
     return lost
 
 
@@ -157,7 +153,7 @@ def _count(n: int) -> str:
 
 def predictions_problem(path: Path, expected_ids: Sequence[str], columns: Sequence[str], probabilities: bool
                         ) -> Optional[str]:
-    """Why a fold's predictions file (oof_fold{k}.csv, test_fold{k}.csv) is not complete: missing, empty, cut short,
+    """Why a fold's predictions file (its OOF or test predictions) is not complete: missing, empty, cut short,
     other ids, or unusable values (None when it is whole)."""
     import pandas as pd
 

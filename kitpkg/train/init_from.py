@@ -3,7 +3,7 @@
 Fine-tuning at 512/768 px for a few epochs from a 384 px run instead of training from scratch. Fold k must start from
 the weights that never saw fold k's validation samples, so the source run's fold k must hold the same samples: the
 same shard set (equal manifest fingerprints), or another `--size` of the same convert (its fold k validated on the same
-ids, read from its oof_fold{k}.csv). Weights are read with the safe loader (weights_only, never unpickled) and checked
+ids, read from its fold k OOF file). Weights are read with the safe loader (weights_only, never unpickled) and checked
 name by name and shape by shape. The source is identified in this run's state.json by its config hash, not its path
 (run directories move between machines).
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import KitError
+from ..rundir import RunDir
 from .runstate import RunState, manifest_fingerprint
 
 
@@ -47,9 +48,9 @@ def init_fold(module: Any, init_from: str, data: Any, k: int) -> None:
         raise KitError(f"model.init_from: {source} has no finished fold {k} (finished: {state.done_folds() or 'none'})"
                        f"; finish it there first (`kitpkg cv --folds {k}`) or leave fold {k} out of data.folds")
     _check_same_fold(source, state, data, k)
-    path = best_checkpoint(source / f"fold{k}" / "ckpt")
+    path = best_checkpoint(state.paths.ckpt_dir(k))
     if path is None:
-        raise KitError(f"model.init_from: {source / f'fold{k}' / 'ckpt'} holds no intact checkpoint of fold {k}")
+        raise KitError(f"model.init_from: {state.paths.ckpt_dir(k)} holds no intact checkpoint of fold {k}")
     # a source trained with EMA fine-tunes from its averaged weights, the ones it predicted with
     load_fitting(module, prediction_state(load_checkpoint(path)), f"{source} fold {k}")
 
@@ -60,7 +61,7 @@ def _check_same_fold(source: Path, state: RunState, data: Any, k: int) -> None:
 
     if state.get("data", {}).get("manifest") == manifest_fingerprint(data.manifest):
         return  # the same shard set
-    oof = source / f"oof_fold{k}.csv"
+    oof = RunDir(source).fold_oof(k)
     if not oof.exists():
         raise KitError(f"model.init_from: {oof} is missing, so fold {k} of that run cannot be compared with fold {k} "
                        "here; re-run `kitpkg cv` there to write it")

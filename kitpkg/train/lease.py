@@ -1,7 +1,7 @@
 """Fold leases: which live process is training a fold, so that no second one starts on it -- here, or on another
 machine sharing the run directory (a Drive folder).
 
-The process training fold k (rank 0 of it) holds `folds/fold{k}.lease`, a JSON record {host, pid, token, heartbeat},
+The process training fold k (rank 0 of it) holds its lease (rundir.py), a JSON record {host, pid, token, heartbeat},
 written atomically and refreshed every HEARTBEAT_S seconds by a thread until the fold's work ends. A lease is live while
 its heartbeat is younger than STALE_AFTER_S; a lease of this host is live only while its pid runs, so a process killed
 here frees its fold at once. Another host's pids mean nothing here: its lease is judged by the heartbeat alone, and
@@ -88,9 +88,9 @@ def check_free(state: RunState, folds: Sequence[int]) -> None:
         return
     now, host = time.time(), socket.gethostname()
     for k in folds:
-        lease = read_lease(state.lease_path(k))
+        lease = read_lease(state.paths.lease(k))
         if lease is not None and not _is_mine(lease) and is_live(lease, now, host):
-            raise KitError(busy_message(k, lease, state.lease_path(k)))
+            raise KitError(busy_message(k, lease, state.paths.lease(k)))
 
 
 @contextmanager
@@ -100,7 +100,7 @@ def hold_fold(state: RunState, k: int) -> Iterator[None]:
         yield
         return
     check_free(state, [k])
-    path = state.lease_path(k)
+    path = state.paths.lease(k)
     lease = Lease(socket.gethostname(), os.getpid(), uuid.uuid4().hex, time.time())
     _write(path, lease)
     winner = read_lease(path)

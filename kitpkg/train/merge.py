@@ -28,14 +28,14 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from ..config import Config
 from ..errors import KitError
 from ..fsutil import atomic_copy
+from ..rundir import FoldRecord, RunDir
 from . import predict as P
 from .cv import CVResult, RunData, finish, fold_selection, load_data, open_run
-from .foldcheck import ckpt_dir, predictions_problem, weights_problem
+from .foldcheck import predictions_problem, weights_problem
 from .lease import check_free
 from .runstate import RunState
 
 SAME = 1e-6  # predictions closer than this are the same result (what a deterministic re-run reproduces)
-STAGE_MARK = ".merge-"  # prefix of a merge's staging folder inside the target
 CLAIM_WAIT_S = 60.0  # how long a merge waits for another one to put the same fold in place (renames: moments)
 
 
@@ -45,8 +45,8 @@ class Staged:
 
     source: RunState
     k: int
-    folder: Path  # holds fold{k}/, oof_fold{k}.csv, test_fold{k}.csv
-    record: Dict
+    folder: Path  # laid out as a run directory: fold k's folder and prediction files
+    record: FoldRecord
 
 
 def merge_runs(config: Config, dirs: Sequence[os.PathLike], into: Optional[os.PathLike] = None
@@ -65,7 +65,7 @@ def merge_runs(config: Config, dirs: Sequence[os.PathLike], into: Optional[os.Pa
             raise KitError(f"merge: {problem}")
     data, state = open_run(config, into if into is not None else sources[0].run_dir, data=data)
     _drop_stale_stages(state.run_dir)
-    stage = state.run_dir / f"{STAGE_MARK}{_host()}-{os.getpid()}-{secrets.token_hex(3)}"
+    stage = state.paths.merge_stage(f"{_host()}-{os.getpid()}-{secrets.token_hex(3)}")
     try:
         staged, conflicts = stage_folds(sources, state, data, stage)
         for fold in staged:
@@ -105,14 +105,8 @@ def stage_fold(source: RunState, k: int, folder: Path, data: RunData) -> Staged:
     `folder`, and check the copies: KitError in one line when they are not a whole fold."""
     record = source.fold(k)  # read before the files: a record is written after its files
     src = source.run_dir
-    if (src / f"fold{k}").is_dir():
-        for path in sorted((src / f"fold{k}").rglob("*")):
-            relative = path.relative_to(src)
-            if path.is_file() and "parts" not in relative.parts and not path.name.startswith("."):
-                atomic_copy(path, folder / relative)
-    for name in (f"oof_fold{k}.csv", f"test_fold{k}.csv"):
-        if (src / name).is_file():
-            atomic_copy(src / name, folder / name)
+    for path in source.paths.fold_files(k):
+        atomic_copy(path, folder / path.relative_to(src))
     problem = fold_problem(folder, k, data)
     if problem:
         raise KitError(f"merge: {src}: fold {k} cannot be merged: {problem}; leave {src} out of the merge, or "
@@ -122,14 +116,15 @@ def stage_fold(source: RunState, k: int, folder: Path, data: RunData) -> Staged:
 
 def fold_problem(folder: Path, k: int, data: RunData) -> Optional[str]:
     """Why the fold k files in `folder` (a run directory or a staging folder) are not a whole finished fold."""
-    problem = weights_problem(ckpt_dir(folder, k))
+    files = RunDir(folder)
+    problem = weights_problem(files.ckpt_dir(k))
     if problem:
         return f"its weights: {problem.replace(str(folder) + os.sep, '')}"
     oof_columns = ["prediction"] if data.binary else [f"prob_{c}" for c in range(data.num_classes)]
-    problem = predictions_problem(folder / f"oof_fold{k}.csv", P.fold_ids(data.manifest, "val", k), oof_columns,
+    problem = predictions_problem(files.fold_oof(k), P.fold_ids(data.manifest, "val", k), oof_columns,
                                   probabilities=True)
     if problem is None and data.manifest.select("test"):
-        problem = predictions_problem(folder / f"test_fold{k}.csv", P.fold_ids(data.manifest, "test"),
+        problem = predictions_problem(files.fold_test(k), P.fold_ids(data.manifest, "test"),
                                       P.score_columns(data.num_classes), probabilities=False)  # logits or probs
     return problem
 
@@ -141,15 +136,15 @@ def install_fold(fold: Staged, target: RunState) -> Optional[str]:
     with fold_claim(target, k):
         if target.is_done(k):
             return compare_fold(fold.source, k, run_dir, run_dir, target)
-        dest = run_dir / f"fold{k}"
+        staged, dest = RunDir(fold.folder), target.paths.fold_dir(k)
         if dest.exists():  # an unfinished attempt here: its checkpoints must not mix with the copied ones
             os.replace(dest, fold.folder / "replaced")
-        os.replace(fold.folder / f"fold{k}", dest)
-        for name in (f"oof_fold{k}.csv", f"test_fold{k}.csv"):
-            if (fold.folder / name).exists():
-                os.replace(fold.folder / name, run_dir / name)
+        os.replace(staged.fold_dir(k), dest)
+        for copied, kept in zip(staged.fold_predictions(k), target.paths.fold_predictions(k)):
+            if copied.exists():
+                os.replace(copied, kept)
             else:
-                (run_dir / name).unlink(missing_ok=True)
+                kept.unlink(missing_ok=True)
         target.replace_fold(k, fold.record)
     return None
 
@@ -158,7 +153,7 @@ def install_fold(fold: Staged, target: RunState) -> Optional[str]:
 def fold_claim(target: RunState, k: int) -> Iterator[None]:
     """Hold fold k of `target` while its files are put in place: made by mkdir (atomic; no file locks on Drive),
     waited for up to CLAIM_WAIT_S when another merge holds it."""
-    claim = target.fold_path(k).with_name(f".fold{k}.merging")
+    claim = target.paths.merge_claim(k)
     claim.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + CLAIM_WAIT_S
     while True:
@@ -178,13 +173,13 @@ def fold_claim(target: RunState, k: int) -> Iterator[None]:
 
 def compare_fold(source: RunState, k: int, kept_files: Path, kept_dir: Path, target: RunState) -> Optional[str]:
     """One line when `source`'s fold k differs from the copy kept (whose OOF lies in `kept_files`), else None."""
-    theirs = source.run_dir / f"oof_fold{k}.csv"
-    ours = kept_files / f"oof_fold{k}.csv"
+    theirs = source.paths.fold_oof(k)
+    ours = RunDir(kept_files).fold_oof(k)
     if theirs.is_file() and ours.is_file() and same_predictions(theirs, ours):
         return None
-    kept_score = (target.fold(k) if kept_dir == target.run_dir else {}).get("score")
-    return (f"fold {k}: trained in {kept_dir}{_score(kept_score)} and in {source.run_dir}"
-            f"{_score(source.fold(k).get('score'))} with different results; kept {kept_dir}'s (to take the other, "
+    kept = target.fold(k) if kept_dir == target.run_dir else FoldRecord()
+    return (f"fold {k}: trained in {kept_dir}{_score(kept)} and in {source.run_dir}"
+            f"{_score(source.fold(k))} with different results; kept {kept_dir}'s (to take the other, "
             f"delete {target.fold_path(k)} and merge again)")
 
 
@@ -200,11 +195,8 @@ def same_predictions(a: Path, b: Path) -> bool:
     return bool(((fa[numbers] - fb[numbers]).abs() <= SAME).all().all())
 
 
-def _score(score: Optional[float]) -> str:
-    try:
-        return f" (score {float(score):.4f})" if score is not None else ""
-    except (TypeError, ValueError):
-        return ""
+def _score(record: FoldRecord) -> str:
+    return f" (score {record.score:.4f})" if record.scored else ""
 
 
 def _host() -> str:
@@ -213,9 +205,9 @@ def _host() -> str:
 
 def _drop_stale_stages(run_dir: Path) -> None:
     """Remove staging folders that merges killed on this machine left behind (their process is gone)."""
-    prefix = f"{STAGE_MARK}{_host()}-"
-    for folder in run_dir.glob(f"{prefix}*"):
-        pid = folder.name[len(prefix):].split("-")[0]
+    prefix = f"{_host()}-"
+    for folder, owner in RunDir(run_dir).merge_stages():
+        pid = owner[len(prefix):].split("-")[0] if owner.startswith(prefix) else ""
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 

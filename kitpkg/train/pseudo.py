@@ -1,7 +1,7 @@
 """Pseudo-labels: confident test predictions -> labelled shard sets that later configs add to training only.
 
 `--run RUN` writes one set per finished fold of RUN into OUT/fold{k}/, each labelled from that fold model's own test
-predictions (RUN/test_fold{k}.csv), never from their fold average: fold k of a later run trains only on teacher fold
+predictions (its fold k test file), never from their fold average: fold k of a later run trains only on teacher fold
 k's set (see extras.py), so no fold learns from a model that saw its labels. `--predictions CSV` (predictions made
 outside this CV) writes one set into OUT that every fold trains on.
 
@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import KitError
 from ..fsutil import atomic_write
+from ..rundir import FOLD_TEST, RunDir, is_run_dir
 from ..shards.manifest import (MANIFEST_NAME, TRAIN_ONLY_FOLD, Manifest, ShardInfo, label_counts, load_manifest,
                                resolve_manifest_path)
 from ..shards.reader import iter_manifest_shard
@@ -108,12 +109,12 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
     state = RunState.read(run_dir)
     test = _run_manifest(run_dir, state, shards)
     if not test.select("test"):
-        raise KitError(f"{run_dir}: its shards ({test.root}) have no test split, so no fold wrote test_fold{{k}}.csv "
+        raise KitError(f"{run_dir}: its shards ({test.root}) have no test split, so no fold wrote {FOLD_TEST} "
                        f"to pseudo-label from; convert the data again with --test-csv (into a new folder) and train "
                        f"a run on those shards with `kitpkg cv`")
     folds = [k for k in state.done_folds() if _test_scores(run_dir, k).exists()]
     if not folds:
-        raise KitError(f"{run_dir}: no finished fold has test predictions (test_fold{{k}}.csv); finish its folds "
+        raise KitError(f"{run_dir}: no finished fold has test predictions ({FOLD_TEST}); finish its folds "
                        f"with `kitpkg cv` first")
     config, num_classes = state.get("config", {}), state.get("data", {}).get("num_classes", 1)
     from .scoring import score_class_index
@@ -131,7 +132,7 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
 
 
 def _test_scores(run_dir: str, k: int) -> Path:
-    return Path(run_dir) / f"test_fold{k}.csv"
+    return RunDir(run_dir).fold_test(k)
 
 
 def _run_manifest(run_dir: str, state: RunState, shards: Optional[str]) -> Manifest:
@@ -162,7 +163,7 @@ def _from_csv(predictions: Optional[str], run_dir: Optional[str], shards: Option
     if not os.path.exists(predictions):
         raise KitError(f"{predictions}: no such predictions file; give a CSV with id and prediction columns")
     beside = Path(predictions).parent
-    if Path(predictions).name == "test_predictions.csv" and (beside / "state.json").exists():
+    if Path(predictions).name == RunDir(beside).test_predictions.name and is_run_dir(beside):
         raise KitError(f"--predictions {predictions}: the fold average of a CV run, whose models saw every fold's "
                        f"labels; use --run {beside} (one set per fold)")
     pred = pd.read_csv(predictions, dtype={"id": str})

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..fsutil import atomic_write_text
+from ..rundir import RunDir
 
 
 def roc_curve(target: np.ndarray, score: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -161,11 +162,7 @@ def plot_lr_find(result: Dict, path: Path) -> str:
 
 
 def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:
-    out = {}
-    for path in sorted(run_dir.glob("fold*/metrics.csv")):
-        k = int(path.parent.name[4:])
-        out[k] = pd.read_csv(path)
-    return out
+    return {k: pd.read_csv(path) for k, path in RunDir(run_dir).histories().items()}
 
 
 def write_report(run_dir: Path) -> Path:
@@ -174,8 +171,8 @@ def write_report(run_dir: Path) -> Path:
     from .runstate import RunState, scored_by_auc
 
     run = RunState.read(run_dir)
-    state = run.data
-    folds = {k: v for k, v in run.folds().items() if v.get("status") == "done"}
+    state, files = run.data, run.paths
+    folds = {k: v for k, v in run.folds().items() if v.is_done}
     binary = scored_by_auc(state)
     metric = "AUC" if binary else "accuracy"
     lines: List[str] = [f"# CV report: {run_dir.name}", ""]
@@ -183,15 +180,15 @@ def write_report(run_dir: Path) -> Path:
     lines += [f"Model `{config.get('model.name')}` at {config.get('data.image_size')} px, "
               f"{config.get('train.epochs')} epochs, optimizer `{config.get('optim.name')}` lr {config.get('optim.lr')}, "
               f"config hash `{state.get('config_hash', '')[:12]}`.", ""]
-    scores = {k: float(v["score"]) for k, v in sorted(folds.items()) if v.get("score") is not None}
+    scores = {k: v.score for k, v in sorted(folds.items()) if v.scored}
     left_out = [k for k in sorted(folds) if k not in scores]
     lines += ["| fold | " + metric + " | last epoch | best epoch | samples |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {k} | {_cell(v.get('score'), 'n/a (one class)')} | {_cell(v.get('last_score'), 'n/a')} | "
-              f"{v.get('best_epoch')} | {v.get('samples')} |" for k, v in sorted(folds.items())]
-    cv = state.get("cv") or {}
+    lines += [f"| {k} | {_cell(v.score if v.scored else None, 'n/a (one class)')} | {_cell(v.last_score, 'n/a')} | "
+              f"{v.best_epoch} | {v.samples} |" for k, v in sorted(folds.items())]
+    cv = run.cv
     if scores:
         vals = np.array(list(scores.values()))
-        lasts = [v["last_score"] for v in folds.values() if v.get("last_score") is not None]
+        lasts = [v.last_score for v in folds.values() if v.last_score is not None]
         lines += [f"| **mean ± std** | **{vals.mean():.4f} ± {vals.std():.4f}** | "
                   f"{f'{np.mean(lasts):.4f}' if lasts else ''} | | |", ""]
         if left_out:
@@ -199,31 +196,29 @@ def write_report(run_dir: Path) -> Path:
                       f"has no {metric}.", ""]
         lines += ["Last epoch: each fold's validation metric at its final epoch as monitored during the fit (no TTA); "
                   "the CV score uses the best epoch, picked on the same fold.", ""]
-        if cv.get("oof") is not None:
-            lines += [f"Pooled OOF {metric}: {cv['oof']:.4f}.", ""]
-        lines += [f"![per-fold scores]({plot_scores(scores, metric, run_dir / 'scores.png')})", ""]
-    oof_path = run_dir / "oof.csv"
-    if oof_path.exists() and binary:
-        oof = pd.read_csv(oof_path, dtype={"id": str})
+        if cv is not None and cv.oof is not None:
+            lines += [f"Pooled OOF {metric}: {cv.oof:.4f}.", ""]
+        lines += [f"![per-fold scores]({plot_scores(scores, metric, files.figure('scores'))})", ""]
+    if files.oof.exists() and binary:
+        oof = pd.read_csv(files.oof, dtype={"id": str})
         if oof["target"].nunique() > 1:  # else no fold has a curve
-            lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, run_dir / 'roc.png')})", ""]
+            lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, files.figure('roc'))})", ""]
     histories = _histories(run_dir)
     if histories:
-        lines += ["## Training curves", "", f"![training curves]({plot_curves(histories, run_dir / 'curves.png')})", ""]
-    lr_json = run_dir / "lr_find.json"
-    if lr_json.exists():
-        result = json.loads(lr_json.read_text())
+        lines += ["## Training curves", "", f"![training curves]({plot_curves(histories, files.figure('curves'))})",
+                  ""]
+    if files.lr_find.exists():
+        result = json.loads(files.lr_find.read_text())
         lines += ["## LR finder", "", f"Suggested lr: {result.get('suggestion')}", "",
-                  f"![LR finder]({plot_lr_find(result, run_dir / 'lr_find.png')})", ""]
-    outputs = [name for name in ("oof.csv", "submission.csv", "test_predictions.csv") if (run_dir / name).exists()]
+                  f"![LR finder]({plot_lr_find(result, files.figure('lr_find'))})", ""]
+    outputs = [path.name for path in (files.oof, files.submission, files.test_predictions) if path.exists()]
     if outputs:
         lines += ["## Files", ""] + [f"- `{name}`" for name in outputs] + [""]
-    path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    atomic_write_text(files.report, "\n".join(lines))
+    return files.report
 
 
 def read_lr_suggestion(run_dir: Path) -> Optional[float]:
     """The LR finder's suggestion stored in a run directory, if any."""
-    path = Path(run_dir) / "lr_find.json"
+    path = RunDir(run_dir).lr_find
     return json.loads(path.read_text()).get("suggestion") if path.exists() else None

@@ -1,5 +1,8 @@
 """A run directory's state: state.json (run level, written once) and folds/fold{k}.json (one file per fold).
 
+Where those files live, and the records they hold (FoldRecord, CVSummary), is kitpkg/rundir.py's; this module reads
+and writes them.
+
 state.json holds what identifies the run -- config hash and result keys, shard fingerprints -- and is written when the
 run starts (later only for run-level facts: where the shards were last seen, the merged CV summary). Fold progress
 never touches it: each fold's status lives in its own folds/fold{k}.json, written atomically (temp name, rename) by
@@ -22,10 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..config import Config, config_hash, diff_keys, result_dict
 from ..errors import KitError
 from ..fsutil import atomic_write_text
+from ..rundir import STATE_NAME, CVSummary, FoldRecord, RunDir
 from ..shards.manifest import Manifest
 
-STATE_NAME = "state.json"
-FOLDS_DIR = "folds"
 STATE_VERSION = 2  # 1: fold records inside state.json (migrated on open)
 _KEPT_STATUS = ("trained", "done")  # a fold in one of these holds work that a changed config would throw away
 
@@ -74,25 +76,22 @@ class RunState:
 
     def __init__(self, run_dir: Path, data: Dict[str, Any]):
         self.run_dir, self.data = Path(run_dir), data
+        self.paths = RunDir(self.run_dir)
 
     @property
     def path(self) -> Path:
         """Where state.json lives."""
-        return self.run_dir / STATE_NAME
+        return self.paths.state
 
     def fold_path(self, k: int) -> Path:
         """Where fold k's record lives."""
-        return self.run_dir / FOLDS_DIR / f"fold{int(k)}.json"
-
-    def lease_path(self, k: int) -> Path:
-        """Where the lease of the process training fold k lives (lease.py)."""
-        return self.run_dir / FOLDS_DIR / f"fold{int(k)}.lease"
+        return self.paths.fold_record(k)
 
     @classmethod
     def read(cls, run_dir: os.PathLike) -> "RunState":
         """The state of an existing run directory, read as it is (no config check, nothing written)."""
         run_dir = run_directory(run_dir)
-        data = _read_json(run_dir / STATE_NAME)
+        data = _read_json(RunDir(run_dir).state)
         if data is None:
             raise KitError(f"{run_dir}: no {STATE_NAME} here; is it a run directory of `kitpkg cv`?")
         return cls(run_dir, data)
@@ -106,7 +105,7 @@ class RunState:
         before its first checkpoint) is restarted with the new config instead: there is nothing to lose.
         """
         run_dir = run_directory(run_dir)
-        data = _read_json(run_dir / STATE_NAME)
+        data = _read_json(RunDir(run_dir).state)
         fresh = {"kitpkg_state": STATE_VERSION, "config_hash": config_hash(config), "config": result_dict(config),
                  "data": fingerprints}
         if data is None:
@@ -143,9 +142,9 @@ class RunState:
 
     def has_work(self) -> bool:
         """True when a fold has trained or holds a checkpoint (what a restart with another config would lose)."""
-        if any(self.fold(k).get("status") in _KEPT_STATUS for k in self.fold_ids()):
+        if any(self.fold(k).status in _KEPT_STATUS for k in self.fold_ids()):
             return True
-        return any(self.run_dir.glob("fold*/ckpt/*.ckpt")) or any(self.run_dir.glob("oof_fold*.csv"))
+        return self.paths.holds_fold_work()
 
     def _clear_folds(self) -> None:
         if is_rank_zero():
@@ -159,7 +158,7 @@ class RunState:
             return
         for key, record in legacy.items():
             if not self.fold_path(int(key)).exists():
-                atomic_write_text(self.fold_path(int(key)), json.dumps(record, indent=1, sort_keys=True))
+                self._write_fold(int(key), record)
         self.data = {k: v for k, v in self.data.items() if k != "folds"}
         self.data["kitpkg_state"] = STATE_VERSION
         self.save()
@@ -170,8 +169,11 @@ class RunState:
             atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
     # -- folds ----------------------------------------------------------------------------------------------------
-    def fold(self, k: int) -> Dict[str, Any]:
+    def fold(self, k: int) -> FoldRecord:
         """The record of fold k as it is on disk now (empty when not started)."""
+        return FoldRecord.from_json(self._fold_json(k))
+
+    def _fold_json(self, k: int) -> Dict[str, Any]:
         record = _read_json(self.fold_path(k))
         if record is None:  # a version-1 state.json not yet migrated (read by a rank other than 0)
             record = self.data.get("folds", {}).get(str(int(k)), {})
@@ -179,29 +181,29 @@ class RunState:
 
     def fold_ids(self) -> List[int]:
         """Sorted folds that have a record (any status)."""
-        ids = {int(k) for k in self.data.get("folds", {})}
-        folder = self.run_dir / FOLDS_DIR
-        if folder.is_dir():
-            ids |= {int(p.stem[4:]) for p in folder.glob("fold*.json") if p.stem[4:].isdigit()}
-        return sorted(ids)
+        return sorted({int(k) for k in self.data.get("folds", {})} | set(self.paths.recorded_folds()))
 
-    def folds(self) -> Dict[int, Dict[str, Any]]:
+    def folds(self) -> Dict[int, FoldRecord]:
         """{fold: record} of every fold that has a record."""
         return {k: self.fold(k) for k in self.fold_ids()}
 
     def is_done(self, k: int) -> bool:
         """True when fold k finished training and its predictions are written."""
-        return self.fold(k).get("status") == "done"
+        return self.fold(k).is_done
 
     def update_fold(self, k: int, **fields: Any) -> None:
-        """Merge fields into fold k's record and write it atomically (only the process training fold k calls it)."""
+        """Merge fields (FoldRecord keys with their JSON values: score None is null, a fold without a score) into
+        fold k's record and write it atomically (only the process training fold k calls it)."""
         if is_rank_zero():
-            self.replace_fold(k, {**self.fold(k), **fields})
+            self._write_fold(k, {**self._fold_json(k), **fields})
 
-    def replace_fold(self, k: int, record: Dict[str, Any]) -> None:
+    def replace_fold(self, k: int, record: FoldRecord) -> None:
         """Write fold k's record as given, atomically (a fold copied from another run directory)."""
         if is_rank_zero():
-            atomic_write_text(self.fold_path(k), json.dumps(record, indent=1, sort_keys=True))
+            self._write_fold(k, record.to_json())
+
+    def _write_fold(self, k: int, record: Dict[str, Any]) -> None:
+        atomic_write_text(self.fold_path(k), json.dumps(record, indent=1, sort_keys=True))
 
     def done_folds(self) -> List[int]:
         """Sorted finished folds."""
@@ -221,6 +223,15 @@ class RunState:
     def get(self, key: str, default: Optional[Any] = None) -> Any:
         """A run-level entry."""
         return self.data.get(key, default)
+
+    @property
+    def cv(self) -> Optional[CVSummary]:
+        """The CV summary (None until every fold of the run is done, or when it is not a JSON object)."""
+        return CVSummary.from_json(self.data.get(CVSummary.KEY))
+
+    def set_cv(self, summary: CVSummary) -> None:
+        """Write the CV summary into state.json."""
+        self.set(CVSummary.KEY, summary.to_json())
 
 
 def scored_by_auc(state: Dict[str, Any]) -> bool:
