@@ -18,11 +18,11 @@ from torch import nn
 from ..data.meta import MetaEncoder
 from ..errors import KitError
 from ..fsutil import atomic_write_text
+from ..rundir import RunDir
 from .fp32_head import fp32_forward
 
 META_HIDDEN = (512, 128)
 META_DROPOUT = 0.3
-META_FILE = "meta.json"
 
 
 class MetaNet(nn.Module):
@@ -60,7 +60,7 @@ def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = T
     names = list(config.model.meta)
     if not names:
         return None
-    path = Path(run_dir) / f"fold{k}" / META_FILE
+    path = RunDir(run_dir).meta(k)
     if path.exists():
         try:
             encoder = MetaEncoder.from_state(json.loads(path.read_text()))
