@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 from ..config import Config, class_weight_targets, write_config_value
 from ..errors import KitError
 from ..fsutil import atomic_write_text
+from ..rundir import RunDir
 
 
 def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int = 0, write_config: bool = False,
@@ -54,8 +55,8 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     result = {"lr": [float(x) for x in finder.results["lr"]], "loss": [float(x) for x in finder.results["loss"]],
               "suggestion": float(suggestion) if suggestion is not None else None, "fold": fold,
               "optimizer": sweep.optim.name, "title": sweep_title(config)}
-    atomic_write_text(run_dir / "lr_find.json", json.dumps(result))
-    result["plot"] = str(run_dir / plot_lr_find(result, run_dir / "lr_find.png"))
+    atomic_write_text(RunDir(run_dir).lr_find, json.dumps(result))
+    result["plot"] = str(run_dir / plot_lr_find(result, RunDir(run_dir).figure("lr_find")))
     if write_config:
         if result["suggestion"] is None:
             raise KitError("lr-find: no suggestion (loss curve too flat/short); optim.lr left unchanged")
