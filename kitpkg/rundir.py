@@ -14,7 +14,8 @@ and Kaggle; `k` is a fold):
   fold{k}/parts/          per-rank prediction parts (predict.py; never copied by a merge)
   oof_fold{k}.csv         OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
   test_fold{k}.csv        fold k's test scores                                -> submission.csv, test_predictions.csv
-  report.md + *.png       report.py;  lr_find.json: `kitpkg lr-find`;  lr_suggestion.json: the notebook's LR cache
+  report.md + *.png       report.py;  lr_find.json + .png: `kitpkg lr-find`;  augment_preview.png (its default place)
+  lr_suggestion.json      the notebook's LR cache (notebook/steps.py)
   .merge-<owner>/         a merge's staging folder, laid out like a run directory (merge.py)
 A new file of the run directory: one name and one `RunDir` member here, used where it is read and written.
 """
@@ -87,7 +88,7 @@ class RunDir:
         return self.root / "report.md"
 
     def figure(self, name: str) -> Path:
-        """A PNG of the report (`name` without its suffix: scores, roc, curves, lr_find)."""
+        """A PNG (`name` without its suffix): the report's scores, roc, curves; lr_find; augment_preview."""
         return self.root / f"{name}.png"
 
     @property

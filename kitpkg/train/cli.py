@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..rundir import FOLD_TEST
+from ..rundir import FOLD_TEST, RunDir
 
 
 def _common(p: argparse.ArgumentParser, config_required: bool = True) -> None:
@@ -89,7 +89,7 @@ def _augment_preview(args: argparse.Namespace) -> int:
     from .runstate import run_directory
 
     config = _load(args)
-    out = args.out or run_directory(args.run_dir or config.output.run_dir) / "augment_preview.png"
+    out = args.out or RunDir(run_directory(args.run_dir or config.output.run_dir)).figure("augment_preview")
     print(f"augment preview: {write_preview(config, out, n=args.n, fold=args.fold)}")
     return 0
 
