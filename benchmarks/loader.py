@@ -31,11 +31,12 @@ def prepare(data: str, n: int, size: int) -> None:
     from benchmarks.photos import write_photo_jpegs
     from kitpkg.shards.example import encode_example
     from kitpkg.shards.index import index
+    from kitpkg.shards.manifest import MANIFEST_NAME
     from kitpkg.shards.tfrecord import TFRecordWriter
     from kitpkg.shards.wds import TarShardWriter
 
-    if os.path.exists(os.path.join(data, "tfrec", "manifest.json")):
-        if not os.path.exists(os.path.join(data, "wds", "manifest.json")):  # data made before kitpkg-wds existed
+    if os.path.exists(os.path.join(data, "tfrec", MANIFEST_NAME)):
+        if not os.path.exists(os.path.join(data, "wds", MANIFEST_NAME)):  # data made before kitpkg-wds existed
             index([os.path.join(data, "wds")])
         return
     paths = write_photo_jpegs(os.path.join(data, "jpg"), n, size, size, quality=90, seed=0)
@@ -214,7 +215,7 @@ def main() -> None:
     """Prepare the data, run every system in its own process, print the figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/tmp/kitpkg-bench", help="folder for the generated data (reused)")
-    p.add_argument("--n", type=int, default=3000, help="images (>= 3000 for the issue's figures)")
+    p.add_argument("--n", type=int, default=3000, help="images (>= 3000 for the README's figures)")
     p.add_argument("--size", type=int, default=512, help="stored JPEG side")
     p.add_argument("--out", type=int, default=384, help="resize target side")
     p.add_argument("--batch", type=int, default=64, help="batch size")

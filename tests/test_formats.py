@@ -11,10 +11,10 @@ import pytest
 from kitpkg.errors import KitError
 from kitpkg.shards import formats
 from kitpkg.shards.convert import convert
-from kitpkg.shards.formats import FORMATS, Record, ShardFormat, detect
+from kitpkg.shards.formats import FORMATS, Record, RecordError, ShardFormat, detect
 from kitpkg.shards.manifest import load_manifest
 from kitpkg.shards.reader import iter_manifest_shard, open_shard, read_sample
-from kitpkg.shards.tfrecord import RecordError, TFRecordWriter
+from kitpkg.shards.tfrecord import TFRecordWriter
 from kitpkg.shards.verify import verify
 from test_convert_inputs import _tiny_source
 

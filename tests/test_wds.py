@@ -4,7 +4,7 @@ import io
 import pytest
 
 from kitpkg.shards.reader import iter_shard_file
-from kitpkg.shards.tfrecord import RecordError
+from kitpkg.shards.formats import RecordError
 from kitpkg.shards.wds import TarShardWriter, iter_tar_samples, split_key
 
 

@@ -3,6 +3,7 @@ how a shard file is recognised, and where the label is stored.
 
 Adding a format is one `ShardFormat` entry below plus its codec module (bytes ↔ framed samples), as tfrecord.py +
 example.py are for TFRecord and wds.py is for WebDataset tars. Nothing outside kitpkg/shards names a format.
+Damage in a shard of any format is one `RecordError` (shard + offset + reason), which readers take from here.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from google.protobuf.message import DecodeError
 
 from .. import fsutil
 from ..errors import KitError
+from .damage import RecordError
 from .example import BYTES, FLOAT, INT64, decode_example, encode_example, example_schema, scalar
-from .tfrecord import GZIP_MAGIC, RecordError, TFRecordWriter, iter_records, masked_crc, read_record, seek
+from .tfrecord import GZIP_MAGIC, TFRecordWriter, iter_records, masked_crc, read_record, seek
 from .wds import IMAGE_EXTS, TarShardWriter, iter_tar_samples, read_tar_sample, tar_key
 
 if TYPE_CHECKING:

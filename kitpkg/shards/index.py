@@ -13,13 +13,12 @@ from typing import List, Optional, Sequence, Tuple
 
 from .. import fsutil
 from ..errors import KitError
-from .formats import SHARD_EXTENSIONS, detect, shard_format
+from .formats import SHARD_EXTENSIONS, RecordError, detect, shard_format
 from .imaging import image_size
 from .manifest import MANIFEST_NAME, Manifest, ShardInfo, label_counts
 from .options import ConvertOptions
 from .reader import iter_shard_file
 from .resume import STATE_NAME
-from .tfrecord import RecordError
 from .verify import scan_bytes
 
 _FOLD_RE = re.compile(r"^(train|test|val|valid)[-_]?(?:f|fold)?(\d+)", re.IGNORECASE)

@@ -12,19 +12,13 @@ from typing import IO, Iterator, Optional, Tuple
 
 import crc32c as _crc32c
 
+from .damage import RecordError
+
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)  # what GzipFile raises on a cut or damaged stream
-
-
-class RecordError(ValueError):
-    """A damaged record: names the shard and the byte offset where the damage starts."""
-
-    def __init__(self, shard: str, offset: int, reason: str):
-        super().__init__(f"{shard}: {reason} at offset {offset}")
-        self.shard, self.offset, self.reason = shard, offset, reason
 
 
 def crc32c(data: bytes) -> int:

@@ -7,9 +7,9 @@ from typing import List, Optional, Sequence, Tuple, Union
 from crc32c import crc32c
 
 from .. import fsutil
+from .formats import RecordError
 from .manifest import Manifest, ShardInfo, load_manifest
 from .reader import iter_shard_file
-from .tfrecord import RecordError
 
 _CHUNK = 1 << 20
 
