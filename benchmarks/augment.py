@@ -1,12 +1,12 @@
-"""Augmentation benchmark (issue 12 item 9): a preset's CPU stage in kitpkg's loader vs the full 1st-place list on CPU.
+"""Augmentation benchmark: a preset's CPU stage in kitpkg's loader vs the full 1st-place list on CPU.
 
 Prints, in one run:
   (a) images/s of kitpkg's ShardLoader over 384 px TFRecord shards with the preset's CPU stage applied per sample
-      (the dataset's own `augment=` stage, seeded per sample as in training), `--workers` workers;
+      (the training loader's own CPU stage, `TrainOptions.augment`, seeded per sample), `--workers` workers;
   (b) images/s of the SIIM-ISIC 2020 1st-place albumentations list, all on the CPU, in a plain map-style Dataset
       over the same images as JPEG files (cv2.imread, as the 1st place did) with DataLoader(num_workers=`--workers`);
   (c) the preset's GPU stage in ms per `--batch` × 3 × `--size`² batch on `--device` (the CPU by default);
-and the ratio (a)/(b) against the issue's >= 5x target. Every loader figure is the best of `--rounds` interleaved
+and the ratio (a)/(b) against a >= 5x target. Every loader figure is the best of `--rounds` interleaved
 rounds, counted after the first batch (worker start-up excluded alike). Images are generated (benchmarks/photos.py),
 cached in --data.
 
@@ -56,12 +56,12 @@ def _rate(loader, limit: int, count) -> float:
 
 def run_kitpkg(data: str, a) -> float:
     from kitpkg.augment import build_cpu_stage, load_preset
-    from kitpkg.data.dataset import ShardDataset
+    from kitpkg.data.dataset import ShardDataset, TrainOptions
     from kitpkg.data.loader import ShardLoader
 
     stage = build_cpu_stage(load_preset(a.preset).cpu)
     dataset = ShardDataset(os.path.join(data, "tfrec"), "train", None, batch_size=a.batch, image_size=a.size,
-                           seed=0, augment=stage)  # the training loader's own per-sample CPU stage
+                           seed=0, train_options=TrainOptions(augment=stage))  # the training loader's own CPU stage
     return _rate(ShardLoader(dataset, num_workers=a.workers), a.n, lambda b: len(b["id"]))
 
 

@@ -10,7 +10,7 @@ import yaml
 from kitpkg.augment.stages import stages_of
 from kitpkg.config import config_from_dict, config_hash, load_config
 from kitpkg.data.datamodule import ShardDataModule, config_options
-from kitpkg.data.dataset import ShardDataset
+from kitpkg.data.dataset import ShardDataset, TrainOptions
 from kitpkg.data.loader import ShardLoader
 from kitpkg.errors import KitError
 
@@ -62,7 +62,8 @@ def test_explicit_stages_override_the_preset():
 
 
 def _loader(manifest, augment, workers=0):
-    return ShardLoader(ShardDataset(manifest, "train", 1, batch_size=4, seed=3, augment=augment), num_workers=workers)
+    return ShardLoader(ShardDataset(manifest, "train", 1, batch_size=4, seed=3,
+                                    train_options=TrainOptions(augment=augment)), num_workers=workers)
 
 
 def test_cpu_stage_changes_training_pixels_only(tfrecord_manifest):
@@ -71,7 +72,7 @@ def test_cpu_stage_changes_training_pixels_only(tfrecord_manifest):
     assert plain["id"] == augmented["id"]
     assert plain["image"].shape == augmented["image"].shape and augmented["image"].dtype == torch.uint8
     assert not torch.equal(plain["image"], augmented["image"])
-    ev = ShardDataset(tfrecord_manifest, "val", 1, batch_size=4, augment=augment)
+    ev = ShardDataset(tfrecord_manifest, "val", 1, batch_size=4, train_options=TrainOptions(augment=augment))
     assert ev.augment is None, "never on eval/test/predict"
 
 

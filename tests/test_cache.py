@@ -58,7 +58,7 @@ def test_background_cache_from_http_feeds_the_loader_with_the_same_samples(tfrec
         got = [b["id"] for b in ShardLoader(remote, num_workers=2)]
         remote.cache.wait()
         assert not remote.cache.errors
-        assert all(remote.cache.is_ready(m.shards[i]) for m, i in remote.sources)
+        assert all(remote.cache.is_ready(s.shard) for s in remote.sources)
         cached = [b["id"] for b in ShardLoader(remote)]  # now read from local copies
         local = [b["id"] for b in ShardLoader(ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=9))]
         assert got == local and cached[:len(local)] != [] and sorted(map(tuple, cached)) == sorted(map(tuple, local))

@@ -34,9 +34,9 @@ def test_loaders_follow_the_contract(any_manifest, tmp_path):
                                                               for i in s.ids]
 
 
-def test_all_folds_extra_data_and_eval_transform(tfrecord_manifest, wds_manifest):
+def test_all_folds_extra_data_and_image_size(tfrecord_manifest, wds_manifest):
     dm = ShardDataModule(tfrecord_manifest, fold=None, batch_size=16, num_workers=0, extra_train=[wds_manifest],
-                         eval_transform=lambda x: x[:32, :32])
+                         image_size=32)
     assert dm.val_dataloader() == []
     assert len(_ids(dm.train_dataloader())) == 96, "48 own + 48 extra training samples"
     assert next(iter(dm.test_dataloader()))["image"].shape[2:] == (32, 32)

@@ -1,5 +1,5 @@
 """ShardDataset on real shards (kitpkg convert, and foreign ones written by TensorFlow and webdataset, then indexed):
-fold selection, exact eval order with ids, worker/rank splits, decoding and transforms, damage, http sources."""
+fold selection, exact eval order with ids, worker/rank splits, decoding and the CPU stage, damage, http sources."""
 from __future__ import annotations
 
 import functools
@@ -17,7 +17,7 @@ import simplejpeg
 import torch
 from torch.utils.data import DataLoader
 
-from kitpkg.data.dataset import ShardDataset
+from kitpkg.data.dataset import ShardDataset, TrainOptions
 from kitpkg.data.loader import ShardLoader
 from kitpkg.errors import KitError
 from kitpkg.shards.manifest import load_manifest
@@ -98,24 +98,17 @@ def test_images_are_the_stored_jpegs_decoded_and_resized(tfrecord_manifest):
     assert big["image"].shape == (4, 3, 48, 80)
 
 
-def test_albumentations_and_plain_callables_are_applied_deterministically(tfrecord_manifest):
+def test_the_cpu_stage_changes_training_pixels_only_the_same_with_workers(tfrecord_manifest):
     import albumentations as A
 
-    m = tfrecord_manifest
-    plain = next(iter(ShardLoader(ShardDataset(m, "test", batch_size=4))))["image"]
-    flip = A.Compose([A.HorizontalFlip(p=1.0)])
-    flipped = next(iter(ShardLoader(ShardDataset(m, "test", batch_size=4, transform=flip))))["image"]
-    assert torch.equal(flipped, plain.flip(-1))
-    scaled = next(iter(ShardLoader(ShardDataset(m, "test", batch_size=4, transform=lambda x: x / 255.0))))["image"]
-    assert scaled.dtype == torch.float64 and torch.allclose(scaled, plain.double() / 255)
-    aug = A.Compose([A.RandomResizedCrop((32, 32), p=1.0), A.ColorJitter(p=1.0)])
+    m, flip = tfrecord_manifest, TrainOptions(augment=A.Compose([A.HorizontalFlip(p=1.0)]))
 
-    def run(workers):
-        ds = ShardDataset(m, "train", 0, batch_size=4, transform=aug, seed=1)
-        return [b["image"] for b in ShardLoader(ds, num_workers=workers)]
-    a, b = run(0), run(2)
-    assert a[0].shape == (4, 3, 32, 32)
-    assert all(torch.equal(x, y) for x, y in zip(a, b)), "augmentations depend on (seed, epoch, batch) only"
+    def first(split, fold, workers=0, **kw):
+        return next(iter(ShardLoader(ShardDataset(m, split, fold, batch_size=4, seed=1, **kw), num_workers=workers)))
+    plain, flipped = first("train", 0), first("train", 0, train_options=flip)
+    assert plain["id"] == flipped["id"] and torch.equal(flipped["image"], plain["image"].flip(-1))
+    assert torch.equal(first("train", 0, workers=2, train_options=flip)["image"], flipped["image"])
+    assert torch.equal(first("val", 0, train_options=flip)["image"], first("val", 0)["image"]), "training only"
 
 
 def _damaged_copy(manifest, tmp_path, shard_index, how):
@@ -154,7 +147,7 @@ def test_truncated_shard_keeps_batch_sizes_and_equal_batch_counts_per_rank(any_m
     counts, seen, streamed = set(), [], set()
     for rank in range(world):
         ds = ShardDataset(m, "train", None, batch_size=4, seed=2, world_size=world, rank=rank)
-        streamed |= {ds.sources[s][0].shards[ds.sources[s][1]].ids[i] for s, i in ds.partition.rank_stream(0)}
+        streamed |= {ds.sources[s].shard.ids[i] for s, i in ds.partition.rank_stream(0)}
         loader = ShardLoader(ds, num_workers=2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -257,17 +250,13 @@ def _pixels(h, w, value):
     return np.full((h, w, 3), value, np.uint8)
 
 
-def test_mixed_image_sizes_are_fine_when_the_transform_makes_one_size(tmp_path):
-    import cv2
-
+def test_mixed_image_sizes_are_fine_with_an_image_size(tmp_path):
     m = _indexed_tar(tmp_path / "mixed", [(f"k{i}", _pixels(40 + 8 * (i % 2), 56, 20 * i), b'{"image_name": "k%d"}' % i)
                                           for i in range(6)])
-    resized = ShardLoader(ShardDataset(m, "test", batch_size=4, transform=lambda x: cv2.resize(x, (32, 32))))
+    resized = ShardLoader(ShardDataset(m, "test", batch_size=4, image_size=32))
     assert [tuple(b["image"].shape) for b in resized] == [(4, 3, 32, 32), (2, 3, 32, 32)]
     with pytest.raises(KitError, match="images differ in size"):
         _ids(ShardLoader(ShardDataset(m, "test", batch_size=4)))
-    with pytest.raises(KitError, match="transform output shapes differ"):  # a clear message for tensors too
-        _ids(ShardLoader(ShardDataset(m, "test", batch_size=4, transform=torch.from_numpy), num_workers=1))
 
 
 def test_damaged_bytes_in_a_tar_are_skipped_like_any_damaged_sample(tmp_path):

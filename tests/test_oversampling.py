@@ -9,7 +9,7 @@ import pytest
 
 from kitpkg.config import config_from_dict
 from kitpkg.data.datamodule import ShardDataModule, config_options
-from kitpkg.data.dataset import ShardDataset
+from kitpkg.data.dataset import ShardDataset, TrainOptions
 from kitpkg.data.loader import ShardLoader
 from kitpkg.data.partition import Partition, epoch_size, global_order
 from kitpkg.errors import KitError
@@ -68,17 +68,18 @@ def test_dataset_oversamples_positives_from_the_manifest_labels(tfrecord_manifes
     config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {1: 4}}}})
     plain = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1)
     over = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1,
-                        class_weights=config.data.sampling.class_weights)
-    pos = sum(y == 1 for s in plain.sources for y in s[0].shards[s[1]].labels)
+                        train_options=TrainOptions(class_weights=config.data.sampling.class_weights))
+    pos = sum(y == 1 for s in plain.sources for y in s.shard.labels)
     assert pos > 0 and over.epoch_samples == plain.epoch_samples + 3 * pos
     targets = Counter(int(t) for b in ShardLoader(over) for t in b["target"])
     assert targets[1] == 4 * pos and targets[0] == plain.epoch_samples - pos
-    assert ShardDataset(tfrecord_manifest, "val", 0, class_weights={1: 4}).partition.weights is None, "eval: never"
+    val = ShardDataset(tfrecord_manifest, "val", 0, train_options=TrainOptions(class_weights={1: 4}))
+    assert val.partition.weights is None, "eval: never"
 
 
 def test_unknown_class_is_refused(tfrecord_manifest):
     with pytest.raises(KitError, match="data.sampling.class_weights: key 'melanoma' is no class"):
-        ShardDataset(tfrecord_manifest, "train", 0, class_weights={"melanoma": 4})
+        ShardDataset(tfrecord_manifest, "train", 0, train_options=TrainOptions(class_weights={"melanoma": 4}))
 
 
 def test_datamodule_states_the_epoch_size_once(tfrecord_manifest, capsys):
@@ -91,7 +92,8 @@ def test_datamodule_states_the_epoch_size_once(tfrecord_manifest, capsys):
 
 def test_loader_resume_with_oversampling_is_exact(tfrecord_manifest):
     def loader():
-        return ShardLoader(ShardDataset(tfrecord_manifest, "train", 1, batch_size=4, seed=3, class_weights={1: 3}))
+        return ShardLoader(ShardDataset(tfrecord_manifest, "train", 1, batch_size=4, seed=3,
+                                        train_options=TrainOptions(class_weights={1: 3})))
 
     reference = [b["id"] for b in loader()]
     first = loader()
@@ -106,7 +108,7 @@ def test_a_weight_of_zero_leaves_that_class_out_of_the_epoch(tfrecord_manifest):
     config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {1: 0}}}})
     plain = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1)
     without = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1,
-                           class_weights=config.data.sampling.class_weights)
-    pos = sum(y == 1 for s in plain.sources for y in s[0].shards[s[1]].labels)
+                           train_options=TrainOptions(class_weights=config.data.sampling.class_weights))
+    pos = sum(y == 1 for s in plain.sources for y in s.shard.labels)
     assert pos > 0 and without.epoch_samples == plain.epoch_samples - pos
     assert {int(t) for b in ShardLoader(without) for t in b["target"]} == {0}

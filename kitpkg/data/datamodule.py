@@ -1,42 +1,37 @@
-"""ShardDataModule: the LightningDataModule the trainer uses: manifest + fold + transforms -> train/val/test loaders."""
+"""ShardDataModule: the LightningDataModule the trainer uses: manifest + fold + options -> train/val/test loaders."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
 
-from .dataset import ManifestLike, ShardDataset, as_manifest
+from .dataset import ManifestLike, ShardDataset, TrainOptions, as_manifest
 from .loader import ShardLoader
 from .meta import MetaEncoder
 
 
 class ShardDataModule(pl.LightningDataModule):
     """Train on all folds but `fold`, validate on `fold` (None: train on everything, no validation), test on the test
-    split. Batches: {"image": uint8 B×3×H×W (unless a transform returns float), "target": long/float (-1 when
-    unlabeled), "id": list[str]}, and with `meta` columns "meta": float B×width. The train loader is stateful (exact
-    mid-epoch resume from Lightning checkpoints). `augment` is the built CPU stage (`augment.stages_of(config)[0]`),
-    training only; `class_weights` oversamples training classes (partition.py); `meta` names manifest columns,
-    encoded by `meta_encoder` or, when None, by one fitted on this fold's training samples (`fitted_meta`)."""
+    split. Batches: {"image": uint8 B×3×H×W, "target": long/float (-1 when unlabeled), "id": list[str]}, and with
+    `meta` columns "meta": float B×width. The train loader is stateful (exact mid-epoch resume from Lightning
+    checkpoints). `train_options`: what only training does (shuffle window, `class_weights` oversampling, the built
+    CPU stage `augment`: dataset.TrainOptions); `meta` names manifest columns, encoded by `meta_encoder` or, when None,
+    by one fitted on this fold's training samples (`fitted_meta`)."""
 
     def __init__(self, manifest: ManifestLike, fold: Optional[int] = 0, batch_size: int = 64, num_workers: int = 2,
-                 seed: int = 42, train_transform: Optional[Callable] = None,
-                 eval_transform: Optional[Callable] = None, extra_train: Sequence[ManifestLike] = (),
-                 cache_dir: Optional[str] = None, strict: bool = False,
-                 image_size: Union[None, int, Tuple[int, int]] = None, eval_batch_size: Optional[int] = None,
-                 shuffle_window: int = 4096, pin_memory: Optional[bool] = None, augment: Any = None,
-                 class_weights: Optional[Mapping[Any, float]] = None, meta: Sequence[str] = (),
-                 meta_encoder: Optional[MetaEncoder] = None):
+                 seed: int = 42, *, extra_train: Sequence[ManifestLike] = (), eval_batch_size: Optional[int] = None,
+                 train_options: Optional[TrainOptions] = None, image_size: Union[None, int, Tuple[int, int]] = None,
+                 strict: bool = False, cache_dir: Optional[str] = None, pin_memory: Optional[bool] = None,
+                 meta: Sequence[str] = (), meta_encoder: Optional[MetaEncoder] = None):
         super().__init__()
         self.manifest = as_manifest(manifest)
         self.fold, self.batch_size, self.num_workers, self.seed = fold, batch_size, num_workers, seed
-        self.train_transform, self.eval_transform = train_transform, eval_transform
         self.extra_train = [as_manifest(m) for m in extra_train]
+        self.eval_batch_size, self.train_options = eval_batch_size or batch_size, train_options or TrainOptions()
         self.cache_dir, self.strict, self.image_size = cache_dir, strict, image_size
-        self.eval_batch_size, self.shuffle_window = eval_batch_size or batch_size, shuffle_window
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.augment, self.class_weights, self.meta = augment, dict(class_weights or {}), list(meta)
-        self._meta_encoder = meta_encoder
+        self.meta, self._meta_encoder = list(meta), meta_encoder
         self._train: Optional[ShardLoader] = None
 
     def _dataset(self, split: str, **kwargs: Any) -> ShardDataset:
@@ -60,19 +55,18 @@ class ShardDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ShardLoader:
         """The shuffled, stateful training loader (one object per DataModule, so its state survives reloads)."""
         if self._train is None:
-            ds = self._dataset("train", batch_size=self.batch_size, transform=self.train_transform,
-                               shuffle_window=self.shuffle_window, extra=self.extra_train, augment=self.augment,
-                               class_weights=self.class_weights)
-            if self.class_weights and ds.partition.rank == 0:
-                print(f"kitpkg: data.sampling.class_weights {self.class_weights}: an epoch holds {ds.epoch_samples} "
+            ds = self._dataset("train", batch_size=self.batch_size, extra=self.extra_train,
+                               train_options=self.train_options)
+            weights = dict(self.train_options.class_weights or {})
+            if weights and ds.partition.rank == 0:
+                print(f"kitpkg: data.sampling.class_weights {weights}: an epoch holds {ds.epoch_samples} "
                       f"training samples ({ds.partition.total} in the shards)", flush=True)
             self._train = self._loader(ds)
         return self._train
 
     def eval_dataloader(self, split: str = "val", folds: Optional[Sequence[int]] = None) -> ShardLoader:
         """Every sample of a selection exactly once across ranks and workers, in manifest order, with ids."""
-        ds = self._dataset(split, folds=folds, batch_size=self.eval_batch_size, training=False,
-                           transform=self.eval_transform)
+        ds = self._dataset(split, folds=folds, batch_size=self.eval_batch_size, training=False)
         return self._loader(ds)
 
     def val_dataloader(self) -> Union[ShardLoader, List]:
@@ -93,9 +87,9 @@ class ShardDataModule(pl.LightningDataModule):
 
 
 def config_options(config: Any) -> dict:
-    """The ShardDataModule keywords a Config sets beyond batching: the CPU stage (data.aug), data.sampling and
-    model.meta (the trainer passes them: train/cv.py `make_datamodule`)."""
+    """The ShardDataModule keywords a Config sets beyond batching: what training does (the CPU stage of data.aug,
+    data.sampling) and model.meta (the trainer passes them: train/cv.py `make_datamodule`)."""
     from ..augment.stages import stages_of
 
-    return {"augment": stages_of(config)[0], "class_weights": config.data.sampling.class_weights,
-            "meta": config.model.meta}
+    train = TrainOptions(augment=stages_of(config)[0], class_weights=config.data.sampling.class_weights)
+    return {"train_options": train, "meta": config.model.meta}

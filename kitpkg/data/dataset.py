@@ -15,12 +15,12 @@ What a worker does per batch (`_batch`), step by step -- and where the next stag
   1. read     `_Reader.read`: each sample's image bytes and the record fields `_fields()` names (the label columns;
               a per-sample metadata column is one more name there).
   2. decode   `decode.decode_image`: RGB HWC uint8, DCT-shrunk towards `image_size`.
-  3. sample   `_sample_stage`: per sample, on HWC uint8 after decode: resize, then in training the CPU augmentation
-              stage `augment` (`data.aug.cpu`, seeded per sample by `augment.sample_seed(seed, epoch, batch,
-              position)`), then `transform`, seeded per batch from (seed, epoch, batch) by `decode.seed_transform`
-              -- so a resumed epoch sees the same draws. Without a transform the (augmented) image is resized
-              straight into the batch buffer; without either, the decoded image is (no copy): the fast path.
-  4. collate  `_collate`: the images into one (recycled, shared) B×H×W×3 buffer, yielded as a B×3×H×W view.
+  3. sample   `_sample_stage`, the one per-sample CPU hook, in training only: resize the decoded HWC uint8 image to
+              `image_size`, then the CPU augmentation stage (`TrainOptions.augment`, `data.aug.cpu`), seeded per
+              sample by `augment.sample_seed(seed, epoch, batch, position)` -- so a resumed epoch sees the same
+              draws whatever the worker count. Without it the decoded image goes straight to step 4.
+  4. collate  `_collate`: the images resized into one (recycled, shared) B×H×W×3 uint8 buffer, yielded as a
+              B×3×H×W view.
   5. columns  `_columns`: the other data keys, "target", "id" and with a `meta` encoder "meta" (B×width float32,
               the `model.meta` columns read in step 1, encoded by `meta.MetaEncoder`).
   6. message  a `message.WorkerMessage` (data batch + buffer ticket + damaged samples + error) to the ShardLoader,
@@ -32,7 +32,7 @@ import os
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,16 +41,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..augment.cpu import augment_sample, sample_seed
 from ..config import class_weight_targets
 from ..errors import KitError
-from ..shards.formats import shard_format
-from ..shards.manifest import Manifest, load_manifest
+from ..shards.formats import RecordError, shard_format
+from ..shards.manifest import Manifest, ShardInfo, load_manifest
 from ..shards.reader import Record, open_shard, read_sample
-from ..shards.tfrecord import RecordError
 from .buffers import BatchBuffers, batch_tensor, begin_worker_iteration
 from .cache import ShardCache
-from .decode import Size, apply_transform, as_size, decode_image, resize, seed_transform
+from .decode import Size, as_size, decode_image, resize
 from .message import Damage, LoaderLink, WorkerMessage, report_damage
 from .meta import MetaEncoder, check_meta_columns
 from .partition import Partition, read_runs
+from .worker import start_worker
 
 SPLITS = ("train", "val", "test")
 ManifestLike = Union[Manifest, str, os.PathLike]
@@ -88,42 +88,33 @@ def _dist_env() -> Tuple[int, int]:
     return 1, 0
 
 
-def _configure_worker() -> None:
-    """Per worker process: one thread per library (the workers are the parallelism) and a malloc that keeps memory."""
-    import cv2
+@dataclass(frozen=True)
+class TrainOptions:
+    """What only training does (eval, test and predict ignore all of it): shuffle, oversample, augment, drop."""
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(0)  # 0 = sequential; 1 can deadlock in a fork of a process that used the pool
-    # Every decoded image is a fresh ~0.8 MB array; glibc returns such blocks to the OS on free and page-faults them
-    # back on the next image (a quarter of a worker's CPU went to the kernel). Raising the mmap/trim thresholds keeps
-    # them in the heap: +5-10 % images/s here (benchmarks/loader.py), memory stays flat.
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc (macOS, musl): nothing to tune
+    shuffle_window: int = 4096  # samples shuffled together, after the shard order is shuffled (partition.py)
+    class_weights: Optional[Mapping[Any, float]] = None  # data.sampling.class_weights: repeats per class
+    augment: Any = None  # the built CPU stage (`augment.stages_of(config)[0]`), applied per sample (step 3)
+    drop_last: bool = False  # drop each rank's last, shorter batch
 
 
 class _Reader:
     """Random access to samples by (source, index) with a few open files kept per worker."""
 
-    def __init__(self, sources: List[Tuple[Manifest, int]], cache: Optional[ShardCache], keys: Sequence[str]):
+    def __init__(self, sources: List[_Source], cache: Optional[ShardCache], keys: Sequence[str]):
         self.sources, self.cache, self.keys = sources, cache, keys
         self.files: "OrderedDict[int, Any]" = OrderedDict()
 
     def read(self, source: int, sample: int) -> Record:
-        manifest, index = self.sources[source]
-        return read_sample(self._file(source), manifest, index, sample, check_crc=True, keys=self.keys)
+        src = self.sources[source]
+        return read_sample(self._file(source), src.manifest, src.index, sample, check_crc=True, keys=self.keys)
 
     def _file(self, source: int):
         if source in self.files:
             self.files.move_to_end(source)
             return self.files[source]
-        manifest, index = self.sources[source]
-        path = self.cache.resolve(manifest, index) if self.cache else manifest.path(manifest.shards[index])
+        src = self.sources[source]
+        path = self.cache.resolve(src.manifest, src.index) if self.cache else src.manifest.path(src.shard)
         try:
             f = open_shard(path)
         except FileNotFoundError:
@@ -139,35 +130,37 @@ class _Reader:
 
 
 class ShardDataset(IterableDataset):
-    """Decoded batches {"image", "target", "id"} of a manifest's split; see the module docstring."""
+    """Decoded batches {"image", "target", "id"} of a manifest's split; see the module docstring.
+
+    What to read: `split` of `manifest` (`fold`/`folds`: select_shards) plus every train shard of the `extra`
+    manifests. How: `batch_size`, `seed`, `training` (default: split == "train") with `train_options`, this rank
+    (`world_size`/`rank`, default torch.distributed's). Per sample: `image_size`, `strict` (damage raises),
+    `cache_dir` (local shard copies), `meta` (the encoder of the model.meta columns)."""
 
     def __init__(self, manifest: ManifestLike, split: str = "train", fold: Optional[int] = None, *,
-                 folds: Optional[Sequence[int]] = None, batch_size: int = 64, training: Optional[bool] = None,
-                 transform: Optional[Callable] = None, image_size: Union[None, int, Tuple[int, int]] = None,
-                 seed: int = 0, shuffle_window: int = 4096, drop_last: bool = False, strict: bool = False,
-                 cache_dir: Optional[str] = None, extra: Sequence[ManifestLike] = (),
-                 world_size: Optional[int] = None, rank: Optional[int] = None, augment: Any = None,
-                 meta: Optional[MetaEncoder] = None, class_weights: Optional[Mapping[Any, float]] = None):
+                 folds: Optional[Sequence[int]] = None, extra: Sequence[ManifestLike] = (), batch_size: int = 64,
+                 seed: int = 0, training: Optional[bool] = None, train_options: Optional[TrainOptions] = None,
+                 image_size: Union[None, int, Tuple[int, int]] = None, strict: bool = False,
+                 cache_dir: Optional[str] = None, world_size: Optional[int] = None, rank: Optional[int] = None,
+                 meta: Optional[MetaEncoder] = None):
         self.manifest = as_manifest(manifest)
         self.split, self.training = split, (split == "train") if training is None else training
-        self.sources = [(self.manifest, i) for i in select_shards(self.manifest, split, fold, folds)]
-        for other in map(as_manifest, extra):  # extra training data: every train shard of other manifests
-            self.sources += [(other, i) for i in select_shards(other, "train", folds=other.folds())]
-        self.transform, self.strict, self.seed = transform, strict, int(seed)
-        self.augment = augment if self.training else None  # the CPU stage: training only, never eval/test/predict
-        self.meta = meta
-        for m in {id(m): m for m, _ in self.sources}.values():  # each shard set once
+        self.sources = _sources(self.manifest, split, fold, folds, extra)
+        self.strict, self.seed, self.meta = strict, int(seed), meta
+        train = train_options or TrainOptions()
+        self.augment = train.augment if self.training else None  # the CPU stage: never eval/test/predict
+        for m in {id(s.manifest): s.manifest for s in self.sources}.values():  # each shard set once
             check_meta_columns(meta.names if meta else (), m.schema, m.root)
         self.size: Optional[Size] = as_size(image_size)
         self.cache = ShardCache(cache_dir) if cache_dir else None
         if world_size is None or rank is None:
             world_size, rank = _dist_env()
-        counts = tuple(m.shards[i].samples for m, i in self.sources)
-        self.labels = [_LabelColumn.of(m, self.manifest) for m, _ in self.sources]
-        weights = self._sample_weights(class_weights) if class_weights and self.training else None
-        self.partition = Partition(counts, batch_size, seed=self.seed, shuffle=self.training, window=shuffle_window,
-                                   even=self.training, drop_last=drop_last and self.training,
-                                   world_size=world_size, rank=rank, weights=weights)
+        counts = tuple(s.shard.samples for s in self.sources)
+        weights = self._sample_weights(train.class_weights) if train.class_weights and self.training else None
+        self.partition = Partition(counts, batch_size, seed=self.seed, shuffle=self.training,
+                                   window=train.shuffle_window, even=self.training,
+                                   drop_last=train.drop_last and self.training, world_size=world_size, rank=rank,
+                                   weights=weights)
         # (epoch, first batch) shared with DataLoader workers, persistent ones included: set before each iter()
         self._position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.link: Optional[LoaderLink] = None  # set only inside `serve()`: iterators made then send WorkerMessages
@@ -190,12 +183,12 @@ class ShardDataset(IterableDataset):
         """Per-sample repeat weights (partition order) from `data.sampling.class_weights` and the manifest labels."""
         by_target = class_weight_targets(class_weights, self.manifest)
         out: List[float] = []
-        for (m, i), lab in zip(self.sources, self.labels):
-            shard = m.shards[i]
+        for src in self.sources:
+            shard, classes = src.shard, src.label.classes
             if shard.labels is None:
-                raise KitError(f"{m.root}: data.sampling.class_weights needs the labels of {shard.file}, which the "
-                               "manifest does not store; re-run `kitpkg convert` with the label column")
-            out += [by_target.get(lab.classes.get(v, v) if isinstance(v, str) else v, 1.0) for v in shard.labels]
+                raise KitError(f"{src.manifest.root}: data.sampling.class_weights needs the labels of {shard.file}, "
+                               "which the manifest does not store; re-run `kitpkg convert` with the label column")
+            out += [by_target.get(classes.get(v, v) if isinstance(v, str) else v, 1.0) for v in shard.labels]
         return tuple(out)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -207,15 +200,16 @@ class ShardDataset(IterableDataset):
         if self.cache is None:
             return
         order = list(dict.fromkeys(self.partition.rank_stream(0)[:, 0].tolist()))
-        self.cache.fetch_all([self.sources[s] for s in order], background=background)
+        self.cache.fetch_all([(self.sources[s].manifest, self.sources[s].index) for s in order],
+                             background=background)
 
     def rows(self, columns: Sequence[str]) -> Iterator[Dict[str, Any]]:
         """The `columns` of every sample of this dataset's shards, once each in file order (fitting `model.meta`);
         damaged samples are left out (they are never trained on either)."""
         reader = _Reader(self.sources, self.cache, list(columns))
         try:
-            for source, (m, i) in enumerate(self.sources):
-                for sample in range(m.shards[i].samples):
+            for source, src in enumerate(self.sources):
+                for sample in range(src.shard.samples):
                     try:
                         fields = reader.read(source, sample).fields
                     except RecordError:
@@ -245,7 +239,7 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         workers, worker_id = (info.num_workers, info.id) if info else (1, 0)
         if info is not None:
-            _configure_worker()
+            start_worker()
             begin_worker_iteration(pool)
         epoch, start = (int(x) for x in self._position.tolist())
         stream = self.partition.rank_stream(epoch)
@@ -270,7 +264,7 @@ class ShardDataset(IterableDataset):
             try:
                 pixels = decode_image(record.image, self.size)
             except ValueError as err:
-                raise RecordError(self.sources[source][0].shards[self.sources[source][1]].file, record.offset,
+                raise RecordError(self.sources[source].shard.file, record.offset,
                                   f"undecodable image of sample {record.id!r} ({err})") from None
             return record, pixels, None
         except RecordError as err:
@@ -281,7 +275,7 @@ class ShardDataset(IterableDataset):
 
     def _fields(self) -> List[str]:
         """The record fields a batch needs besides the image (step 1): the label columns and the meta columns."""
-        return sorted({lab.col for lab in self.labels if lab.col} | set(self.meta.names if self.meta else ()))
+        return sorted({s.label.col for s in self.sources if s.label.col} | set(self.meta.names if self.meta else ()))
 
     def _batch(self, reader: _Reader, stream: np.ndarray, batch: np.ndarray,
                key: Tuple[int, int]) -> Optional[WorkerMessage]:
@@ -297,11 +291,7 @@ class ShardDataset(IterableDataset):
         slots = [s for s in slots if s is not None]
         if not slots:
             return None
-        if self.transform is not None:  # the sample stage's draws: a function of (seed, epoch, batch) only
-            seed_transform(self.transform, int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0]),
-                           globally=get_worker_info() is not None)
-        seeds = [sample_seed(self.seed, key[0], key[1], i) for i in range(len(slots))] if self.augment else None
-        image, ticket = self._collate([p for _, _, p in slots], seeds)
+        image, ticket = self._collate([p for _, _, p in slots], key)
         return WorkerMessage({"image": image, **self._columns(slots)}, ticket, tuple(damage))
 
     def _columns(self, slots: list) -> Dict[str, Any]:
@@ -324,41 +314,29 @@ class ShardDataset(IterableDataset):
                 raise KitError(f"no readable sample left in {len(stream)} samples; every shard read is damaged "
                                f"(first: {damage[0][0]} at offset {damage[0][1]}: {damage[0][2]})")
 
-    def _collate(self, images: List[np.ndarray], seeds: Optional[List[int]]) -> Tuple[torch.Tensor, Any]:
-        size = self.size
-        if seeds is not None:  # the CPU stage (training), on the images at their final size
-            images = [augment_sample(self.augment, resize(img, size), s) for img, s in zip(images, seeds)]
-        if self.transform is None:
-            if size is None and any(img.shape != images[0].shape for img in images):
-                raise KitError(f"images differ in size ({images[0].shape[:2]} vs others) in {self.manifest.root}; "
-                               "set image_size=... (or a transform that ends with a fixed-size resize/crop)")
-            size = size or images[0].shape[:2]
-            buf, ticket = batch_tensor((len(images), size[0], size[1], 3), torch.uint8)
-            arr = buf.numpy()
-            for i, img in enumerate(images):
-                resize(img, size, out=arr[i])
-            return buf.permute(0, 3, 1, 2), ticket  # B×3×H×W view of HWC memory (= channels_last), no copy
-        outs = [self._sample_stage(img) for img in images]
-        shapes = {tuple(np.shape(o)) for o in outs}
-        if len(shapes) > 1:
-            raise KitError(f"transform output shapes differ ({' vs '.join(map(str, sorted(shapes)))}); end the "
-                           "transform with a fixed-size resize/crop or set image_size")
-        if isinstance(outs[0], torch.Tensor):
-            return torch.stack(outs), None
-        first = np.asarray(outs[0])
-        buf, ticket = batch_tensor((len(outs), *first.shape), torch.from_numpy(first[:0]).dtype)
+    def _collate(self, images: List[np.ndarray], key: Tuple[int, int]) -> Tuple[torch.Tensor, Any]:
+        """Steps 3-4: each image through the sample stage (training), then all into one B×3×H×W uint8 batch."""
+        if self.augment:  # the CPU stage (training), on the images at their final size
+            images = [self._sample_stage(img, sample_seed(self.seed, *key, i)) for i, img in enumerate(images)]
+        if self.size is None and any(img.shape != images[0].shape for img in images):
+            raise KitError(f"images differ in size ({images[0].shape[:2]} vs others) in {self.manifest.root}; "
+                           "set image_size=...")
+        size = self.size or images[0].shape[:2]
+        buf, ticket = batch_tensor((len(images), size[0], size[1], 3), torch.uint8)
         arr = buf.numpy()
-        for i, o in enumerate(outs):
-            arr[i] = o
-        return (buf.permute(0, 3, 1, 2) if first.ndim == 3 else buf), ticket
+        for i, img in enumerate(images):
+            resize(img, size, out=arr[i])
+        return buf.permute(0, 3, 1, 2), ticket  # B×3×H×W view of HWC memory (= channels_last), no copy
 
-    def _sample_stage(self, img: np.ndarray) -> Any:
-        """Step 3 for one decoded HWC uint8 image: resize to `image_size`, then `transform` (seeded in `_batch`)."""
-        return apply_transform(self.transform, resize(img, self.size))
+    def _sample_stage(self, img: np.ndarray, seed: int) -> np.ndarray:
+        """Step 3, the one per-sample CPU hook: one decoded HWC uint8 image resized to `image_size`, then the CPU
+        stage with this sample's seed."""
+        return augment_sample(self.augment, resize(img, self.size), seed)
 
     def _targets(self, slots: list) -> torch.Tensor:
-        values = [self.labels[source].target(record, self.training) for source, record, _ in slots]
-        floats = any(self.labels[source].kind == "float" for source, _, _ in slots)
+        labels = [self.sources[source].label for source, _, _ in slots]
+        values = [label.target(record, self.training) for label, (_, record, _) in zip(labels, slots)]
+        floats = any(label.kind == "float" for label in labels)
         return torch.tensor(values, dtype=torch.float32 if floats else torch.int64)
 
 
@@ -392,6 +370,30 @@ class _LabelColumn:
                 raise KitError(f"{self.root}: sample {record.id!r} has the label {value!r}, which is not one of the "
                                f"classes {list(self.classes)}; fix the label and re-run `kitpkg convert`")
         return -1 if value is None or isinstance(value, (list, str)) else value
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One shard the dataset reads: shard `index` of `manifest`, and how its labels become targets."""
+
+    manifest: Manifest
+    index: int
+    label: _LabelColumn
+
+    @property
+    def shard(self) -> ShardInfo:
+        """The shard's manifest entry."""
+        return self.manifest.shards[self.index]
+
+
+def _sources(main: Manifest, split: str, fold: Optional[int], folds: Optional[Sequence[int]],
+             extra: Sequence[ManifestLike]) -> List[_Source]:
+    """The shards of `split` of `main`, then every train shard of the `extra` manifests (training data only)."""
+    picked = [(main, i) for i in select_shards(main, split, fold, folds)]
+    for other in map(as_manifest, extra):
+        picked += [(other, i) for i in select_shards(other, "train", folds=other.folds())]
+    labels = {id(m): _LabelColumn.of(m, main) for m, _ in picked}  # text labels indexed by the main set's classes
+    return [_Source(m, i, labels[id(m)]) for m, i in picked]
 
 
 def _data_only(messages: Iterator[WorkerMessage]) -> Iterator[Dict[str, Any]]:

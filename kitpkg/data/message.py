@@ -6,7 +6,7 @@ main process with num_workers=0) yield `WorkerMessage`s instead of plain batches
 Outside `serve()` (a plain `DataLoader(dataset, batch_size=None)`, or `iter(dataset)`) the dataset yields the data
 batches directly, raises its errors and warns about damage itself.
 
-Data keys (`WorkerMessage.batch`): "image" (uint8 B×3×H×W, or what the transform returns), "target", "id". A new
+Data keys (`WorkerMessage.batch`): "image" (uint8 B×3×H×W), "target", "id". A new
 per-sample column is one more data key built in `ShardDataset._columns` (e.g. "meta": the selected manifest columns
 as a B×k tensor); control information is one more field here, never a key of the batch.
 
