@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
 
 STATE_NAME = "state.json"
 FOLDS_DIR = "folds"
@@ -194,13 +194,17 @@ def _typed(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-_KINDS = {"Optional[str]": str, "Optional[float]": float, "Optional[int]": int, "Optional[List[int]]": list}
+def _kind(hint: Any) -> type:
+    """The JSON type of a record field: str, float, int or list (Optional[...] unwrapped)."""
+    inner = [arg for arg in get_args(hint) if arg is not type(None)] or [hint]
+    return get_origin(inner[0]) or inner[0]
 
 
 def _from_json(cls, data: Mapping[str, Any]):
     """A record from its JSON object: each named key that holds a value of its type (null counts as absent) goes to
     its field, every other key -- unknown, or holding a value of another type -- to `extra`, kept as written."""
-    named = {f.name: _KINDS[f.type] for f in fields(cls) if f.name != "extra"}
+    hints = get_type_hints(cls)
+    named = {f.name: _kind(hints[f.name]) for f in fields(cls) if f.name != "extra"}
     values, extra = {}, {}
     for key, value in dict(data).items():
         if key in named and (value is None or _typed(value, named[key])):
