@@ -16,12 +16,15 @@ import time
 
 
 def _module(channels_last: bool, size: int):
+    from types import SimpleNamespace
+
     from kitpkg.config import config_from_dict
     from kitpkg.train.model import KitModule
+    from kitpkg.train.recipe import build_recipe
 
     cfg = config_from_dict({"data": {"shards": "synthetic", "image_size": size},
                             "model": {"name": "efficientnet_b4", "pretrained": False}})
-    module = KitModule(cfg, num_classes=1)
+    module = KitModule(build_recipe(cfg, SimpleNamespace(num_classes=1, score_index=None), None))
     module.channels_last = channels_last
     return module
 
@@ -36,6 +39,9 @@ def measure(precision: str, channels_last: bool, compile_: bool, batch: int, ste
     if channels_last:
         module.model.to(memory_format=torch.channels_last)
     net = torch.compile(module.model) if compile_ else module.model
+    from kitpkg.train.gpu_augment import GpuAugment
+
+    augment = GpuAugment(module.recipe.stages.gpu)  # what training runs on the device before each step
     optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-4)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     target = torch.randint(0, 2, (batch,), device=device).float()
@@ -45,7 +51,7 @@ def measure(precision: str, channels_last: bool, compile_: bool, batch: int, ste
 
     def step():
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = module.loss_fn(net(module.preprocess(module.augment(images))), target)
+            loss = module.loss_fn(net(module.preprocess(augment.augment(images))), target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -1,4 +1,4 @@
-"""The GPU augmentation stage in training (KitModule.augment / train_view) and `kitpkg augment-preview`."""
+"""The GPU augmentation stage in training (the GpuAugment callback after StepSeed) and `kitpkg augment-preview`."""
 from __future__ import annotations
 
 import pytest
@@ -7,16 +7,20 @@ from PIL import Image
 
 from kitpkg import cli
 from kitpkg.config import config_from_dict
-from kitpkg.train.model import KitModule, apply_view
+from kitpkg.train.gpu_augment import GpuAugment
+from kitpkg.train.model import apply_view
+from kitpkg.train.seeds import StepSeed
 
 from conftest import write_train_config
+from tiny_module import recipe_of
 
 VIEWS = ("hflip", "vflip", "transpose")
 
 
 def _module(aug=None):
+    """The GPU stage training runs for `aug` (the callback of the config's recipe)."""
     config = config_from_dict({"data": {"shards": "x", "aug": aug or {}}, "model": {"name": "test_resnet"}})
-    return KitModule(config, num_classes=1)
+    return GpuAugment(recipe_of(config).stages.gpu)
 
 
 def _images(n=8):
@@ -44,8 +48,8 @@ def test_gpu_stage_is_drawn_from_the_step_seeded_generator():
     images, target = _images(), torch.ones(8)
     runs = []
     for seed in (5, 5, 6):
-        torch.manual_seed(seed)  # what on_train_batch_start does with step_seed(seed, epoch, batch, rank)
-        runs.append(module.train_view(images, target, 0)[0])
+        torch.manual_seed(seed)  # what StepSeed does with step_seed(seed, epoch, batch, rank)
+        runs.append(module.augment(images))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     holes = (runs[0] == 0).all(1).flatten(1).sum(1)
     assert (holes >= 8 * 8).all()  # every sample got its 8×8 hole: training saw the GPU stage
@@ -75,15 +79,19 @@ def test_augment_preview_writes_the_grid_and_shows_the_augmentation(tfrecord_man
 
 def test_preview_shows_the_draws_training_makes_in_that_fold(tfrecord_manifest, tmp_path):
     from kitpkg.config import load_config
-    from kitpkg.train.cv import load_data, make_datamodule, make_module
+    from types import SimpleNamespace
+
+    from kitpkg.train.cv import load_data, make_datamodule
     from kitpkg.train.preview import preview_images
+    from kitpkg.train.recipe import build_recipe
 
     config = load_config(write_train_config(tmp_path, tfrecord_manifest), ["data.aug.preset=isic", "data.aug.cpu={}"])
     data = load_data(config)
-    module = make_module(config, data, load_pretrained=False, fold=1)
-    batch = next(iter(make_datamodule(config, data, 1).train_dataloader()))
-    module.on_train_batch_start(batch, 0)  # training's own seeding of (epoch 0, batch 0) in fold 1
-    trained = module.augment(batch["image"])
+    recipe = build_recipe(config, data, 1)
+    batch = next(iter(make_datamodule(recipe, data).train_dataloader()))
+    # training's own seeding of (epoch 0, batch 0, rank 0) in fold 1
+    StepSeed(recipe.seed).on_train_batch_start(SimpleNamespace(current_epoch=0, global_rank=0), None, batch, 0)
+    trained = GpuAugment(recipe.stages.gpu).augment(batch["image"])
     trained = trained.float() / 255 if trained.dtype == torch.uint8 else trained
     shown = preview_images(config, n=len(batch["id"]), fold=1)
     assert torch.equal(shown, trained)

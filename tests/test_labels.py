@@ -10,6 +10,7 @@ from kitpkg.data.dataset import ShardDataset
 from kitpkg.shards.convert import convert
 from kitpkg.shards.manifest import Manifest
 from kitpkg.train import cv
+from kitpkg.train.recipe import monitor_of
 
 
 def _convert(demo_source, out, fmt="tfrecord", csv=None, label_col="target"):
@@ -66,7 +67,7 @@ def test_float_zero_one_labels_are_binary_scored_by_auc(demo_source, tmp_path):
     manifest = _convert(demo_source, tmp_path / "out", csv=csv)
     assert manifest.schema["target"] == "float" and manifest.classes() is None
     assert cv._infer_classes(manifest) == 1
-    assert cv.monitor_of(load_config(write_train_config(tmp_path, manifest)), binary=True)[0] == "val_auc"
+    assert monitor_of(load_config(write_train_config(tmp_path, manifest)), binary=True)[0] == "val_auc"
     truth = _csv_labels(demo_source, "target")
     got = _targets(manifest)
     assert got and got == {i: float(truth[i]) for i in got}

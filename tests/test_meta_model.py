@@ -85,10 +85,11 @@ def test_logits_are_float32_under_bf16_autocast(meta_width):
     """bf16 logits have 8 significant bits: an 11k-sample fold got 391 distinct scores. The head (and the metadata
     branch's last layer) run in fp32 whatever the autocast."""
     from kitpkg.config import config_from_dict
-    from kitpkg.train.model import KitModule, create_classifier
+    from kitpkg.train.model import create_classifier
+    from tiny_module import module_of
 
     config = config_from_dict({"data": {"shards": "x"}, "model": {"name": "test_resnet"}})
-    module = KitModule(config, num_classes=1)
+    module = module_of(config, 1)
     if meta_width:  # the module with a metadata branch, as KitModule builds it from a fitted encoder
         module.model = create_classifier(config.model, 1, load_pretrained=False, meta_width=meta_width)
         module.meta_width = meta_width

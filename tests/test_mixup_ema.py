@@ -12,10 +12,10 @@ import torch
 from kitpkg.config import EmaConfig, MixupConfig, config_from_dict
 from kitpkg.errors import KitError
 from kitpkg.train.ema import CKPT_KEY, KitEma, prediction_state
-from kitpkg.train.mixing import Mixing, soft_cross_entropy
-from kitpkg.train.model import KitModule
+from kitpkg.train.mixing import MixBatch, Mixing, soft_cross_entropy
 
 from test_cv_resume import _cv
+from tiny_module import module_of, recipe_of
 
 
 def _batch(n=8, seed=0):
@@ -91,7 +91,7 @@ def test_recipe_keys_are_in_the_config_hash():
 
 def test_ema_swap_is_exact_and_its_state_replaces_the_weights_for_prediction():
     config = config_from_dict({"data": {"shards": "x"}, "model": {"name": "test_resnet"}, "train": {"ema": {}}})
-    module = KitModule(config, num_classes=1)
+    module = module_of(config, 1)
     ema = KitEma(EmaConfig(decay=0.5))
     ema.start(module)
     before = {k: v.clone() for k, v in module.state_dict().items()}
@@ -157,10 +157,11 @@ def test_label_smoothing_stays_after_mixing_stops(num_classes, target, expected)
     """As timm: from off_epoch on the batches are not mixed, but the targets keep train.mixup.label_smoothing."""
     config = config_from_dict({"data": {"shards": "x"}, "model": {"name": "test_resnet"},
                                "train": {"mixup": {"off_epoch": 0, "label_smoothing": 0.1}}})
-    module = KitModule(config, num_classes=num_classes)
-    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
-    assert not module.mixing.active(module.current_epoch)
-    _, soft, _ = module.train_view(images, target, 0)
+    recipe = recipe_of(config, num_classes)
+    batch = {"image": torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), "target": target}
+    assert not recipe.mixing.active(0)
+    MixBatch(recipe.mixing, recipe.seed).mix(batch, epoch=0, batch_idx=0)
+    soft = batch["target"]
     assert torch.allclose(soft.float(), expected.view(soft.shape).float(), atol=1e-6)
 
 

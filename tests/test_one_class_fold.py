@@ -18,10 +18,10 @@ from kitpkg.train.runstate import RunState
 
 
 def test_the_validation_auc_of_one_class_is_nan_without_warnings():
-    from kitpkg.train.model import KitModule
+    from tiny_module import module_of
 
     config = config_from_dict({"data": {"shards": "x"}, "model": {"name": "test_resnet"}})
-    metric = KitModule(config, 1).val_metric
+    metric = module_of(config, 1).val_metric
     metric.update(torch.tensor([0.2, 0.7, 0.4]), torch.tensor([0, 0, 0]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

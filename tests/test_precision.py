@@ -9,8 +9,9 @@ import torch
 
 from kitpkg.config import config_from_dict
 from kitpkg.train import trainer as T
+from kitpkg.train.recipe import build_recipe
 
-BINARY_DATA = SimpleNamespace(num_classes=1, score_index=None)  # what make_module reads of a RunData
+BINARY_DATA = SimpleNamespace(num_classes=1, score_index=None)  # what build_recipe reads of a RunData
 
 
 @pytest.mark.parametrize("name, capability, precision, channels_last, reason", [
@@ -65,22 +66,22 @@ def fake_t4(monkeypatch):
 def test_trainer_build_uses_the_generation_choice_and_says_so_once(fake_t4, capsys):
     from kitpkg.train.cv import make_module
 
-    config = _config()
+    recipe = build_recipe(_config(), BINARY_DATA, None)
     for _ in range(3):  # one trainer per fold (and one for the test predictions): the reason is printed once
-        T.build_trainer(config)
+        T.build_trainer(recipe)
     assert [k["precision"] for k in _RecordingTrainer.built] == ["16-mixed"] * 3
     lines = [line for line in capsys.readouterr().out.splitlines() if "sm 7.5" in line]
     assert len(lines) == 1 and lines[0].startswith("kitpkg: T4 (sm 7.5): 16-mixed + channels_last"), lines
-    assert make_module(config, BINARY_DATA, load_pretrained=False).channels_last is True
+    assert make_module(recipe, load_pretrained=False).channels_last is True
 
 
 def test_explicit_values_are_kept_and_the_reason_says_so(fake_t4, capsys):
     from kitpkg.train.cv import make_module
 
-    config = _config(precision="32", channels_last=False)
-    T.build_trainer(config)
+    recipe = build_recipe(_config(precision="32", channels_last=False), BINARY_DATA, None)
+    T.build_trainer(recipe)
     assert _RecordingTrainer.built[-1]["precision"] == "32-true"
-    assert make_module(config, BINARY_DATA, load_pretrained=False).channels_last is False
+    assert make_module(recipe, load_pretrained=False).channels_last is False
     out = capsys.readouterr().out
     assert "T4 (sm 7.5): 32-true (as set in the config; auto would be 16-mixed + channels_last)" in out, out
 

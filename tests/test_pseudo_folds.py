@@ -40,8 +40,9 @@ def _student(config_path, out):
 
 def _pseudo_targets(config, data, k, test_ids):
     from kitpkg.train.cv import make_datamodule
+    from kitpkg.train.recipe import build_recipe
 
-    seen = [(i, int(t)) for b in make_datamodule(config, data, k).train_dataloader()
+    seen = [(i, int(t)) for b in make_datamodule(build_recipe(config, data, k), data).train_dataloader()
             for i, t in zip(b["id"], b["target"]) if i in test_ids]
     assert len(seen) == len({i for i, _ in seen})  # each pseudo-labelled sample once: one set, not one per fold
     return dict(seen)
@@ -88,6 +89,7 @@ def _legacy(folder):
 def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
     from kitpkg.train import extras
     from kitpkg.train.cv import load_data, make_datamodule
+    from kitpkg.train.recipe import build_recipe
 
     config_path, run_dir, _ = finished_run
     out = tmp_path / "pseudo"
@@ -119,9 +121,9 @@ def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
 
     shutil.rmtree(out / "fold2")
     data = load_data(config)
-    make_datamodule(config, data, 0)
+    make_datamodule(build_recipe(config, data, 0), data)
     with pytest.raises(KitError, match=r"no pseudo-label set for fold 2"):
-        make_datamodule(config, data, 2)
+        make_datamodule(build_recipe(config, data, 2), data)
 
     # a set an earlier kitpkg made from the fold-averaged predictions (every fold's labels in it)
     csv = tmp_path / "preds.csv"

@@ -79,14 +79,14 @@ def test_fit_ends_at_min_lr_and_metrics_csv_shows_it(tmp_path):
     """40 samples, batches of 8, accumulate 2: 3 updates per epoch (the last one after a single batch), 2 epochs
     with a 1-epoch warmup."""
     from kitpkg.train.checkpoint import RunCheckpoints
-    from kitpkg.train.model import KitModule
+    from tiny_module import module_of
 
     torch.manual_seed(0)
     config = _sched_config(epochs=2, warmup=1)
     record = _RecordLr()
     writer = RunCheckpoints(tmp_path / "ckpt", 1000, 2, "val_auc")
     trainer = _trainer(max_epochs=2, accumulate_grad_batches=2, callbacks=[record, writer])
-    trainer.fit(KitModule(config, num_classes=1), DataLoader(_Synthetic(40), batch_size=8),
+    trainer.fit(module_of(config, 1), DataLoader(_Synthetic(40), batch_size=8),
                 DataLoader(_Synthetic(16, seed=1), batch_size=8))
     lrs = record.lrs
     assert len(lrs) == 6

@@ -2,31 +2,35 @@
 diversity), while a fold begun before seeds followed the fold resumes with the seeds it began with."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 from kitpkg.config import load_config
 from kitpkg.train import cv
-from kitpkg.train.model import fold_seed, seeding_fold
+from kitpkg.train.recipe import build_recipe
+from kitpkg.train.seeds import StepSeed, fold_seed, seeding_fold
 
 from conftest import write_train_config
 
 
-def _draws(module, batch_idx=0):
-    module.on_train_batch_start(None, batch_idx)  # what the trainer calls before each training step
+def _draws(recipe, batch_idx=0):
+    step = SimpleNamespace(current_epoch=0, global_rank=0)
+    StepSeed(recipe.seed).on_train_batch_start(step, None, None, batch_idx)  # what the trainer calls before a step
     return torch.rand(4)
 
 
 def test_folds_draw_differently_at_the_same_step(tmp_path, tfrecord_manifest):
     config = load_config(write_train_config(tmp_path, tfrecord_manifest))
     data = cv.load_data(config)
-    modules = [cv.make_module(config, data, load_pretrained=False, fold=k) for k in (0, 1, 1)]
-    draws = [_draws(m) for m in modules]
+    recipes = [build_recipe(config, data, k) for k in (0, 1, 1)]
+    draws = [_draws(r) for r in recipes]
     assert not torch.equal(draws[0], draws[1])  # fold 0 and fold 1: other dropout/augmentation draws
     assert torch.equal(draws[1], draws[2])  # the same fold: the same draws (exact resume)
-    seeds = [cv.make_datamodule(config, data, k).seed for k in (0, 1)]
+    seeds = [cv.make_datamodule(recipes[k], data).seed for k in (0, 1)]
     assert seeds[0] != seeds[1]  # and another training order
-    assert seeds[0] == modules[0].seed == fold_seed(config.train.seed, 0)
-    assert modules[1].hparams["fold"] == 1  # recorded in every checkpoint
+    assert seeds[0] == recipes[0].seed == fold_seed(config.train.seed, 0)
+    assert cv.make_module(recipes[1], load_pretrained=False).hparams["fold"] == 1  # recorded in every checkpoint
 
 
 def test_a_fold_begun_before_fold_seeds_resumes_with_the_run_seed(tmp_path):

@@ -8,7 +8,8 @@ import torch
 
 from kitpkg.config import config_from_dict
 from kitpkg.errors import KitError
-from kitpkg.train.model import KitModule
+
+from tiny_module import module_of
 
 NAME = "test_resnet"
 
@@ -28,7 +29,7 @@ def no_hub(monkeypatch):
 def _module(weights=None, pretrained=True):
     cfg = config_from_dict({"data": {"shards": "unused"}, "model": {"name": NAME, "pretrained": pretrained,
                                                                      "weights": weights}})
-    module = KitModule(cfg, num_classes=1, load_pretrained=True)
+    module = module_of(cfg, 1, load_pretrained=True)
     assert module.hparams["config"]["model"]["weights"] is None  # the path stays out of checkpoints
     return module
 

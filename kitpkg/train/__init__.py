@@ -8,7 +8,8 @@ Public entry points (heavy imports happen on first use):
   run_lr_find(config, run_dir=None, fold=0, write_config=False)  kitpkg.train.lr_find
   make_pseudo_labels(out, run_dir=..., predictions=..., ...)     kitpkg.train.pseudo
   write_report(run_dir) -> Path                                  kitpkg.train.report
-  KitModule(config, num_classes, load_pretrained)                kitpkg.train.model
+  build_recipe(config, data, fold) -> Recipe                     kitpkg.train.recipe
+  KitModule(recipe, load_pretrained)                             kitpkg.train.model
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ _LAZY = {
     "make_pseudo_labels": "kitpkg.train.pseudo",
     "write_report": "kitpkg.train.report",
     "KitModule": "kitpkg.train.model",
+    "Recipe": "kitpkg.train.recipe",
+    "build_recipe": "kitpkg.train.recipe",
 }
 __all__ = list(_LAZY)
 

@@ -26,12 +26,12 @@ from .ema import prediction_state
 from .foldcheck import LOST, fold_weights, reopen_lost_folds, retrain_advice, weights_problem
 from .init_from import init_fold
 from .lease import check_free, hold_fold
-from .meta_head import fold_meta
-from .model import seeding_fold
+from .meta_head import fold_meta, stored_meta
+from .recipe import Recipe, build_recipe, recipe_callbacks
 from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
 from .stopping import early_stopping
 from .timing import device_fields
-from .trainer import build_trainer, resolve_device, safe_load_kwargs
+from .trainer import build_trainer, safe_load_kwargs
 
 
 @dataclass
@@ -156,38 +156,32 @@ def _infer_classes(manifest: Manifest) -> int:
     return len(labels)
 
 
-def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
-    """(metric key, "max"/"min") that picks the best checkpoint."""
-    monitor = config.train.monitor
-    if monitor == "auto":
-        monitor = "val_auc" if binary else "val_acc"
-    return monitor, ("min" if monitor == "val_loss" else "max")
-
-
-def make_module(config: Config, data: RunData, load_pretrained: bool, meta: Any = None, fold: Optional[int] = None):
-    """The KitModule for this config (channels_last resolved for the accelerator); `meta`: the fold's MetaEncoder;
-    `fold`: what its seeds derive from (model.fold_seed)."""
+def make_module(recipe: Recipe, load_pretrained: bool, meta: Any = None):
+    """The KitModule of a fold's recipe; `meta`: the fold's MetaEncoder."""
     from .model import KitModule
 
-    module = KitModule(config, data.num_classes, load_pretrained=load_pretrained,
-                       meta=meta.state_dict() if meta is not None else None, score_index=data.score_index, fold=fold)
-    module.channels_last = resolve_device(config).channels_last
-    return module
+    return KitModule(recipe, load_pretrained=load_pretrained, meta=meta.state_dict() if meta is not None else None)
 
 
-def make_datamodule(config: Config, data: RunData, fold: Optional[int], meta: Any = None,
-                    seed: Optional[int] = None):
-    """The ShardDataModule of one fold (extra_train sets go to training only); `meta`: the fold's MetaEncoder (None:
-    fitted on the fold's training samples when model.meta is set); `seed`: of the training order (default: the
-    fold's, model.fold_seed)."""
-    from ..data.datamodule import ShardDataModule, config_options
-    from .model import fold_seed
+def make_datamodule(recipe: Recipe, data: RunData, meta: Any = None):
+    """The ShardDataModule of a fold's recipe (extra_train sets go to training only; the training order from the
+    recipe's seed); `meta`: the fold's MetaEncoder (None: fitted on the fold's training samples when model.meta is
+    set, by `fitted_meta()`)."""
+    from ..data.datamodule import ShardDataModule
 
-    return ShardDataModule(data.manifest, fold=fold, batch_size=config.data.batch_size,
-                           num_workers=config.data.num_workers,
-                           seed=fold_seed(config.train.seed, fold) if seed is None else seed,
-                           extra_train=data.extras_for(fold), image_size=config.data.image_size,
-                           cache_dir=config.data.cache_dir, meta_encoder=meta, **config_options(config))
+    config = recipe.config
+    return ShardDataModule(data.manifest, fold=recipe.fold, batch_size=config.data.batch_size,
+                           num_workers=config.data.num_workers, seed=recipe.seed,
+                           extra_train=data.extras_for(recipe.fold), image_size=config.data.image_size,
+                           cache_dir=config.data.cache_dir, meta_encoder=meta, augment=recipe.stages.cpu,
+                           class_weights=config.data.sampling.class_weights, meta=config.model.meta)
+
+
+def fold_parts(recipe: Recipe, data: RunData, run_dir: Path, is_writer: bool) -> Tuple[Any, Any]:
+    """(data module, MetaEncoder or None) of a fold: the encoder stored in the run directory, else fitted by the data
+    module itself on the fold's training samples (and stored by `is_writer`); one ShardDataModule either way."""
+    dm = make_datamodule(recipe, data, stored_meta(recipe.config, run_dir, recipe.fold))
+    return dm, fold_meta(recipe.config, data, run_dir, recipe.fold, is_writer, fit=dm.fitted_meta)
 
 
 def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
@@ -201,22 +195,24 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     ckpt_dir = state.paths.ckpt_dir(k)
     resume, trained = resume_point(state, k)
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
-    meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
+    recipe = build_recipe(config, data, k, resume)  # every decision of how fold k trains, made once here
+    dm, meta = fold_parts(recipe, data, state.run_dir, is_rank_zero())
     fresh = resume is None and not trained
-    module = make_module(config, data, load_pretrained=fresh and not config.model.init_from, meta=meta,
-                         fold=seeding_fold(resume, k))
+    module = make_module(recipe, load_pretrained=fresh and not config.model.init_from, meta=meta)
     if fresh and config.model.init_from:
         init_fold(module, config.model.init_from, data, k)
-    dm = make_datamodule(config, data, k, meta, seed=module.seed)
     throughput = Throughput()
-    monitor = monitor_of(config, data.scored_binary)
+    monitor = recipe.monitor
     kill = KillSwitch(k)  # test hook (env KITPKG_TEST_KILL_AT), inert otherwise
     writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor,
                             on_published=kill.published)
-    # the divergence guard first: a non-finite fit stops before early stopping, metrics.csv or a checkpoint see it;
-    # early stopping before the writer: the checkpoint written after a validation holds its updated patience count
-    trainer = build_trainer(config, callbacks=[DivergenceGuard(k, config.optim.lr), *early_stopping(config, *monitor),
-                                               writer, kill, throughput])  # Throughput last: see timing.py
+    # the recipe's batch stages first (seeding, augmentation, mixing, then the EMA: before the writer, so a
+    # checkpoint holds its step's average); the divergence guard before early stopping, metrics.csv or a checkpoint
+    # see a non-finite fit; early stopping before the writer: the checkpoint written after a validation holds its
+    # updated patience count; Throughput's arrival first and Throughput last: see timing.py
+    trainer = build_trainer(recipe, callbacks=[throughput.arrival, *recipe_callbacks(recipe),
+                                               DivergenceGuard(k, config.optim.lr), *early_stopping(config, *monitor),
+                                               writer, kill, throughput])
     started = time.perf_counter()
     if not trained:
         fit(trainer, module, dm, state, k, resume)
@@ -226,8 +222,7 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     if is_rank_zero():
         figures = {"wall_s": round(time.perf_counter() - started, 2), **throughput.figures(trainer.world_size)}
         record_fold(state, k, frame, test_frame, data, config.predict.average, best_epoch=best_epoch,
-                    **figures, **loader_figures(config, data, k, trained, meta),
-                    **device_fields(config, trainer.world_size))
+                    **figures, **loader_figures(dm, trained), **device_fields(recipe.device, trainer.world_size))
     trainer.strategy.barrier("kitpkg-fold-done")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -298,14 +293,14 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunD
                       best_val_score=epoch_score(history, key, fields.get("best_epoch")), samples=len(oof), **fields)
 
 
-def loader_figures(config: Config, data: RunData, k: int, trained: bool, meta: Any = None) -> Dict[str, float]:
-    """{"loader_img_s": …} of fold k's training loader alone (see timing.py); nothing when the fold was not trained
-    by this process."""
+def loader_figures(dm: Any, trained: bool) -> Dict[str, float]:
+    """{"loader_img_s": …} of the fold's training loader alone (`dm`'s, one more epoch after the fit; see timing.py);
+    nothing when the fold was not trained by this process."""
     from .timing import loader_rate
 
     if trained:
         return {}
-    rate = loader_rate(make_datamodule(config, data, k, meta).train_dataloader())
+    rate = loader_rate(dm.train_dataloader())
     return {} if rate is None else {"loader_img_s": rate}
 
 
@@ -450,12 +445,12 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
     if not data.manifest.select("test"):
         raise KitError(f"data.shards: {data.manifest.root} has no test split")
     parts = []
-    trainer = build_trainer(config)
+    recipes = {k: build_recipe(config, data, k) for k in done}
+    trainer = build_trainer(recipes[done[0]])
     for k in done:
-        meta = fold_meta(config, data, state.run_dir, k, is_rank_zero())
-        module = make_module(config, data, load_pretrained=False, meta=meta)
+        dm, meta = fold_parts(recipes[k], data, state.run_dir, is_rank_zero())
+        module = make_module(recipes[k], load_pretrained=False, meta=meta)
         reload_best(module, state.run_dir, k)
-        dm = make_datamodule(config, data, k, meta)
         frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.paths.parts(k), "test",
                                 P.fold_ids(data.manifest, "test"))
         parts.append(frame)

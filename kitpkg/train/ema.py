@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
+import pytorch_lightning as pl
 import torch
 
 from ..config import EmaConfig
@@ -75,3 +76,41 @@ class KitEma:
 def prediction_state(checkpoint: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
     """The state_dict to predict with: the checkpoint's weights with the EMA's in their place when it holds one."""
     return {**checkpoint["state_dict"], **(checkpoint.get(CKPT_KEY) or {})}
+
+
+class EmaAverage(pl.Callback):
+    """train.ema as a callback (the shape of Lightning's `WeightAveraging`): the average is updated after every
+    optimizer step, swapped in for validation (so the score that picks the best checkpoint is the EMA's) and back
+    after, and kept in every checkpoint under `CKPT_KEY` (the key checkpoints written before this callback hold).
+
+    Put it before the checkpoint writer: a checkpoint written at a step's end then holds that step's average."""
+
+    def __init__(self, cfg: EmaConfig):
+        self.ema = KitEma(cfg)
+        self._updates = 0  # optimizer updates before the current batch
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ema.start(pl_module)  # on the device now; a resumed average was loaded by on_load_checkpoint
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._updates = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step > self._updates:  # this batch ended with an optimizer update (not mid-accumulation)
+            self.ema.update(pl_module, self._updates)  # timm's warmup counts the updates before this one
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ema.swap(pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ema.swap(pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: Dict[str, Any]) -> None:
+        checkpoint[CKPT_KEY] = self.ema.state()
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: Dict[str, Any]) -> None:
+        self.ema.load(checkpoint.get(CKPT_KEY))

@@ -5,17 +5,17 @@ copy every k steps, which makes the loss-vs-LR curve saw-toothed and shifts the 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from pathlib import Path
-import dataclasses
 from typing import Any, Dict, Optional
 
 from ..config import Config, class_weight_targets, write_config_value
 from ..errors import KitError
 from ..fsutil import atomic_write_text
 from ..rundir import RunDir
+from .trainer import build_trainer
 
 
 def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int = 0, write_config: bool = False,
@@ -25,12 +25,12 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
 
     from pytorch_lightning.tuner import Tuner
 
-    from .cv import build_trainer, load_data, make_datamodule, make_module
-    from .meta_head import fold_meta
-    from .report import plot_lr_find
-
+    from .cv import fold_parts, load_data, make_module
     from .model import check_components
+    from .recipe import build_recipe, recipe_callbacks
+    from .report import plot_lr_find
     from .runstate import run_directory
+    from .seeds import fold_seed
 
     _check_sweep(num_training, min_lr, max_lr)
     data = load_data(config)
@@ -41,12 +41,14 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     class_weight_targets(config.data.sampling.class_weights, data.manifest)  # keys naming no class
     run_dir.mkdir(parents=True, exist_ok=True)
     sweep = sweep_config(config)
-    meta = fold_meta(sweep, data, run_dir, fold, is_writer=False)  # the encoding cv fits for this fold (not stored)
-    module = make_module(sweep, data, load_pretrained=True, meta=meta)
-    dm = make_datamodule(sweep, data, fold, meta)
+    recipe = build_recipe(sweep, data, fold)
+    dm, meta = fold_parts(recipe, data, run_dir, is_writer=False)  # the encoding cv fits for this fold (not stored)
+    module = make_module(recipe, load_pretrained=True, meta=meta)
+    # the sweep's step draws follow the run seed (its loader the fold's order), as they did before the recipe
+    steps = dataclasses.replace(recipe, seed=fold_seed(sweep.train.seed, None))
     with tempfile.TemporaryDirectory(prefix="kitpkg-lrfind-") as tmp:  # Tuner's temporary checkpoint stays local
         # the sweep is num_training steps however short an epoch is (Tuner stops it by max_steps)
-        trainer = build_trainer(sweep, default_root_dir=tmp, max_epochs=10_000)
+        trainer = build_trainer(recipe, recipe_callbacks(steps), default_root_dir=tmp, max_epochs=10_000)
         finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=min_lr, max_lr=max_lr,
                                         num_training=num_training, update_attr=False, early_stop_threshold=None)
     if finder is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Set
+from typing import Any, Callable, Optional, Set
 
 import torch
 from torch import nn
@@ -54,26 +54,40 @@ def backbone_of(model: nn.Module) -> nn.Module:
     return model.backbone if isinstance(model, MetaNet) else model
 
 
-def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = True) -> Optional[MetaEncoder]:
+def stored_meta(config: Any, run_dir: Path, k: int) -> Optional[MetaEncoder]:
+    """Fold k's metadata encoder stored in run_dir/fold{k}/meta.json (None: none stored, or no `model.meta`)."""
+    names = list(config.model.meta)
+    path = RunDir(run_dir).meta(k)
+    if not names or not path.exists():
+        return None
+    try:
+        encoder = MetaEncoder.from_state(json.loads(path.read_text()))
+    except ValueError as err:
+        raise KitError(f"{path}: unreadable metadata encoding ({err}); delete it to fit it again") from None
+    if encoder.names != names:
+        raise KitError(f"{path}: encodes columns {encoder.names}, model.meta is {names}; delete "
+                       f"{path.parent} to retrain fold {k}, or restore model.meta")
+    return encoder
+
+
+def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = True,
+              fit: Optional[Callable[[], MetaEncoder]] = None) -> Optional[MetaEncoder]:
     """Fold k's metadata encoder: the one stored in run_dir/fold{k}/meta.json, else fitted now on fold k's training
-    samples and stored there (by `is_writer`, rank 0); None without `model.meta`."""
+    samples (by `fit`, the fold's data module's `fitted_meta`; default: a data module made for it) and stored there
+    (by `is_writer`, rank 0); None without `model.meta`."""
     names = list(config.model.meta)
     if not names:
         return None
     path = RunDir(run_dir).meta(k)
-    if path.exists():
-        try:
-            encoder = MetaEncoder.from_state(json.loads(path.read_text()))
-        except ValueError as err:
-            raise KitError(f"{path}: unreadable metadata encoding ({err}); delete it to fit it again") from None
-        if encoder.names != names:
-            raise KitError(f"{path}: encodes columns {encoder.names}, model.meta is {names}; delete "
-                           f"{path.parent} to retrain fold {k}, or restore model.meta")
-        return encoder
-    from ..data.datamodule import ShardDataModule
+    stored = stored_meta(config, run_dir, k)
+    if stored is not None:
+        return stored
+    if fit is None:
+        from ..data.datamodule import ShardDataModule
 
-    encoder = ShardDataModule(data.manifest, fold=k, extra_train=data.extras_for(k), cache_dir=config.data.cache_dir,
-                              image_size=config.data.image_size, meta=names).fitted_meta()
+        fit = ShardDataModule(data.manifest, fold=k, extra_train=data.extras_for(k), cache_dir=config.data.cache_dir,
+                              image_size=config.data.image_size, meta=names).fitted_meta
+    encoder = fit()
     if is_writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(encoder.state_dict(), indent=1))

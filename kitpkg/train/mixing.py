@@ -15,13 +15,15 @@ partner's -- an image mixed from two samples beside one sample's metadata would 
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 
 from ..config import MixupConfig
 from ..errors import KitError
+from .seeds import step_seed
 
 
 class Mixed(NamedTuple):
@@ -97,3 +99,29 @@ def build_mixing(cfg: Optional[MixupConfig], num_classes: int, loss: str) -> Opt
     if num_classes > 1 and loss == "focal":
         raise KitError("train.loss: focal cannot take mixed multi-class targets; use ce (or auto) with train.mixup")
     return Mixing(cfg, num_classes)
+
+
+MIX_STREAM = 2  # step_seed's stream of the mixing draws: apart from StepSeed's torch seed of the same step
+
+
+class MixBatch(pl.Callback):
+    """train.mixup as a callback: rewrites each training batch's images, targets and metadata (`Mixing`, until its
+    off_epoch; its label smoothing stays after that). After GpuAugment: the augmented images are mixed."""
+
+    def __init__(self, mixing: Mixing, seed: int):
+        self.mixing, self.seed = mixing, int(seed)
+
+    def mix(self, batch: Dict[str, Any], epoch: int, batch_idx: int, rank: int = 0) -> None:
+        """Mix `batch` in place with the draws of step (epoch, batch_idx, rank)."""
+        if not self.mixing.active(epoch):
+            batch["target"] = self.mixing.targets(batch["target"])
+            return
+        mixed = self.mixing(batch["image"], batch["target"], step_seed(self.seed, epoch, batch_idx, rank, MIX_STREAM),
+                            batch.get("meta"))
+        batch["image"], batch["target"] = mixed.images, mixed.target
+        if mixed.meta is not None:
+            batch["meta"] = mixed.meta
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.mix(batch, trainer.current_epoch, batch_idx, trainer.global_rank)

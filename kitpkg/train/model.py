@@ -1,13 +1,14 @@
-"""The LightningModule around any timm model: on-device normalisation/augmentation, losses, timm optimizers and schedules.
+"""The LightningModule around any timm model: on-device normalisation, losses, the validation metric, TTA, timm
+optimizers and schedules.
 
 Batches come from the loader as uint8 B×3×H×W; the module turns them into normalised floats on the device (mean/std from
-timm's data config for the model), so the loader ships 4× fewer bytes and nothing is hard-coded per model.
+timm's data config for the model), so the loader ships 4× fewer bytes and nothing is hard-coded per model. What acts on
+a training batch from outside the network (step seeding, the GPU augmentation stage, mixup, weight EMA) is a callback
+of the fold's recipe (recipe.py); the module reads its decisions (device, metric) from that `Recipe`.
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -15,7 +16,6 @@ import torch
 from ..config import PATH_KEYS, Config, ModelConfig, to_dict
 from ..data.meta import MetaEncoder
 from ..errors import KitError
-from .ema import CKPT_KEY, KitEma
 from .fp32_head import fp32_classifier
 from .losses import loss_of
 from .mixing import build_mixing, soft_cross_entropy
@@ -23,6 +23,9 @@ from .meta_head import MetaNet, backbone_of
 from .schedule import advance, build_scheduler, stale
 from .scoring import scored_target
 from .weights import create_from_weights
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 
 def create_timm_model(cfg: ModelConfig, num_classes: int, load_pretrained: bool = True) -> torch.nn.Module:
@@ -78,32 +81,6 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
     return ops[view](x)
 
 
-def step_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed from the fold's seed and (epoch, batch, rank): randomness is a pure function of the step."""
-    text = ":".join(str(int(p)) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def fold_seed(seed: int, fold: Optional[int]) -> int:
-    """The seed of fold `fold`'s training order and step draws (31 bits), from the run seed; the run seed itself for
-    None (no fold, or a fold begun before seeds followed the fold). Hashed, not seed + fold: runs seeded 42 and 43
-    must not share draws between their folds 1 and 0."""
-    if fold is None:
-        return int(seed)
-    return int.from_bytes(hashlib.sha256(f"{int(seed)}:fold:{int(fold)}".encode()).digest()[:4], "little") >> 1
-
-
-def seeding_fold(checkpoint: Optional[Path], fold: int) -> Optional[int]:
-    """The fold index fold `fold`'s seeds derive from when it resumes from `checkpoint` (None: a fresh start): the
-    fold, or None for a checkpoint written before seeds followed the fold, so that fold resumes exactly as it began."""
-    if checkpoint is None:
-        return fold
-    from .checkpoint import load_checkpoint
-
-    hparams = load_checkpoint(checkpoint).get("hyper_parameters") or {}
-    return hparams["fold"] if "fold" in hparams else None
-
-
 def _sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
@@ -120,63 +97,47 @@ def portable_config(config: Config) -> Dict[str, Any]:
 
 
 class KitModule(pl.LightningModule):
-    """A timm classifier trained from a kitpkg Config (binary: one logit; multi-class: one logit per class).
+    """A timm classifier trained by a fold's `Recipe` (binary: one logit; multi-class: one logit per class).
 
-    `meta`: the fitted MetaEncoder's state (model.meta: a metadata branch, meta_head.py); `score_index`: the class
-    train.score_class scores (its AUC is the validation metric, scoring.py); `fold`: the CV fold it trains, which
-    its step draws and the loader's order derive from (fold_seed; None: the run seed)."""
+    `meta`: the fitted MetaEncoder's state (model.meta: a metadata branch, meta_head.py). The recipe's
+    `score_index` is the class train.score_class scores (its AUC is the validation metric, scoring.py); its
+    `seeds_from` the fold the step draws and the loader's order derive from, recorded as hparams "fold"."""
 
-    def __init__(self, config: Config, num_classes: int, load_pretrained: bool = False,
-                 meta: Optional[Dict[str, Any]] = None, score_index: Optional[int] = None,
-                 fold: Optional[int] = None):
+    def __init__(self, recipe: "Recipe", load_pretrained: bool = False, meta: Optional[Dict[str, Any]] = None):
         super().__init__()
         # hyperparameters as plain data (never the Config object: checkpoints must load with weights_only=True),
         # without paths; `model.weights` is read once, here, when load_pretrained
-        self.save_hyperparameters({"config": portable_config(config), "num_classes": int(num_classes), "meta": meta,
-                                   "score_index": score_index, "fold": fold})
-        self.cfg = config
-        self.seed = fold_seed(config.train.seed, fold)
-        self.num_classes = int(num_classes)
-        self.binary = self.num_classes == 1
-        self.score_index = score_index
+        self.save_hyperparameters({"config": portable_config(recipe.config), "num_classes": recipe.num_classes,
+                                   "meta": meta, "score_index": recipe.score_index, "fold": recipe.seeds_from})
+        self.recipe = recipe
+        self.num_classes = recipe.num_classes
+        self.binary = recipe.binary
+        self.score_index = recipe.score_index
         self.meta_width = MetaEncoder.from_state(meta).width if meta else 0
-        self.model = create_classifier(self.cfg.model, self.num_classes, load_pretrained, self.meta_width)
+        self.model = create_classifier(recipe.config.model, self.num_classes, load_pretrained, self.meta_width)
         from timm.data import resolve_model_data_config
 
         data_cfg = resolve_model_data_config(backbone_of(self.model))
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
-        train = self.cfg.train
-        self.loss_fn = loss_of(train, self.num_classes)
-        self.channels_last = False  # set by the runner from train.channels_last and the accelerator
+        self.loss_fn = loss_of(recipe.config.train, self.num_classes)
+        self.channels_last = recipe.device.channels_last
         self._compiled: Optional[torch.nn.Module] = None
         self._make_metrics()
         # (epoch, loss sum, count) of the running train loss; saved in checkpoints as plain numbers. While training
         # the sum is a float64 tensor on the device: adding to it needs no sync (float(loss) synced every step)
         self._epoch_loss: list = [-1, 0.0, 0]
-        self._init_recipe()
-
-    def _init_recipe(self) -> None:
-        """The training recipe beside the network: GPU augmentation stage, mixup/cutmix, weight EMA."""
-        from ..augment.gpu import build_gpu_stage
-        from ..augment.stages import stage_specs
-
-        train = self.cfg.train
-        self.gpu_stage = build_gpu_stage(stage_specs(self.cfg.data.aug)[1])
-        self.mixing = build_mixing(train.mixup, self.num_classes, train.loss)
-        self.ema = KitEma(train.ema) if train.ema is not None else None
 
     def _make_metrics(self) -> None:
         from torchmetrics.classification import MulticlassAccuracy
 
         from .scoring import FoldAUROC
 
-        if self.binary or self.score_index is not None:
+        self.metric_name = self.recipe.metric
+        if self.metric_name == "val_auc":
             self.val_metric = FoldAUROC()  # NaN, not 0, for a validation split of one class
-            self.metric_name = "val_auc"
         else:
             self.val_metric = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
-            self.metric_name = "val_acc"
 
     # --- input pipeline on the device -------------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -186,25 +147,6 @@ class KitModule(pl.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-    def augment(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """The GPU stage of data.aug (preset / gpu list / the old flip flags) on a training batch, float 0..1 out;
-        draws from `generator`, by default torch's CPU generator, which on_train_batch_start seeds every step."""
-        if self.gpu_stage is None:
-            return images
-        return self.gpu_stage(images, generator if generator is not None else torch.default_generator)
-
-    def train_view(self, images: torch.Tensor, target: torch.Tensor, batch_idx: int,
-                   meta: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """(images, targets, metadata) the loss sees: augmented, then mixed (train.mixup, until its off_epoch; its
-        label smoothing stays after that)."""
-        images = self.augment(images)
-        if self.mixing is None:
-            return images, target, meta
-        if not self.mixing.active(self.current_epoch):
-            return images, self.mixing.targets(target), meta
-        return self.mixing(images, target, step_seed(self.seed, self.current_epoch, batch_idx, self.global_rank, 2),
-                           meta)
 
     def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
@@ -225,19 +167,14 @@ class KitModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.cfg.train.compile and self._compiled is None:
+        if self.recipe.config.train.compile and self._compiled is None:
             # compiled wrapper kept outside the module tree: state_dict keys stay the plain timm names
             object.__setattr__(self, "_compiled", torch.compile(self.model))
 
     # --- training ----------------------------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # dropout/drop-path/augmentation draws depend only on (fold seed, epoch, batch, rank): a resumed run repeats
-        # them, another fold draws its own
-        torch.manual_seed(step_seed(self.seed, self.current_epoch, batch_idx, self.global_rank))
-
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images, target, meta = self.train_view(batch["image"], batch["target"], batch_idx, batch.get("meta"))
-        loss = self.train_loss(self(images, meta), target)
+        # the batch as the recipe's callbacks left it: augmented and mixed (recipe.py)
+        loss = self.train_loss(self(batch["image"], batch.get("meta")), batch["target"])
         n = len(batch["id"])
         if self._epoch_loss[0] != self.current_epoch:  # keyed by epoch: a mid-epoch resume keeps the restored sum
             self._epoch_loss = [self.current_epoch, 0.0, 0]
@@ -269,11 +206,12 @@ class KitModule(pl.LightningModule):
 
     def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Any]:
         """Scores averaged over the TTA views: probabilities (predict.average: prob) or logits (logit)."""
-        views = ["identity", *self.cfg.predict.tta]
+        predict = self.recipe.config.predict
+        views = ["identity", *predict.tta]
         total = None
         for view in views:
             logits = self(apply_view(batch["image"], view), batch.get("meta")).float()
-            score = logits if self.cfg.predict.average == "logit" else to_prob(logits, self.binary)
+            score = logits if predict.average == "logit" else to_prob(logits, self.binary)
             total = score if total is None else total + score
         score = (total / len(views)).cpu()  # the host copy syncs anyway: checking it is free
         if not torch.isfinite(score).all():
@@ -285,42 +223,21 @@ class KitModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         epoch, total, count = self._epoch_loss
         checkpoint["kitpkg_epoch_loss"] = [epoch, float(total), count]  # plain numbers (weights_only loading)
-        if self.ema is not None:
-            checkpoint[CKPT_KEY] = self.ema.state()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._epoch_loss = list(checkpoint.get("kitpkg_epoch_loss", [-1, 0.0, 0]))
         if stale(checkpoint.get("lr_schedulers", [])):
             checkpoint["lr_schedulers"] = []  # keep the scheduler configure_optimizers built (restored before it)
-        if self.ema is not None:
-            self.ema.load(checkpoint.get(CKPT_KEY))
-
-    # --- weight EMA (train.ema): updated after every optimizer step, swapped in for validation -----------------------
-    def on_fit_start(self) -> None:
-        if self.ema is not None:
-            self.ema.start(self)  # on the device now; a resumed average was loaded by on_load_checkpoint
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:  # here, not in on_train_batch_end: callbacks (checkpoints) run before that hook
-            self.ema.update(self, self.global_step)
-
-    def on_validation_epoch_start(self) -> None:
-        if self.ema is not None:
-            self.ema.swap(self)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.ema is not None:
-            self.ema.swap(self)
 
     # --- optimizer and schedule --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.model, self.cfg)
-        if self.cfg.sched.name == "none":
+        config = self.recipe.config
+        optimizer = build_optimizer(self.model, config)
+        if config.sched.name == "none":
             return optimizer
-        updates = self._updates_per_epoch() if self.cfg.sched.per_update else 0
+        updates = self._updates_per_epoch() if config.sched.per_update else 0
         per_update = bool(updates)  # unknown epoch length: fall back to per-epoch steps
-        scheduler = build_scheduler(optimizer, self.cfg, updates)
+        scheduler = build_scheduler(optimizer, config, updates)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_update else "epoch"}}
 

@@ -1,7 +1,7 @@
 """`kitpkg augment-preview`: a PNG grid of training samples as the model sees them, so a user looks instead of guessing.
 
 The samples come from the fold's own training loader (its CPU stage, `data.aug.cpu` / the preset's, applied in the
-workers), then go through `KitModule.augment` -- the GPU stage training runs -- with the generator of epoch 0's
+workers), then go through the GPU stage training runs (`GpuAugment`, gpu_augment.py) with the generator of epoch 0's
 steps: the grid shows what the first epoch trains on (before mixup, which blends whole images).
 """
 from __future__ import annotations
@@ -20,8 +20,10 @@ from ..fsutil import atomic_write
 
 def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> torch.Tensor:
     """n×3×H×W float 0..1: the first `n` training samples of `fold` (default: the first) after both stages."""
-    from .cv import load_data, make_datamodule, make_module
-    from .model import step_seed
+    from .cv import load_data, make_datamodule
+    from .gpu_augment import GpuAugment
+    from .recipe import build_recipe
+    from .seeds import step_seed
 
     if n < 1:
         raise KitError(f"--n: must be >= 1, got {n}")
@@ -29,13 +31,14 @@ def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> t
     fold = data.manifest.folds()[0] if fold is None else fold
     if fold not in data.manifest.folds():
         raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
-    module = make_module(config, data, load_pretrained=False, fold=fold)
+    recipe = build_recipe(config, data, fold)
+    stage = GpuAugment(recipe.stages.gpu)
     shown = []
-    for batch_idx, batch in enumerate(make_datamodule(config, data, fold).train_dataloader()):
+    for batch_idx, batch in enumerate(make_datamodule(recipe, data).train_dataloader()):
         gen = torch.Generator()
-        gen.manual_seed(step_seed(module.seed, 0, batch_idx, 0))  # what training seeds fold `fold`'s epoch 0 with
+        gen.manual_seed(step_seed(recipe.seed, 0, batch_idx, 0))  # what training seeds fold `fold`'s epoch 0 with
         with torch.no_grad():
-            images = module.augment(batch["image"], gen)
+            images = stage.augment(batch["image"], gen)
         shown.append(images.float() / 255 if images.dtype == torch.uint8 else images)
         if sum(len(x) for x in shown) >= n:
             break

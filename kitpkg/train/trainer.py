@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..config import AUTO, Config
 from .predict import env_flag
 from .runstate import is_rank_zero
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 _PRECISION_ALIASES = {"32": "32-true", "64": "64-true"}
 PROGRESS_REFRESH_STEPS = 10  # progress bar refresh (and device read of the logged loss) every this many batches
@@ -135,12 +138,13 @@ def safe_load_kwargs(trainer) -> Dict[str, Any]:
     return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
 
 
-def build_trainer(config: Config, callbacks: Sequence[Any] = (), **overrides: Any):
-    """A Lightning Trainer from the config (precision/devices/strategy resolved; kitpkg does its own checkpoints)."""
+def build_trainer(recipe: "Recipe", callbacks: Sequence[Any] = (), **overrides: Any):
+    """A Lightning Trainer for a fold's recipe (its device choice; devices/strategy and the loop's settings from
+    train.*; kitpkg does its own checkpoints). A new Trainer setting goes here."""
     import pytorch_lightning as pl
 
     quiet_lightning()
-    choice = resolve_device(config)
+    config, choice = recipe.config, recipe.device
     announce(choice)
     devices = 1 if config.train.devices == "auto" else config.train.devices  # auto: one device, DDP only when asked
     kwargs: Dict[str, Any] = dict(

@@ -1,0 +1,85 @@
+"""A fold's recipe: every decision about how fold k trains, made once from (Config, RunData, fold).
+
+The device choice (precision, channels_last), the named augmentation stages, mixing, weight EMA, the validation metric
+and the checkpoint monitor are resolved here, once per fold; the module (model.py), the data module, the trainer
+(trainer.py), the callbacks and the fold's record read them from the `Recipe` instead of deciding again. The steps
+that act on a training batch from outside the network are Lightning callbacks (`recipe_callbacks`), in this order:
+  StepSeed (seeds.py)          seeds torch from (fold seed, epoch, batch, rank): the draws below and dropout
+  GpuAugment (gpu_augment.py)  data.aug's GPU stage on batch["image"]
+  MixBatch (mixing.py)         train.mixup: mixes images, targets and metadata
+  EmaAverage (ema.py)          train.ema: updates after each optimizer step, swapped in for validation, in checkpoints
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from ..config import Config, EmaConfig
+from .mixing import Mixing, build_mixing
+from .seeds import fold_seed, seeding_fold
+from .trainer import DeviceChoice, resolve_device
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one fold trains, resolved once (see the module docstring). `config` keeps the settings the network,
+    optimizer, schedule, loss and Lightning's Trainer read as they are (model.*, optim.*, sched.*, train.*)."""
+
+    config: Config
+    num_classes: int
+    score_index: Optional[int]  # train.score_class as a target index (scoring.py)
+    fold: Optional[int]  # the fold whose data it trains on (None: all of it)
+    seeds_from: Optional[int]  # the fold its seeds derive from (None: the run seed; see seeds.seeding_fold)
+    seed: int  # fold_seed of seeds_from: step draws and the training order
+    device: DeviceChoice
+    stages: Any  # augment.stages.Stages: the built CPU stage and the GPU stage's spec
+    mixing: Optional[Mixing]  # train.mixup (None: off)
+    ema: Optional[EmaConfig]  # train.ema (None: off)
+    metric: str  # the validation metric: val_auc (scored as binary) or val_acc
+    monitor: Tuple[str, str]  # (metric key, "max"/"min") that picks the best checkpoint
+
+    @property
+    def binary(self) -> bool:
+        """One logit (sigmoid) target."""
+        return self.num_classes == 1
+
+
+def build_recipe(config: Config, data: Any, fold: Optional[int], resume: Optional[Path] = None) -> Recipe:
+    """Fold `fold`'s recipe from the config and the run's data (`num_classes`, `score_index`); `resume`: the
+    checkpoint the fold resumes from (its seeds follow what that checkpoint began with)."""
+    from ..augment.stages import stages_of
+
+    scored_binary = data.num_classes == 1 or data.score_index is not None
+    seeds_from = seeding_fold(resume, fold) if fold is not None else None
+    return Recipe(config=config, num_classes=int(data.num_classes), score_index=data.score_index, fold=fold,
+                  seeds_from=seeds_from, seed=fold_seed(config.train.seed, seeds_from),
+                  device=resolve_device(config), stages=stages_of(config),
+                  mixing=build_mixing(config.train.mixup, data.num_classes, config.train.loss),
+                  ema=config.train.ema, metric="val_auc" if scored_binary else "val_acc",
+                  monitor=monitor_of(config, scored_binary))
+
+
+def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
+    """(metric key, "max"/"min") that picks the best checkpoint."""
+    monitor = config.train.monitor
+    if monitor == "auto":
+        monitor = "val_auc" if binary else "val_acc"
+    return monitor, ("min" if monitor == "val_loss" else "max")
+
+
+def recipe_callbacks(recipe: Recipe) -> List[Any]:
+    """The callbacks that carry the recipe into training, in the order they must run (the module docstring)."""
+    from .ema import EmaAverage
+    from .gpu_augment import GpuAugment
+    from .mixing import MixBatch
+    from .seeds import StepSeed
+
+    callbacks: List[Any] = [StepSeed(recipe.seed)]
+    if recipe.stages.gpu:
+        callbacks.append(GpuAugment(recipe.stages.gpu))
+    if recipe.mixing is not None:
+        callbacks.append(MixBatch(recipe.mixing, recipe.seed))
+    if recipe.ema is not None:
+        callbacks.append(EmaAverage(recipe.ema))
+    return callbacks
