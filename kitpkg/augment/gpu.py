@@ -1,8 +1,8 @@
 """The GPU stage (`data.aug.gpu`): per-sample random batch augmentations on the device, in plain torch ops.
 
-A 2-vCPU notebook cannot afford elastic/grid distortions or noise per image in the loader workers (measured with
-albumentations 2.0.8 at 384 px on one core: ElasticTransform 30 ms, GaussNoise 4.7 ms, GridDistortion 1.5 ms an
-image); on the device they are one `grid_sample` or one add over the whole batch. The spec is a
+A 2-vCPU notebook cannot afford elastic/grid distortions or noise per image in the loader workers (their cost per
+image on one core is in the README's benchmark table); on the device they are one `grid_sample` or one add over the
+whole batch. The spec is a
 list of ``{name: …, p: …, <arguments>}`` dicts, applied in order; every op decides per sample (probability ``p``)
 and draws its parameters per sample.
 

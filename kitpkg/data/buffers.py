@@ -2,8 +2,8 @@
 reuses a buffer only after the main process has dropped every reference to the batch it carried.
 
 Why: a fresh shared-memory tensor per batch (what a DataLoader worker normally sends) costs the kernel a page fault,
-a page clear and a page-cache insert and removal for every 4 KiB -- at 64 x 384 px that was a fifth of each worker's
-CPU (perf), and recycling gave +25 % images/s (benchmarks/loader.py).
+a page clear and a page-cache insert and removal for every 4 KiB of every batch; what recycling saves is in the
+README's benchmark table (benchmarks/loader.py measures the loader).
 
 Protocol (one `BatchBuffers` per ShardLoader, created in the main process at its first `iter()` and handed to the
 workers through `ShardDataset.serve(pool)`; a batch's ticket travels back in `WorkerMessage.ticket`, message.py):

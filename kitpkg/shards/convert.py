@@ -69,7 +69,7 @@ def _results(rels: List[str], src: ImageSource, options: ConvertOptions, workers
             _WORKER.clear()  # drop the source (and its open zip) from this process
         return
     # stop cv2's thread pool first: a forked child inherits the pool without its threads and deadlocks in cv2.resize
-    # (measured: albumentations or an earlier convert in the same kernel is enough to start it)
+    # (albumentations, or an earlier convert in the same kernel, is enough to start it)
     cv2.setNumThreads(1)
     try:  # workers only touch cv2/simplejpeg/PIL, so the pool's fork is safe
         yield from ordered_map(_work, rels, workers, _killed, _init_worker, (*initargs, 1))

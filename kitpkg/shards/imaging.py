@@ -148,7 +148,7 @@ def _need(w: int, h: int, size: int, aspect: str) -> Tuple[int, int]:
 def _scale(pixels: np.ndarray, tw: int, th: int) -> np.ndarray:
     """Resize to tw×th: exact halvings by area averaging while ≥ 2× too big, then bilinear for the last < 2×.
 
-    cv2's INTER_AREA is fast only at integer factors (≈ 4× slower than this at 1024 → 384, measured); bilinear
+    cv2's INTER_AREA is fast only at integer factors (several times slower than this at 1024 → 384); bilinear
     below 2× barely aliases. Upscaling (originals smaller than the target) uses bicubic.
     """
     h, w = pixels.shape[:2]
