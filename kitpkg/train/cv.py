@@ -168,13 +168,15 @@ def make_datamodule(recipe: Recipe, data: RunData, meta: Any = None):
     recipe's seed); `meta`: the fold's MetaEncoder (None: fitted on the fold's training samples when model.meta is
     set, by `fitted_meta()`)."""
     from ..data.datamodule import ShardDataModule
+    from ..data.dataset import TrainOptions
 
     config = recipe.config
+    train = TrainOptions(augment=recipe.stages.cpu, class_weights=config.data.sampling.class_weights)
     return ShardDataModule(data.manifest, fold=recipe.fold, batch_size=config.data.batch_size,
                            num_workers=config.data.num_workers, seed=recipe.seed,
                            extra_train=data.extras_for(recipe.fold), image_size=config.data.image_size,
-                           cache_dir=config.data.cache_dir, meta_encoder=meta, augment=recipe.stages.cpu,
-                           class_weights=config.data.sampling.class_weights, meta=config.model.meta)
+                           cache_dir=config.data.cache_dir, meta_encoder=meta, train_options=train,
+                           meta=config.model.meta)
 
 
 def fold_parts(recipe: Recipe, data: RunData, run_dir: Path, is_writer: bool) -> Tuple[Any, Any]:
