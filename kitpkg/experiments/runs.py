@@ -43,12 +43,12 @@ class Run:
     @property
     def config(self) -> Dict[str, Any]:
         """{dotted key: value} of the keys that change results."""
-        return self.state.get("config", {})
+        return self.state.config
 
     @property
     def data(self) -> Dict[str, Any]:
         """The shard fingerprints and num_classes the run was trained on."""
-        return self.state.get("data", {})
+        return self.state.fingerprints
 
     @property
     def binary(self) -> bool:
@@ -187,7 +187,7 @@ class Run:
         from ..shards.manifest import load_manifest
         from ..train.runstate import manifest_fingerprint
 
-        hint = self.state.get("shards")
+        hint = self.state.shards
         if not hint:
             return None
         try:

@@ -41,10 +41,10 @@ def restore_run(run_dir: os.PathLike, config, attached_runs: Sequence[Path],
         except KitError:
             continue
         mine = expect(folder) if expect is not None else config
-        if state.get("config_hash") == config_hash(mine):
+        if state.config_hash == config_hash(mine):
             same.append(state)
         elif folder.name == run_dir.name and state.has_work():
-            refused.append((folder, diff_keys(state.get("config", {}), result_dict(mine))))
+            refused.append((folder, diff_keys(state.config, result_dict(mine))))
     if not same:
         if refused:
             folder, changed = refused[0]

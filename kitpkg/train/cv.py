@@ -330,7 +330,7 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
     if reopen_lost:
         reopen_lost_folds(state)
     shards = relpath(Path(data.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
-    if state.get("shards") != shards:
+    if state.shards != shards:
         state.set("shards", shards)
     return data, state
 
@@ -341,7 +341,7 @@ def _keep_run_defaults(config: Config, run_dir: Path) -> None:
 
     if not RunDir(run_dir).state.exists():
         return
-    kept = keep_run_defaults(config, RunState.read(run_dir).get("config", {}))
+    kept = keep_run_defaults(config, RunState.read(run_dir).config)
     if kept and is_rank_zero():
         print(f"kitpkg: {run_dir} was made when {', '.join(kept)} defaulted to true; continuing with that (set them "
               f"in the config to silence this; new runs default to off)", flush=True)

@@ -22,7 +22,7 @@ def source_identity(init_from: Optional[str]) -> Optional[str]:
     or not reachable here (a run continued elsewhere: its new folds fail in `init_fold` with the reason)."""
     if not init_from or not Path(init_from).exists():
         return None
-    return _source_state(init_from).get("config_hash")
+    return _source_state(init_from).config_hash
 
 
 def _source_state(init_from: str) -> RunState:
@@ -59,7 +59,7 @@ def _check_same_fold(source: Path, state: RunState, data: Any, k: int) -> None:
     """Refuse a source run whose fold k validated on other samples than fold k here."""
     from .predict import fold_ids, read_csv
 
-    if state.get("data", {}).get("manifest") == manifest_fingerprint(data.manifest):
+    if state.fingerprints.get("manifest") == manifest_fingerprint(data.manifest):
         return  # the same shard set
     oof = RunDir(source).fold_oof(k)
     if not oof.exists():

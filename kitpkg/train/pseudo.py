@@ -116,7 +116,7 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
     if not folds:
         raise KitError(f"{run_dir}: no finished fold has test predictions ({FOLD_TEST}); finish its folds "
                        f"with `kitpkg cv` first")
-    config, num_classes = state.get("config", {}), state.get("data", {}).get("num_classes", 1)
+    config, num_classes = state.config, state.fingerprints.get("num_classes", 1)
     from .scoring import score_class_index
 
     score_index = score_class_index(config.get("train.score_class"), test.classes(), num_classes, test.root)
@@ -125,7 +125,7 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
     for k in folds:
         pred = P.average_test([P.read_csv(_test_scores(run_dir, k))], num_classes == 1,
                               config.get("predict.average", "prob"), score_index)  # one fold: its own probabilities
-        provenance = Provenance(high, low, len(pred), state.get("config_hash"), k,
+        provenance = Provenance(high, low, len(pred), state.config_hash, k,
                                 [f for f in test.folds() if f != k], split, score_index)
         labelled[k] = (_confident(pred, high, low, score_index, test, f"fold {k} of {run_dir}"), provenance)
     return test, labelled
@@ -140,16 +140,16 @@ def _run_manifest(run_dir: str, state: RunState, shards: Optional[str]) -> Manif
     its folds are what the provenance records."""
     where = shards or _run_shards(run_dir, state)
     manifest = _load_shards(where)
-    if manifest_fingerprint(manifest) != state.get("data", {}).get("manifest"):
+    if manifest_fingerprint(manifest) != state.fingerprints.get("manifest"):
         raise KitError(f"--shards {where}: not the shard set {run_dir} was trained on (another manifest); pass the "
                        f"run's own shards (the same `kitpkg convert` output and size)")
     return manifest
 
 
 def _run_shards(run_dir: str, state: RunState) -> str:
-    if not state.get("shards"):
+    if not state.shards:
         raise KitError("--shards: which test shards? (the run directory does not say)")
-    shards = os.path.normpath(os.path.join(run_dir, state.get("shards")))
+    shards = os.path.normpath(os.path.join(run_dir, state.shards))
     if not os.path.exists(shards):
         raise KitError(f"{shards}: the run's shards are not here (moved machine?); pass --shards")
     return shards

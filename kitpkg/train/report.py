@@ -176,10 +176,10 @@ def write_report(run_dir: Path) -> Path:
     binary = scored_by_auc(state)
     metric = "AUC" if binary else "accuracy"
     lines: List[str] = [f"# CV report: {run_dir.name}", ""]
-    config = state.get("config", {})
+    config = run.config
     lines += [f"Model `{config.get('model.name')}` at {config.get('data.image_size')} px, "
               f"{config.get('train.epochs')} epochs, optimizer `{config.get('optim.name')}` lr {config.get('optim.lr')}, "
-              f"config hash `{state.get('config_hash', '')[:12]}`.", ""]
+              f"config hash `{(run.config_hash or '')[:12]}`.", ""]
     scores = {k: v.score for k, v in sorted(folds.items()) if v.scored}
     left_out = [k for k in sorted(folds) if k not in scores]
     lines += ["| fold | " + metric + " | last epoch | best epoch | samples |", "|---:|---:|---:|---:|---:|"]

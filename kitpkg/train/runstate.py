@@ -129,13 +129,13 @@ class RunState:
     def mismatch(self, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str] = ()
                  ) -> Optional[str]:
         """Why this run directory cannot continue with `config` on these shards (None when it can)."""
-        changed = [line for line in diff_keys(self.data.get("config", {}), result_dict(config))
+        changed = [line for line in diff_keys(self.config, result_dict(config))
                    if not any(line.startswith(prefix) for prefix in allow_changed)]
         if changed:
             return (f"{self.run_dir} was run with another config ({'; '.join(changed)}); restore those values, or "
                     f"set output.run_dir to a new folder for a new experiment")
         for key, value in fingerprints.items():
-            if self.data.get("data", {}).get(key) != value:
+            if self.fingerprints.get(key) != value:
                 return (f"{self.run_dir} was run on other data ({key} differs from the run's); point data.shards/"
                         f"data.extra_train at the same shard sets, or use a new output.run_dir")
         return None
@@ -223,6 +223,26 @@ class RunState:
     def get(self, key: str, default: Optional[Any] = None) -> Any:
         """A run-level entry."""
         return self.data.get(key, default)
+
+    @property
+    def config_hash(self) -> Optional[str]:
+        """The hash of the config the run was started with (what identifies it wherever it is copied)."""
+        return self.data.get("config_hash")
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """{dotted key: value} of the config keys that change results, as the run was started with."""
+        return self.data.get("config", {})
+
+    @property
+    def fingerprints(self) -> Dict[str, Any]:
+        """What identifies the run's data: shard fingerprints (manifest, extra_train), num_classes, init_from."""
+        return self.data.get("data", {})
+
+    @property
+    def shards(self) -> Optional[str]:
+        """Where the run last saw its shards, relative to the run directory (a hint, not an identity)."""
+        return self.data.get("shards")
 
     @property
     def cv(self) -> Optional[CVSummary]:
