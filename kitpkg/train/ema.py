@@ -2,8 +2,9 @@
 
 The average covers every trainable child of the KitModule (the timm model and any branch beside it) under the
 module's own state_dict names, so checkpoints hold it as plain tensors (`kitpkg_ema`, `weights_only` loading) and
-`prediction_state` turns a checkpoint into the weights to predict with. Validation swaps the averaged weights in
-(and back after), so the validation score -- which picks the best checkpoint -- is the EMA's.
+`prediction_state` turns a checkpoint into the weights to predict with. The `EmaAverage` callback drives it in
+training: an update after every optimizer step, the averaged weights swapped in for validation (and back after), so
+the validation score -- which picks the best checkpoint -- is the EMA's.
 """
 from __future__ import annotations
 
