@@ -93,3 +93,15 @@ def finished_run(tmp_path_factory, tfrecord_manifest):
     run_dir = folder / "run"
     result = run_cv(load_config(config_path), run_dir)
     return config_path, run_dir, result
+
+
+@pytest.fixture
+def fold_datamodule():
+    """Build the ShardDataModule `kitpkg cv` trains fold k of a config on (cv.make_datamodule of the fold's recipe)."""
+    def build(config, fold):
+        from kitpkg.train.cv import load_data, make_datamodule
+        from kitpkg.train.recipe import build_recipe
+
+        data = load_data(config)
+        return make_datamodule(build_recipe(config, data, fold), data)
+    return build

@@ -9,7 +9,6 @@ import yaml
 
 from kitpkg.augment.stages import stages_of
 from kitpkg.config import config_from_dict, config_hash, load_config
-from kitpkg.data.datamodule import ShardDataModule, config_options
 from kitpkg.data.dataset import ShardDataset, TrainOptions
 from kitpkg.data.loader import ShardLoader
 from kitpkg.errors import KitError
@@ -90,8 +89,9 @@ def test_augmentations_repeat_after_a_mid_epoch_resume(tfrecord_manifest):
     assert all(torch.equal(a, b) for a, b in zip(resumed, reference)), "a resumed epoch sees the same augmentations"
 
 
-def test_datamodule_takes_the_stage_from_the_config(tfrecord_manifest):
-    config = config_from_dict({"data": {"shards": "x", "aug": {"cpu": A.to_dict(COMPOSE)}}})
-    dm = ShardDataModule(tfrecord_manifest, fold=1, batch_size=4, num_workers=0, seed=3, **config_options(config))
+def test_datamodule_takes_the_stage_from_the_config(tfrecord_manifest, fold_datamodule):
+    config = config_from_dict({"data": {"shards": tfrecord_manifest.root, "image_size": 64, "batch_size": 4,
+                                        "num_workers": 0, "aug": {"cpu": A.to_dict(COMPOSE)}}})
+    dm = fold_datamodule(config, 1)
     assert A.to_dict(dm.train_dataloader().dataset.augment) == A.to_dict(COMPOSE)
     assert dm.val_dataloader().dataset.augment is None

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from kitpkg.config import config_from_dict
-from kitpkg.data.datamodule import ShardDataModule, config_options
 from kitpkg.data.dataset import ShardDataset
 from kitpkg.data.loader import ShardLoader
 from kitpkg.data.meta import MetaEncoder, read_meta_encoder, write_meta_encoder
@@ -38,9 +37,10 @@ def _csv_rows(demo_source):
         return {r["image_name"]: r for r in csv.DictReader(f)}
 
 
-def test_batches_carry_the_encoded_columns(any_manifest, demo_source):
-    config = config_from_dict({"data": {"shards": "x"}, "model": {"meta": META}})
-    dm = ShardDataModule(any_manifest, fold=0, batch_size=5, num_workers=0, **config_options(config))
+def test_batches_carry_the_encoded_columns(any_manifest, demo_source, fold_datamodule):
+    config = config_from_dict({"data": {"shards": any_manifest.root, "image_size": 64, "batch_size": 5,
+                                        "num_workers": 0}, "model": {"meta": META}})
+    dm = fold_datamodule(config, 0)
     enc, rows = dm.fitted_meta(), _csv_rows(demo_source)
     assert enc.names == META
     train_ids = [i for b in dm.train_dataloader() for i in b["id"]]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from kitpkg.config import config_from_dict
-from kitpkg.data.datamodule import ShardDataModule, config_options
 from kitpkg.data.dataset import ShardDataset, TrainOptions
 from kitpkg.data.loader import ShardLoader
 from kitpkg.data.partition import Partition, epoch_size, global_order
@@ -82,9 +81,10 @@ def test_unknown_class_is_refused(tfrecord_manifest):
         ShardDataset(tfrecord_manifest, "train", 0, train_options=TrainOptions(class_weights={"melanoma": 4}))
 
 
-def test_datamodule_states_the_epoch_size_once(tfrecord_manifest, capsys):
-    config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {"1": 2}}}})
-    dm = ShardDataModule(tfrecord_manifest, fold=0, batch_size=4, num_workers=0, **config_options(config))
+def test_datamodule_states_the_epoch_size_once(tfrecord_manifest, fold_datamodule, capsys):
+    config = config_from_dict({"data": {"shards": tfrecord_manifest.root, "image_size": 64, "batch_size": 4,
+                                        "num_workers": 0, "sampling": {"class_weights": {"1": 2}}}})
+    dm = fold_datamodule(config, 0)
     dm.train_dataloader(), dm.train_dataloader()
     out = capsys.readouterr().out
     assert out.count("an epoch holds") == 1 and f"holds {dm.train_dataloader().dataset.epoch_samples} " in out

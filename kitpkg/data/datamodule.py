@@ -84,12 +84,3 @@ class ShardDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         """Nothing extra: the train loader's own state is saved by Lightning under "combined_loader"."""
         return {}
-
-
-def config_options(config: Any) -> dict:
-    """The ShardDataModule keywords a Config sets beyond batching: what training does (the CPU stage of data.aug,
-    data.sampling) and model.meta (the trainer passes them: train/cv.py `make_datamodule`)."""
-    from ..augment.stages import stages_of
-
-    train = TrainOptions(augment=stages_of(config)[0], class_weights=config.data.sampling.class_weights)
-    return {"train_options": train, "meta": config.model.meta}
