@@ -21,7 +21,7 @@ _LAZY = {
     "ShardDataModule": "kitpkg.data.datamodule",
     "load_config": "kitpkg.config",
     "run_cv": "kitpkg.train.cv",
-    "setup": "kitpkg.env",
+    "setup": "kitpkg.notebook.bootstrap",
 }
 
 __all__ = ["__version__", *_LAZY]

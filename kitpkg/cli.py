@@ -30,7 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for area in _areas():
         area.register(sub)
+    parser.set_defaults(prepare_run=_continue_attached_run)  # `kitpkg cv` / `kitpkg train` call it first
     return parser
+
+
+def _continue_attached_run(config, run_dir: Optional[str]) -> None:
+    """A run attached as Kaggle input continues in the run directory (no-op elsewhere); handed to the training
+    commands from here, the top, so that train/ does not import the notebook area above it."""
+    from .notebook.restore import restore_on_kaggle
+
+    restore_on_kaggle(config, run_dir)
 
 
 def _os_error_line(err: OSError) -> str:

@@ -159,16 +159,16 @@ def test_write_config_value_adds_an_absent_key_under_its_section(tmp_path):
 
 @pytest.mark.parametrize("folder", ["my demo: v2", "run #3", "it's \"quoted\""])
 def test_demo_and_notebook_paths_survive_yaml(tmp_path, folder):
-    from kitpkg import env as kenv
     from kitpkg import notebook as nb
     from kitpkg.demo import demo_config
+    from kitpkg.notebook.bootstrap import Environment
 
     out = tmp_path / folder
     config = demo_config(out, ["train.epochs=1"])
     assert config.data.shards == str(out / "shards") and config.output.run_dir == str(out / "run")
     assert config.train.epochs == 1
-    env = kenv.Environment(platform="local", project="p", run_dir=out / "runs", data_dir=out / "data",
-                           scratch_dir=out / "tmp", cache_dir=None, submit_dir=out)
+    env = Environment(platform="local", project="p", run_dir=out / "runs", data_dir=out / "data",
+                      scratch_dir=out / "tmp", cache_dir=None, submit_dir=out)
     config = nb.experiment(env, out / "shards", "exp")
     assert config.data.shards == str(out / "shards") and config.output.run_dir == str(out / "runs" / "exp")
 

@@ -6,7 +6,7 @@ import errno
 import pytest
 
 from fakes.fake_env import calls, clean_platform_env, install_fake_colab
-from kitpkg import env as kenv
+from kitpkg.notebook import bootstrap
 from kitpkg.errors import KitError
 from kitpkg.notebook.drive import drive_errors, is_mounted, mount_drive
 
@@ -41,7 +41,7 @@ def test_setup_mount_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("KITPKG_DRIVE_ROOT", str(tmp_path / "drive"))
     monkeypatch.setenv("KITPKG_LOCAL_ROOT", str(tmp_path / "content"))
     with pytest.raises(KitError, match="mount_timeout_s=240"):
-        kenv.setup(project="mel", mount_timeout_s=120, quiet=True)
+        bootstrap.setup(project="mel", mount_timeout_s=120, quiet=True)
     assert not (tmp_path / "drive" / "MyDrive").exists() and not (tmp_path / "content").exists()
 
 

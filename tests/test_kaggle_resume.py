@@ -15,7 +15,8 @@ from nbclient.exceptions import DeadKernelError
 
 from fakes import notebooks as N
 from fakes.fake_env import fake_platform_env
-from kitpkg import env as kenv
+from kitpkg.notebook import bootstrap
+from kitpkg.notebook.attached import find_attached
 from kitpkg import notebook as nb
 from kitpkg.errors import KitError
 from kitpkg.notebook import restore
@@ -40,9 +41,9 @@ def _read_only(root: Path, on: bool = True) -> None:
 
 
 def _config(tmp_path, **over):
-    env = kenv.Environment(platform="kaggle", project="p", run_dir=tmp_path / "working" / "runs",
-                           data_dir=tmp_path / "data", scratch_dir=tmp_path / "tmp", cache_dir=None,
-                           submit_dir=tmp_path / "working")
+    env = bootstrap.Environment(platform="kaggle", project="p", run_dir=tmp_path / "working" / "runs",
+                                data_dir=tmp_path / "data", scratch_dir=tmp_path / "tmp", cache_dir=None,
+                                submit_dir=tmp_path / "working")
     return nb.experiment(env, tmp_path / "shards", "exp", overrides=[f"{k}={v}" for k, v in over.items()])
 
 
@@ -70,7 +71,7 @@ def test_attached_run_with_the_same_config_is_copied_and_verified(tmp_path, unlo
     config = _config(tmp_path)
     source = _attached_run(tmp_path, config)
     before = _snapshot(tmp_path / "input")
-    runs = kenv.find_attached(tmp_path / "input").runs
+    runs = find_attached(tmp_path / "input").runs
     assert runs == (source,)  # found by its state.json; its fold folders are not datasets of their own
     dest = Path(config.output.run_dir)
     assert restore.restore_run(dest, config, runs) == source
@@ -110,10 +111,10 @@ def test_a_bad_copy_leaves_no_run_directory(tmp_path, unlock, monkeypatch):
 def test_setup_on_kaggle_says_how_the_run_survives(tmp_path, monkeypatch):
     for run_type, expected in (("Interactive", "Persistence: Files"), ("Batch", "Save Version run")):
         environ = {"KAGGLE_KERNEL_RUN_TYPE": run_type, "KITPKG_KAGGLE_ROOT": str(tmp_path), "KITPKG_INTERNET": "0"}
-        summary = kenv.setup("mel", environ=environ, quiet=True).summary()
+        summary = bootstrap.setup("mel", environ=environ, quiet=True).summary()
         lines = [line for line in summary.splitlines() if "persistence" in line]
         assert lines and expected in " ".join(lines) and "attach" in " ".join(lines)
-    local = kenv.setup("mel", environ={"KITPKG_PLATFORM": "local", "KITPKG_LOCAL_ROOT": str(tmp_path),
+    local = bootstrap.setup("mel", environ={"KITPKG_PLATFORM": "local", "KITPKG_LOCAL_ROOT": str(tmp_path),
                                        "KITPKG_INTERNET": "0"}, quiet=True)
     assert "persistence" not in local.summary()
 

@@ -15,7 +15,8 @@ import pytest
 
 from fakes import notebooks as N
 from fakes.fake_env import calls, fake_platform_env
-from kitpkg import env as kenv
+from kitpkg.notebook.attached import Attached
+from kitpkg.notebook.bootstrap import Environment
 from kitpkg import notebook as nb
 from kitpkg.errors import KitError
 from kitpkg.notebook.wheelhouse import install_line
@@ -149,9 +150,9 @@ def test_kaggle_notebook_offline_with_attached_shards(tmp_path, small_shards):
 
 
 def _env(tmp_path, weights=(), internet=False, cache_dir=None):
-    return kenv.Environment(platform="kaggle", project="p", run_dir=tmp_path / "runs", data_dir=tmp_path / "data",
-                            scratch_dir=tmp_path / "tmp", cache_dir=cache_dir, submit_dir=tmp_path / "working",
-                            attached=kenv.Attached(weights=tuple(weights)), internet=internet)
+    return Environment(platform="kaggle", project="p", run_dir=tmp_path / "runs", data_dir=tmp_path / "data",
+                       scratch_dir=tmp_path / "tmp", cache_dir=cache_dir, submit_dir=tmp_path / "working",
+                       attached=Attached(weights=tuple(weights)), internet=internet)
 
 
 def test_experiment_caches_shards_where_the_platform_says(tmp_path):

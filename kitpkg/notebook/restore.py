@@ -66,7 +66,8 @@ def restore_run(run_dir: os.PathLike, config, attached_runs: Sequence[Path],
 def restore_on_kaggle(config, run_dir: Optional[os.PathLike] = None,
                       environ: Optional[Mapping[str, str]] = None) -> Optional[Path]:
     """On Kaggle, `restore_run` from the run directories found under /kaggle/input (for `kitpkg cv`); else nothing."""
-    from ..env import detect_platform, find_attached, kaggle_root
+    from ..env import detect_platform, kaggle_root
+    from .attached import find_attached
 
     environ = os.environ if environ is None else environ
     if detect_platform(environ) != "kaggle":

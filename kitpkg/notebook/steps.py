@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..env import WEIGHT_SUFFIXES, Environment
 from ..errors import KitError
 from ..fsutil import atomic_copy
 from ..rundir import RunDir
+from ..train.weights import WEIGHT_SUFFIXES
+from .bootstrap import Environment
 from .restore import restore_run
 
 PathLike = Union[str, os.PathLike]

@@ -24,11 +24,12 @@ def _folds(text: str):
 
 
 def _cv(args: argparse.Namespace) -> int:
-    from ..notebook.restore import restore_on_kaggle
     from .cv import run_cv
 
     config = _load(args)
-    restore_on_kaggle(config, args.run_dir)  # a run attached as Kaggle input continues here (no-op elsewhere)
+    prepare = getattr(args, "prepare_run", None)  # set by kitpkg/cli.py: the notebook area's step, not imported here
+    if prepare is not None:
+        prepare(config, args.run_dir)
     if getattr(args, "parallel_folds", 1) != 1:
         from .parallel import run_parallel_cv
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
-import torch
-
-from ..env import WEIGHT_SUFFIXES
 from ..errors import KitError
 
+if TYPE_CHECKING:
+    import torch
+
+# what counts as a weights file, in a `model.weights` folder and in attached datasets (torch is imported only to read one)
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PREFERRED_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -45,6 +47,8 @@ def load_weights_file(file: str) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(file)
+    import torch
+
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
