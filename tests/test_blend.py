@@ -13,7 +13,7 @@ from fakes.fake_runs import FakeData, fake_data, make_run
 from kitpkg.cli import main
 from kitpkg.errors import KitError
 from kitpkg.experiments.blend import fit_weights, rank_auc, run_blend
-from kitpkg.train.report import auc
+from kitpkg.metrics import auc
 
 
 def _sigmoid(x):

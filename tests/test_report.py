@@ -11,7 +11,8 @@ import yaml
 from PIL import Image
 
 from kitpkg.config import load_config
-from kitpkg.train.report import auc, roc_curve, write_report
+from kitpkg.metrics import auc, roc_curve
+from kitpkg.train.report import write_report
 
 
 def test_auc_matches_the_rank_statistic():

@@ -60,8 +60,8 @@ def load_member(path: os.PathLike) -> Member:
 def checked(run: Run, path: Path) -> "pd.DataFrame":
     """A run's oof.csv or test_predictions.csv, refused (naming run, file and count) when a probability is NaN,
     infinite or outside [0, 1]: a broken run would otherwise take a weight, and its NaN the submission."""
+    from ..tables import read_csv
     from ..train.foldcheck import values_problem
-    from ..train.predict import read_csv
 
     frame = read_csv(path)
     problem = values_problem(frame, prob_columns(frame, run.binary))
@@ -115,7 +115,7 @@ def rank01(values: np.ndarray) -> np.ndarray:
 
 def fold_scores(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, binary: bool) -> Dict[int, float]:
     """{fold: AUC (binary) or accuracy} of blended probabilities (rows × classes)."""
-    from ..train.report import auc
+    from ..metrics import auc
 
     out = {}
     for k in np.unique(folds):
@@ -283,23 +283,24 @@ def _write_outputs(members: Sequence[Member], blend: Blend, cols: List[str], bin
     """oof.csv, and test_predictions.csv + submission.csv when the runs have a test split, in the runs' formats."""
     import pandas as pd
 
-    from ..train import predict as P
+    from ..tables import score_columns, write_csv
+    from ..train import predict as P  # the OOF rows, test average and submission of a run, in the runs' formats
 
     first = members[0].oof
-    scores = pd.DataFrame(blend.oof, columns=P.score_columns(blend.oof.shape[1]))
+    scores = pd.DataFrame(blend.oof, columns=score_columns(blend.oof.shape[1]))
     scores.insert(0, "target", first["target"].to_numpy())
     scores.insert(0, "id", first["id"].to_numpy())
     parts = [P.oof_rows(scores[first["fold"].to_numpy() == k].reset_index(drop=True), int(k), binary, "prob")
              for k in pd.unique(first["fold"])]
     oof = pd.concat(parts, ignore_index=True).set_index("id").loc[first["id"]].reset_index()
-    P.write_csv(oof, out / "oof.csv")
+    write_csv(oof, out / "oof.csv")
     if members[0].test is None or members[0].submission_cols is None:
         return
     test_probs = blend_test(blend, _aligned(members, lambda m: m.test, cols))
-    frame = pd.DataFrame(test_probs, columns=P.score_columns(test_probs.shape[1]))
+    frame = pd.DataFrame(test_probs, columns=score_columns(test_probs.shape[1]))
     frame.insert(0, "id", members[0].test["id"].to_numpy())
     test = P.average_test([frame], binary, "prob")
-    P.write_csv(test, out / "test_predictions.csv")
+    write_csv(test, out / "test_predictions.csv")
     P.write_submission(test, out / "submission.csv", *members[0].submission_cols)
 
 

@@ -161,7 +161,7 @@ class Run:
         """({sample id: (fold, target)} of the finished folds' readable OOF files, lines on unreadable ones (a missing
         or empty file is named by `problems` already)."""
         if self._oof is None:
-            from ..train.predict import read_csv
+            from ..tables import read_csv
 
             rows, problems = {}, []
             for k in self.done:

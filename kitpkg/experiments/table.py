@@ -57,7 +57,7 @@ def print_table(rows: Sequence[Row], reference: str) -> None:
 
 def plot_runs(rows: Sequence[Row], path: Path) -> str:
     """CV per run, best first: each fold's score as a point, mean ± std as a bar; non-comparable runs in grey."""
-    from ..train.report import pyplot, save_figure
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
     scored = [row for row in rows if row.run.scores]

@@ -6,28 +6,17 @@ mean of logits over views and folds, then sigmoid/softmax. Part files hold score
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..errors import KitError
-from ..fsutil import atomic_write_text
+from ..tables import read_csv, score_cols, score_columns, write_csv
 from .model import scores_to_prob
 from .scoring import scored_target
-
-
-def score_columns(num_classes: int) -> List[str]:
-    """Score columns of part files: s0..s{C-1}."""
-    return [f"s{c}" for c in range(num_classes)]
-
-
-def _score_cols(frame: pd.DataFrame) -> List[str]:
-    """The s0..s{C-1} columns of a scores frame (see score_columns)."""
-    return [c for c in frame.columns if c.startswith("s") and c[1:].isdigit()]
 
 
 def predict_frame(trainer: Any, module: Any, loader: Any, part_dir: Path, name: str,
@@ -88,7 +77,7 @@ def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str, score_ind
              ) -> pd.DataFrame:
     """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame; with
     `score_index` (train.score_class) target is 1 for that class and 0 else, prediction its probability."""
-    cols = _score_cols(frame)
+    cols = score_cols(frame)
     require_finite(frame["id"], frame[cols].to_numpy(), f"fold {fold}'s OOF scores")
     probs = scores_to_prob(torch.tensor(frame[cols].to_numpy()), binary, space).numpy()
     target = frame["target"] if binary else scored_target(frame["target"].astype(int), score_index)
@@ -114,7 +103,7 @@ def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str, score_
     """Mean over folds of test score frames (same ids, same order) -> id, prediction (+ prob_c); see oof_rows."""
     if not parts:
         raise KitError("no test predictions to average (the manifest has no test split?)")
-    cols = _score_cols(parts[0])
+    cols = score_cols(parts[0])
     for p in parts[1:]:
         if list(p["id"]) != list(parts[0]["id"]):
             raise KitError("test predictions of the folds cover different ids; re-run `kitpkg predict`")
@@ -143,27 +132,7 @@ def require_finite(ids: Sequence[Any], values: np.ndarray, what: str) -> None:
                        f"is non-finite: retrain it (delete its folder) and check optim.lr and the model.meta columns")
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write a CSV atomically with full float precision (so OOF comparisons to 1e-6 are meaningful)."""
-    atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    """Read a kitpkg CSV with ids kept as strings."""
-    return pd.read_csv(path, dtype={"id": str})
-
-
-def env_flag(name: str) -> bool:
-    """True when an environment variable is set to a truthy value."""
-    return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
-
-
 def fold_ids(manifest: Any, split: str, fold: Optional[int] = None) -> List[str]:
     """Sample ids of a split (a train fold, or the test split) in manifest order."""
     shards = manifest.select("test") if split == "test" else manifest.select("train", [fold])
     return [str(i) for s in shards for i in s.ids]
-
-
-def per_fold_targets(frame: pd.DataFrame) -> Dict[int, pd.DataFrame]:
-    """Split an OOF frame by fold."""
-    return {int(k): g for k, g in frame.groupby("fold")}

@@ -34,6 +34,7 @@ from ..shards.manifest import (MANIFEST_NAME, TRAIN_ONLY_FOLD, Manifest, ShardIn
 from ..shards.reader import iter_manifest_shard
 from ..shards.formats import WRITTEN_EXTENSIONS, sample_key, shard_format
 from ..shards.writer import ShardWriter
+from ..tables import read_csv
 from . import predict as P
 from .extras import Provenance, split_fingerprint
 from .runstate import RunState, manifest_fingerprint
@@ -123,7 +124,7 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
     split = split_fingerprint(test)
     labelled: Labelled = {}
     for k in folds:
-        pred = P.average_test([P.read_csv(_test_scores(run_dir, k))], num_classes == 1,
+        pred = P.average_test([read_csv(_test_scores(run_dir, k))], num_classes == 1,
                               config.get("predict.average", "prob"), score_index)  # one fold: its own probabilities
         provenance = Provenance(high, low, len(pred), state.config_hash, k,
                                 [f for f in test.folds() if f != k], split, score_index)

@@ -1,47 +1,21 @@
 """The run report: report.md + PNGs (ROC per fold, training curves, per-fold scores, LR-finder curve) from run files.
 
 Everything is read back from the run directory (state.json, oof.csv, fold*/metrics.csv, lr_find.json), so the report
-can be rebuilt at any time with `write_report(run_dir)`. matplotlib runs on the Agg backend (no display needed).
+can be rebuilt at any time with `write_report(run_dir)`. Figures are drawn and saved by kitpkg/plots.py.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from ..fsutil import atomic_write_text
+from ..metrics import auc, roc_curve
+from ..plots import pyplot, save_figure
 from ..rundir import RunDir
-
-
-def roc_curve(target: np.ndarray, score: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to (1, 1) (torchmetrics)."""
-    from torchmetrics.functional.classification import binary_roc
-
-    fpr, tpr, _ = binary_roc(*_as_tensors(target, score))
-    return fpr.numpy(), tpr.numpy()
-
-
-def auc(target: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC (ties count one half, torchmetrics); NaN when only one class is present."""
-    from torchmetrics.functional.classification import binary_auroc
-
-    y = np.asarray(target) > 0.5
-    if y.all() or not y.any():
-        return float("nan")
-    return float(binary_auroc(*_as_tensors(target, score)))
-
-
-def _as_tensors(target: np.ndarray, score: np.ndarray):
-    import torch
-
-    # torchmetrics passes scores outside [0, 1] through a sigmoid, whose float rounding can merge or split ties;
-    # dense ranks scaled into [0, 1] keep the order and every tie exactly, so any score (logits too) gives the true AUC
-    _, ranks = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True)
-    scaled = ranks / max(int(ranks.max(initial=0)), 1)
-    return torch.as_tensor(scaled, dtype=torch.float64), torch.as_tensor(np.asarray(target) > 0.5).long()
 
 
 def fold_score(oof: pd.DataFrame, binary: bool) -> float:
@@ -64,25 +38,6 @@ def epoch_score(metrics_csv: Path, key: str, epoch: Optional[int] = None) -> Opt
     rows = history.sort_values("epoch") if epoch is None else history[history["epoch"] == epoch]
     value = float(rows[key].iloc[-1]) if len(rows) else float("nan")
     return value if value == value else None
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> str:
-    """Save `fig` as `path` (a PNG appearing under its final name only when complete), close it; return the name."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)  # appears under its final name only when complete
-    pyplot().close(fig)
-    return path.name
 
 
 def plot_roc(oof: pd.DataFrame, path: Path) -> str:
@@ -216,9 +171,3 @@ def write_report(run_dir: Path) -> Path:
         lines += ["## Files", ""] + [f"- `{name}`" for name in outputs] + [""]
     atomic_write_text(files.report, "\n".join(lines))
     return files.report
-
-
-def read_lr_suggestion(run_dir: Path) -> Optional[float]:
-    """The LR finder's suggestion stored in a run directory, if any."""
-    path = RunDir(run_dir).lr_find
-    return json.loads(path.read_text()).get("suggestion") if path.exists() else None

@@ -16,7 +16,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..config import AUTO, Config
-from .predict import env_flag
+from ..env import env_flag
 from .runstate import is_rank_zero
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from ..errors import KitError
 if TYPE_CHECKING:
     import torch
 
-# what counts as a weights file, in a `model.weights` folder and in attached datasets (torch is imported only to read one)
+# what counts as a weights file, in a `model.weights` folder and in attached datasets (torch is imported to read one)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PREFERRED_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
