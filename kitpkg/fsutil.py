@@ -38,6 +38,17 @@ def open_binary(path: PathLike) -> IO[bytes]:
     return open(path, "rb", buffering=-1)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(fileobj: IO[bytes]) -> bool:
+    """True when the file starts with the GZIP magic bytes (the position is restored)."""
+    pos = fileobj.tell()
+    magic = fileobj.read(2)
+    fileobj.seek(pos)
+    return magic == GZIP_MAGIC
+
+
 def sha256_file(path: PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

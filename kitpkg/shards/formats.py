@@ -20,7 +20,7 @@ from .. import fsutil
 from ..errors import KitError
 from .damage import RecordError
 from .example import BYTES, FLOAT, INT64, decode_example, encode_example, example_schema, scalar
-from .tfrecord import GZIP_MAGIC, TFRecordWriter, iter_records, masked_crc, read_record, seek
+from .tfrecord import TFRecordWriter, iter_records, masked_crc, read_record, seek
 from .wds import IMAGE_EXTS, TarShardWriter, iter_tar_samples, read_tar_sample, tar_key
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _example_sample(f: IO[bytes], manifest: "Manifest", shard: "ShardInfo", samp
 
 def _example_sniff(name: str, head: bytes) -> bool:
     length_crc_ok = len(head) >= 12 and masked_crc(head[:8]) == struct.unpack_from("<I", head, 8)[0]
-    return head[:2] == GZIP_MAGIC or name.endswith(_TFRECORD_EXTENSIONS) or length_crc_ok
+    return head[:2] == fsutil.GZIP_MAGIC or name.endswith(_TFRECORD_EXTENSIONS) or length_crc_ok
 
 
 def _example_schema(first: Record, path: str) -> Dict[str, str]:
@@ -200,7 +200,7 @@ FORMATS: Dict[str, ShardFormat] = {
     "tfrecord": ShardFormat(
         "tfrecord", _TFRECORD_EXTENSIONS, "tf.train.Example with `image` + every CSV column",
         writer=_ExampleWriter, stream=_example_stream, sample=_example_sample, sniff=_example_sniff,
-        schema=_example_schema, compression=lambda head: "GZIP" if head[:2] == GZIP_MAGIC else None,
+        schema=_example_schema, compression=lambda head: "GZIP" if head[:2] == fsutil.GZIP_MAGIC else None,
         image_in_row=True),
     "wds": ShardFormat(
         "wds", (".tar",), "tars of KEY.jpg/.json/.cls", writer=_TarWriter, stream=_tar_stream, sample=_tar_sample,

@@ -8,7 +8,6 @@ from typing import IO, Collection, Iterator, Optional
 from .formats import IMAGE_KEY, Record, shard_format
 from .manifest import Manifest
 from .options import ConvertOptions
-from .tfrecord import is_gzip
 
 __all__ = ["Record", "iter_shard_file", "iter_manifest_shard", "open_shard", "read_sample"]
 
@@ -45,7 +44,7 @@ def open_shard(path: str) -> IO[bytes]:
     from .. import fsutil
 
     f = fsutil.open_binary(path)
-    return gzip.GzipFile(fileobj=f, mode="rb") if is_gzip(f) else f
+    return gzip.GzipFile(fileobj=f, mode="rb") if fsutil.is_gzip(f) else f
 
 
 def read_sample(f: IO[bytes], manifest: Manifest, index: int, sample: int, check_crc: bool = True,

@@ -12,12 +12,12 @@ from typing import IO, Iterator, Optional, Tuple
 
 import crc32c as _crc32c
 
+from ..fsutil import is_gzip
 from .damage import RecordError
 
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
-GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)  # what GzipFile raises on a cut or damaged stream
 
 
@@ -52,14 +52,6 @@ class TFRecordWriter:
         self._f.write(framed)
         self.offset += len(framed)
         return start
-
-
-def is_gzip(fileobj: IO[bytes]) -> bool:
-    """True when the file starts with the GZIP magic bytes (the position is restored)."""
-    pos = fileobj.tell()
-    magic = fileobj.read(2)
-    fileobj.seek(pos)
-    return magic == GZIP_MAGIC
 
 
 def _read_exact(f: IO[bytes], n: int) -> bytes:
