@@ -118,7 +118,7 @@ def test_out_holding_another_shard_set_is_refused(tfrecord_manifest, tmp_path):
 
 _KILL_ON_SECOND_SHARD = """
 import os, signal, sys
-from kitpkg.train import pseudo
+from kitpkg.shards import pseudo
 real, calls = pseudo._copy_shard, []
 def copy(*args, **kwargs):
     calls.append(1)
@@ -126,7 +126,8 @@ def copy(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)  # a real kill between two shard writes
     return real(*args, **kwargs)
 pseudo._copy_shard = copy
-pseudo.make_pseudo_labels(sys.argv[1], predictions=sys.argv[2], shards=sys.argv[3], high=0.55)
+from kitpkg.train.pseudo import make_pseudo_labels
+make_pseudo_labels(sys.argv[1], predictions=sys.argv[2], shards=sys.argv[3], high=0.55)
 """
 
 
@@ -156,7 +157,7 @@ def test_killed_rerun_leaves_the_old_set_whole_and_the_next_run_cleans_up(tfreco
 
 
 def test_failure_between_shard_writes_changes_nothing(tfrecord_manifest, tmp_path, monkeypatch):
-    from kitpkg.train import pseudo
+    from kitpkg.shards import pseudo
 
     preds, _ = _predictions(tfrecord_manifest, tmp_path)
     out = tmp_path / "pseudo"

@@ -198,7 +198,7 @@ def test_a_student_on_per_fold_sets_resumes_compares_and_blends_with_its_teacher
 
 
 def test_per_fold_sets_moved_aside_by_a_kill_are_put_back_whole(finished_run, tmp_path, monkeypatch):
-    from kitpkg.train import pseudo
+    from kitpkg.shards import pseudo
 
     _, run_dir, _ = finished_run
     out = tmp_path / "pseudo"

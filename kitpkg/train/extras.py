@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import fsutil
 from ..errors import KitError
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_paths, resolve_manifest_path
+from ..shards.pseudo import PSEUDO_KEY
 from .runstate import manifest_fingerprint
 
-PSEUDO_KEY = "pseudo"  # the manifest option a pseudo-label set's provenance is stored under
 
 
 @dataclass(frozen=True)
