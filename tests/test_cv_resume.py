@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
+from killhook.kill_at import kill_environ
 from kitpkg.train.checkpoint import resumable
 from kitpkg.train.runstate import RunState
 
@@ -17,8 +18,11 @@ pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _cv(config_path, run_dir, *args, **env):
+def _cv(config_path, run_dir, *args, kill_at=None, **env):
+    """`kitpkg cv` in a subprocess; `kill_at`: killed (SIGKILL) at that point of a fold (killhook/kill_at.py)."""
     environ = {**os.environ, "KITPKG_NO_PROGRESS": "1", "PYTHONPATH": REPO, **env}
+    if kill_at is not None:
+        environ = kill_environ(kill_at, environ)
     return subprocess.run(_cv_argv(config_path, run_dir, *args), env=environ, capture_output=True, text=True,
                           timeout=300)
 
@@ -31,7 +35,7 @@ def test_kill_mid_epoch_then_resume_gives_the_same_oof(finished_run, tmp_path):
     config_path, reference_dir, _ = finished_run  # same config, run uninterrupted in-process
     run_dir = tmp_path / "killed"
     # fold 1, after optimizer step 7: mid-epoch 2 whether its 33 samples make 4 or 5 batches (checkpoints every 2)
-    killed = _cv(config_path, run_dir, KITPKG_TEST_KILL_AT="1:7")
+    killed = _cv(config_path, run_dir, kill_at="1:7")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = RunState.read(run_dir)
     assert state.fold(0).status == "done" and state.fold(1).status == "running"

@@ -15,6 +15,7 @@ from nbclient.exceptions import DeadKernelError
 
 from fakes import notebooks as N
 from fakes.fake_env import fake_platform_env
+from killhook.kill_at import kill_environ
 from kitpkg.notebook import bootstrap
 from kitpkg.notebook.attached import find_attached
 from kitpkg import notebook as nb
@@ -124,7 +125,7 @@ def test_killed_kaggle_run_continues_from_its_attached_output(tmp_path):
     env = fake_platform_env("kaggle", tmp_path)
     kaggle = tmp_path / "kaggle"
     with pytest.raises(DeadKernelError):  # fold 0 finishes, fold 1 is SIGKILLed mid-epoch
-        N.execute(N.load("kaggle.ipynb", parameters=TINY), {**env, "KITPKG_TEST_KILL_AT": "1:5"}, tmp_path)
+        N.execute(N.load("kaggle.ipynb", parameters=TINY), kill_environ("1:5", env), tmp_path)
     first = kaggle / "working" / "demo" / "runs" / "demo"
     assert RunState.read(first).done_folds() == [0]
     # Save Version's output, attached to a new session: the whole of /kaggle/working, read-only under /kaggle/input

@@ -140,7 +140,7 @@ def test_recipe_run_killed_mid_epoch_gives_the_same_oof(tmp_path, tfrecord_manif
     assert any(not torch.equal(best[CKPT_KEY][k], best["state_dict"][k]) for k in best[CKPT_KEY])
 
     killed = tmp_path / "killed"
-    first = _cv(config_path, killed, KITPKG_TEST_KILL_AT="1:7")  # mid-epoch 2 (checkpoints every 2 steps)
+    first = _cv(config_path, killed, kill_at="1:7")  # mid-epoch 2 (checkpoints every 2 steps)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
     second = _cv(config_path, killed)
     assert second.returncode == 0, second.stderr[-3000:]

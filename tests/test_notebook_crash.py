@@ -11,6 +11,7 @@ from nbclient.exceptions import DeadKernelError
 
 from fakes import notebooks as N
 from fakes.fake_env import calls, fake_platform_env
+from killhook.kill_at import kill_environ
 from kitpkg.shards.manifest import load_manifest
 from kitpkg.train.runstate import RunState
 
@@ -26,7 +27,7 @@ def test_sigkill_mid_epoch_then_same_cells_resume_from_drive(tmp_path):
     env = fake_platform_env("colab", tmp_path)
     # the trainer's test hook SIGKILLs the kernel process itself after optimizer step 5 of fold 0: a real crash
     with pytest.raises(DeadKernelError):
-        N.execute(N.load("colab.ipynb", parameters=TINY), {**env, "KITPKG_TEST_KILL_AT": "0:5"}, tmp_path)
+        N.execute(N.load("colab.ipynb", parameters=TINY), kill_environ("0:5", env), tmp_path)
     run = tmp_path / "drive" / "MyDrive" / "demo" / "runs" / "demo"
     state = RunState.read(run)  # the run's state as kitpkg reads it (state.json and one record per fold)
     assert state.fold(0).status == "running" and 1 not in state.fold_ids()

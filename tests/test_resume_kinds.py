@@ -3,17 +3,18 @@ trained, and during its OOF and test predictions, then re-run: every optimizer s
 rate of an uninterrupted run, and the fold's OOF and test predictions are the same bytes.
 
 One fold's life is killed at each point in turn (a chain of re-runs on one run directory), so the whole test costs
-about one fold's training plus a restart per kill. The kill is KillSwitch's test hook (KITPKG_TEST_KILL_AT) with the
-SIGKILL replaced by an exception, so the run stays in this process; it fires right after the checkpoint file is
-published, where a real crash leaves the same files (test_cv_resume.py kills a real subprocess)."""
+about one fold's training plus a restart per kill. The kill is killhook/kill_at.py's KillAt with the SIGKILL
+replaced by an exception, so the run stays in this process; it fires right after the checkpoint file is published,
+where a real crash leaves the same files (test_cv_resume.py kills a real subprocess)."""
 from __future__ import annotations
 
 import pytest
 
 pl = pytest.importorskip("pytorch_lightning")
 
+from killhook.kill_at import kill_callbacks  # noqa: E402
 from kitpkg.config import load_config  # noqa: E402
-from kitpkg.train import checkpoint, cv  # noqa: E402
+from kitpkg.train import cv  # noqa: E402
 from kitpkg.train.runstate import RunState  # noqa: E402
 
 FOLD = 1
@@ -31,6 +32,10 @@ class Killed(BaseException):
     """Stands for the SIGKILL (a BaseException, so no `except Exception` on the way swallows it)."""
 
 
+def _crash():
+    raise Killed()
+
+
 class StepLog(pl.Callback):
     """Appends (global step, epoch, batch ids, learning rate) of every optimizer step to `steps`."""
 
@@ -45,9 +50,12 @@ class StepLog(pl.Callback):
 def _run_fold(monkeypatch, config, run_dir, kill_at=""):
     """Run (or resume) fold FOLD in this process with the step log; killed at `kill_at` -> (steps, killed?)."""
     steps = []
-    monkeypatch.setattr(cv, "build_trainer",
-                        lambda c, callbacks=(), **kw: BUILD_TRAINER(c, [StepLog(steps), *callbacks], **kw))
-    monkeypatch.setenv("KITPKG_TEST_KILL_AT", f"{FOLD}:{kill_at}" if kill_at else "")
+    spec = f"{FOLD}:{kill_at}" if kill_at else ""
+
+    def build_trainer(recipe, callbacks=(), **kw):
+        return BUILD_TRAINER(recipe, kill_callbacks([StepLog(steps), *callbacks], spec, recipe.fold, _crash), **kw)
+
+    monkeypatch.setattr(cv, "build_trainer", build_trainer)
     try:
         cv.run_cv(config, run_dir, folds=[FOLD], train_only=True)
     except Killed:
@@ -77,7 +85,6 @@ def test_a_fold_killed_after_every_kind_of_checkpoint_resumes_exactly(kill_confi
     per_epoch = sum(1 for s in ref_steps if s[1] == 0)
     assert len(ref_steps) == 2 * per_epoch and per_epoch % 2 == 0, "a step checkpoint is due at each epoch's end"
     assert ref_steps[0][3] != ref_steps[-1][3], "the epoch-interval schedule changed the learning rate"
-    monkeypatch.setattr(checkpoint, "_crash", lambda: (_ for _ in ()).throw(Killed()))
     run_dir, seen = tmp_path / "run", {}
     chain = ["step-ckpt:2",  # mid-epoch 0
              "best:0",  # before epoch 0's end-of-epoch checkpoint: its validation must run again

@@ -9,14 +9,12 @@ refuses (foreign or crafted) are skipped with a warning -- neither is ever unpic
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 import pytorch_lightning as pl
 
@@ -102,11 +100,9 @@ class RunCheckpoints(pl.Callback):
     Its state (best score, per-epoch history) lives in every checkpoint, so a resumed fold continues the same record.
     """
 
-    def __init__(self, folder: Path, every_n_steps: int, keep: int, monitor: str, mode: str = "max",
-                 on_published: Optional[Callable[[str, pl.Trainer], None]] = None):
+    def __init__(self, folder: Path, every_n_steps: int, keep: int, monitor: str, mode: str = "max"):
         self.folder, self.every_n_steps, self.keep = Path(folder), int(every_n_steps), max(2, int(keep))
         self.monitor, self.mode = monitor, mode
-        self.on_published = on_published  # called with each checkpoint's name once it is in `folder` (KillSwitch)
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
@@ -168,8 +164,6 @@ class RunCheckpoints(pl.Callback):
             if prune:
                 for old in resumable(self.folder)[:-self.keep]:
                     old.unlink(missing_ok=True)
-            if self.on_published is not None:
-                self.on_published(name, trainer)
 
     def _write_history(self) -> None:
         import csv
@@ -181,55 +175,6 @@ class RunCheckpoints(pl.Callback):
         writer.writeheader()
         writer.writerows(self.history)
         atomic_write_text(metrics_beside(self.folder), buf.getvalue())
-
-
-class KillSwitch(pl.Callback):
-    """Test hook: KITPKG_TEST_KILL_AT="[fold:]point" SIGKILLs this process (a real crash) at `point` of that fold:
-    `<n>` after optimizer step n; `step-ckpt:<n>`, `epoch-ckpt:<e>`, `best:<e>` right after the checkpoint of step n,
-    the end-of-epoch checkpoint of epoch e, or epoch e's best.ckpt is published (RunCheckpoints calls `published`);
-    `before-trained` after fit, before the fold is recorded as trained; `predict-oof` / `predict-test` after the first
-    batch of the fold's OOF / test prediction."""
-
-    def __init__(self, fold: int):
-        spec = os.environ.get("KITPKG_TEST_KILL_AT", "")
-        head, _, rest = spec.partition(":")
-        if head.isdigit() and rest:  # "fold:point"
-            spec = rest if int(head) == fold else ""
-        self.point = spec
-        self._predictions = 0
-
-    def _at(self, point: str) -> None:
-        if point == self.point:
-            _crash()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if self.point.isdigit() and trainer.global_step >= int(self.point):
-            _crash()
-
-    def published(self, name: str, trainer: pl.Trainer) -> None:
-        """Called once checkpoint `name` is in the run directory."""
-        if name == BEST:
-            self._at(f"best:{trainer.current_epoch}")
-        elif name == ckpt_name(trainer.global_step, after_validation=True):
-            self._at(f"epoch-ckpt:{trainer.current_epoch}")
-        else:
-            self._at(f"step-ckpt:{trainer.global_step}")
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._at("before-trained")
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._predictions += 1
-
-    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch_idx == 0:  # a fold predicts its OOF split first, then the test split (cv.predict_fold)
-            self._at({1: "predict-oof", 2: "predict-test"}.get(self._predictions, ""))
-
-
-def _crash() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:

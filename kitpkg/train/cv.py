@@ -19,8 +19,7 @@ from ..errors import KitError
 from ..rundir import FOLD_OOF, CVSummary, RunDir
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from . import predict as P
-from .checkpoint import (BEST, KillSwitch, RunCheckpoints, latest_intact, load_checkpoint,
-                         resumable)
+from .checkpoint import BEST, RunCheckpoints, latest_intact, load_checkpoint, resumable
 from .divergence import DivergenceGuard
 from .ema import prediction_state
 from .foldcheck import LOST, fold_weights, reopen_lost_folds, retrain_advice, weights_problem
@@ -205,16 +204,14 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
         init_fold(module, config.model.init_from, data, k)
     throughput = Throughput()
     monitor = recipe.monitor
-    kill = KillSwitch(k)  # test hook (env KITPKG_TEST_KILL_AT), inert otherwise
-    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor,
-                            on_published=kill.published)
+    writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor)
     # the recipe's batch stages first (seeding, augmentation, mixing, then the EMA: before the writer, so a
     # checkpoint holds its step's average); the divergence guard before early stopping, metrics.csv or a checkpoint
     # see a non-finite fit; early stopping before the writer: the checkpoint written after a validation holds its
     # updated patience count; Throughput's arrival first and Throughput last: see timing.py
     trainer = build_trainer(recipe, callbacks=[throughput.arrival, *recipe_callbacks(recipe),
                                                DivergenceGuard(k, config.optim.lr), *early_stopping(config, *monitor),
-                                               writer, kill, throughput])
+                                               writer, throughput])
     started = time.perf_counter()
     if not trained:
         fit(trainer, module, dm, state, k, resume)
