@@ -58,8 +58,7 @@ def augment_sample(stage: Any, image: np.ndarray, seed: int) -> np.ndarray:
 def _seed_tree(stage: Any, seed: int) -> None:
     """Seed every transform of the pipeline: one shared pair of generators, drawn from in pipeline order."""
     # albumentations 2.x gives each transform its own generators and `set_random_seed` makes a fresh pair for every
-    # one of them: ~220 us a sample for the isic stage's six transforms, one shared pair ~35 us (the whole isic CPU
-    # stage at 384 px: 1.13 -> 1.05 ms a sample, best of 4 on a shared 2-core machine).
+    # one of them, per sample; one shared pair costs a sixth of that (README, benchmark table).
     nodes = [stage]
     for node in nodes:
         nodes += list(getattr(node, "transforms", None) or ())
