@@ -81,12 +81,12 @@ def test_preview_shows_the_draws_training_makes_in_that_fold(tfrecord_manifest, 
     from kitpkg.config import load_config
     from types import SimpleNamespace
 
-    from kitpkg.train.cv import load_data, make_datamodule
+    from kitpkg.train.cv import load_inputs, make_datamodule
     from kitpkg.train.preview import preview_images
     from kitpkg.train.recipe import build_recipe
 
     config = load_config(write_train_config(tmp_path, tfrecord_manifest), ["data.aug.preset=isic", "data.aug.cpu={}"])
-    data = load_data(config)
+    data = load_inputs(config)
     recipe = build_recipe(config, data, 1)
     batch = next(iter(make_datamodule(recipe, data).train_dataloader()))
     # training's own seeding of (epoch 0, batch 0, rank 0) in fold 1

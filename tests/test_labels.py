@@ -77,7 +77,7 @@ def test_float_zero_one_labels_are_binary_scored_by_auc(demo_source, tmp_path):
 def test_cv_trains_benign_malignant_as_binary_with_auc_and_a_competition_submission(demo_source, tmp_path):
     manifest = _convert(demo_source, tmp_path / "shards", label_col="benign_malignant")
     config = load_config(write_train_config(tmp_path, manifest), overrides=["data.folds=[0]", "train.epochs=1"])
-    data = cv.load_data(config)
+    data = cv.load_inputs(config)
     assert data.binary
     result = cv.run_cv(config, tmp_path / "run")  # died with "IndexError: Target -1 is out of bounds"
     assert result.metric == "auc" and 0.0 <= result.scores[0] <= 1.0

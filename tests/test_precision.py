@@ -11,7 +11,7 @@ from kitpkg.config import config_from_dict
 from kitpkg.train import trainer as T
 from kitpkg.train.recipe import build_recipe
 
-BINARY_DATA = SimpleNamespace(num_classes=1, score_index=None)  # what build_recipe reads of a RunData
+BINARY_DATA = SimpleNamespace(num_classes=1, score_index=None)  # what build_recipe reads of a RunInputs
 
 
 @pytest.mark.parametrize("name, capability, precision, channels_last, reason", [

@@ -54,14 +54,14 @@ def test_confident_predictions_become_training_only_shards(any_manifest, tmp_pat
 def test_pseudo_set_is_refused_as_validation_data(tfrecord_manifest, tmp_path):
     preds, _ = _predictions(tfrecord_manifest, tmp_path)
     make_pseudo_labels(str(tmp_path / "pseudo"), predictions=str(preds), shards=tfrecord_manifest.root)
-    from kitpkg.train.cv import load_data
+    from kitpkg.train.cv import load_inputs
 
     config = config_from_dict({"data": {"shards": str(tmp_path / "pseudo"), "image_size": 64}})
     with pytest.raises(KitError, match="pseudo-label set; add it under data.extra_train"):
-        load_data(config)
+        load_inputs(config)
     ok = config_from_dict({"data": {"shards": tfrecord_manifest.root, "image_size": 64,
                                     "extra_train": [str(tmp_path / "pseudo")]}})
-    assert len(load_data(ok).extras) == 1
+    assert len(load_inputs(ok).extras) == 1
 
 
 def test_nothing_confident_is_an_error(tfrecord_manifest, tmp_path):
@@ -198,14 +198,14 @@ def test_predictions_matching_no_test_id_are_refused(tfrecord_manifest, tmp_path
 
 def _run_on(run_dir, manifest, done=()):
     """A run directory of `kitpkg cv` on `manifest` (its manifest saved at run_dir/../shards) with folds `done`."""
-    from kitpkg.train.cv import RunData
+    from kitpkg.train.cv import RunInputs
     from kitpkg.train.runstate import RunState, relpath
 
     shards = run_dir.parent / "shards"
     shards.mkdir(parents=True)
     manifest.save(str(shards))
     config = config_from_dict({"data": {"shards": str(shards), "image_size": 64}, "model": {"name": "test_resnet"}})
-    state = RunState.open(run_dir, config, RunData(manifest, [], 1).fingerprints())
+    state = RunState.open(run_dir, config, RunInputs(manifest, [], 1).fingerprints())
     state.set("shards", relpath(shards, run_dir))
     for k in done:
         state.update_fold(k, status="done", score=0.5)

@@ -49,7 +49,7 @@ def _pseudo_targets(config, data, k, test_ids):
 
 
 def test_student_fold_k_trains_only_on_the_set_its_teacher_fold_k_labelled(finished_run, tmp_path):
-    from kitpkg.train.cv import load_data
+    from kitpkg.train.cv import load_inputs
 
     config_path, run_dir, _ = finished_run
     scores = _fold_scores(run_dir)
@@ -65,7 +65,7 @@ def test_student_fold_k_trains_only_on_the_set_its_teacher_fold_k_labelled(finis
     os.rename(out / "x", out / "fold1")
 
     config = _student(config_path, out)
-    data = load_data(config)
+    data = load_inputs(config)
     teacher = RunState.read(run_dir).get("config_hash")
     test_ids = set(scores[0])
     for k in sorted(scores):
@@ -88,14 +88,14 @@ def _legacy(folder):
 
 def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
     from kitpkg.train import extras
-    from kitpkg.train.cv import load_data, make_datamodule
+    from kitpkg.train.cv import load_inputs, make_datamodule
     from kitpkg.train.recipe import build_recipe
 
     config_path, run_dir, _ = finished_run
     out = tmp_path / "pseudo"
     make_pseudo_labels(str(out), run_dir=str(run_dir), high=0.01, low=0.0)  # every sample
     config = _student(config_path, out)
-    data = load_data(config)
+    data = load_inputs(config)
 
     # the student splits the same samples into other folds: teacher fold k trained on some of its fold k
     rotated = dataclasses.replace(data.manifest, shards=[
@@ -106,7 +106,7 @@ def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
     # one fold's set named alone would train every fold on teacher fold 0's labels
     alone = _student(config_path, out / "fold0")
     with pytest.raises(KitError, match=r"teacher fold 0 alone; name its folder .*pseudo"):
-        load_data(alone)
+        load_inputs(alone)
 
     # a set whose provenance says its teacher fold trained on that fold
     path = out / "fold2" / "manifest.json"
@@ -114,13 +114,13 @@ def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
     manifest["options"]["pseudo"]["trained_on_folds"].append(manifest["options"]["pseudo"]["teacher_fold"])
     path.write_text(json.dumps(manifest))
     with pytest.raises(KitError, match=r"trained on fold \d"):
-        load_data(config)
+        load_inputs(config)
 
     # no set for a fold: that fold is refused, the others train
     import shutil
 
     shutil.rmtree(out / "fold2")
-    data = load_data(config)
+    data = load_inputs(config)
     make_datamodule(build_recipe(config, data, 0), data)
     with pytest.raises(KitError, match=r"no pseudo-label set for fold 2"):
         make_datamodule(build_recipe(config, data, 2), data)
@@ -133,19 +133,19 @@ def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
     make_pseudo_labels(str(single), predictions=str(csv), shards=data.manifest.root, high=0.01, low=0.0)
     _legacy(single)
     with pytest.raises(KitError, match=r"fold-averaged .*; re-make it with `kitpkg pseudo --run"):
-        load_data(_student(config_path, single))
+        load_inputs(_student(config_path, single))
 
 
 def _teacher_with_score_class(run_dir, manifest, probs):
     """A finished 3-class teacher run scored on class 2 (train.score_class) over `manifest`: every fold's test
     probabilities are `probs` (rows in test id order), written as `kitpkg cv` writes them."""
     from kitpkg.train import predict as P
-    from kitpkg.train.cv import RunData
+    from kitpkg.train.cv import RunInputs
     from kitpkg.train.runstate import relpath
 
     config = config_from_dict({"data": {"shards": manifest.root, "image_size": 64},
                                "model": {"name": "test_resnet", "num_classes": 3}, "train": {"score_class": 2}})
-    state = RunState.open(run_dir, config, RunData(manifest, [], 3, 2).fingerprints())
+    state = RunState.open(run_dir, config, RunInputs(manifest, [], 3, 2).fingerprints())
     state.set("shards", relpath(Path(manifest.root), run_dir))
     ids = P.fold_ids(manifest, "test")
     frame = pd.DataFrame(np.asarray(probs, dtype=float), columns=P.score_columns(3))

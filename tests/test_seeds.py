@@ -22,7 +22,7 @@ def _draws(recipe, batch_idx=0):
 
 def test_folds_draw_differently_at_the_same_step(tmp_path, tfrecord_manifest):
     config = load_config(write_train_config(tmp_path, tfrecord_manifest))
-    data = cv.load_data(config)
+    data = cv.load_inputs(config)
     recipes = [build_recipe(config, data, k) for k in (0, 1, 1)]
     draws = [_draws(r) for r in recipes]
     assert not torch.equal(draws[0], draws[1])  # fold 0 and fold 1: other dropout/augmentation draws

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 
 def recipe_of(config, num_classes=1, score_index=None, fold=None):
-    """build_recipe for a config whose data has `num_classes` (and `score_index`), without a RunData."""
+    """build_recipe for a config whose data has `num_classes` (and `score_index`), without a RunInputs."""
     from kitpkg.train.recipe import build_recipe
 
     return build_recipe(config, SimpleNamespace(num_classes=num_classes, score_index=score_index), fold)

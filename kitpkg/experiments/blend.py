@@ -75,9 +75,9 @@ def check_members(members: Sequence[Member]) -> None:
     first = members[0]
     for m in members[1:]:
         pair = f"{first.run.path} and {m.run.path}"
-        if m.run.data.get("num_classes") != first.run.data.get("num_classes"):
-            raise KitError(f"{pair}: other tasks (num_classes {first.run.data.get('num_classes')} vs "
-                           f"{m.run.data.get('num_classes')}); blend runs of one task")
+        if m.run.fingerprints.get("num_classes") != first.run.fingerprints.get("num_classes"):
+            raise KitError(f"{pair}: other tasks (num_classes {first.run.fingerprints.get('num_classes')} vs "
+                           f"{m.run.fingerprints.get('num_classes')}); blend runs of one task")
         diff = split_difference(dict(zip(first.oof["id"], first.oof["fold"])), dict(zip(m.oof["id"], m.oof["fold"])))
         if diff:
             raise KitError(f"{pair}: different folds ({diff}); blend only runs on the same fold split")

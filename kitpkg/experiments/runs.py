@@ -46,14 +46,14 @@ class Run:
         return self.state.config
 
     @property
-    def data(self) -> Dict[str, Any]:
+    def fingerprints(self) -> Dict[str, Any]:
         """The shard fingerprints and num_classes the run was trained on."""
         return self.state.fingerprints
 
     @property
     def binary(self) -> bool:
         """Scored by AUC: one logit (sigmoid) target, or one class of many (train.score_class)."""
-        return scored_by_auc(self.state.data)
+        return scored_by_auc(self.state.entries)
 
     @property
     def metric(self) -> str:
@@ -194,7 +194,7 @@ class Run:
             manifest = load_manifest(str(self.path / hint))
         except (OSError, ValueError, KitError):
             return None
-        return manifest if manifest_fingerprint(manifest) == self.data.get("manifest") else None
+        return manifest if manifest_fingerprint(manifest) == self.fingerprints.get("manifest") else None
 
 
 def load_run(path: os.PathLike) -> Run:
@@ -248,12 +248,12 @@ def split_difference(a: Dict[str, int], b: Dict[str, int]) -> Optional[str]:
 def folds_difference(a: Run, b: Run) -> Optional[str]:
     """Why two runs are not comparable (another task, another target, or another split of their common folds); None
     when they are."""
-    if a.data.get("num_classes") != b.data.get("num_classes"):
-        return f"another task (num_classes {a.data.get('num_classes')} vs {b.data.get('num_classes')})"
+    if a.fingerprints.get("num_classes") != b.fingerprints.get("num_classes"):
+        return f"another task (num_classes {a.fingerprints.get('num_classes')} vs {b.fingerprints.get('num_classes')})"
     key = "train.score_class"
     if a.config.get(key) != b.config.get(key):
         return f"another target ({key}: {a.config.get(key)} vs {b.config.get(key)})"
-    if a.data.get("manifest") == b.data.get("manifest"):
+    if a.fingerprints.get("manifest") == b.fingerprints.get("manifest"):
         return None  # one manifest: one split, one label column
     common = set(a.done) & set(b.done)
     if not common:
@@ -280,9 +280,9 @@ def target_difference(a: Run, b: Run, ids: Sequence[str]) -> Optional[str]:
 def differences(ref: Run, run: Run) -> List[str]:
     """What makes `run` differ from `ref`: config keys (`key: old -> new`) and other training data."""
     lines = diff_keys(ref.config, run.config)
-    if ref.data.get("extra_train") != run.data.get("extra_train"):
+    if ref.fingerprints.get("extra_train") != run.fingerprints.get("extra_train"):
         lines.append("data.extra_train: other shard sets")
-    if ref.data.get("manifest") != run.data.get("manifest") and not any(
+    if ref.fingerprints.get("manifest") != run.fingerprints.get("manifest") and not any(
             line.startswith("data.image_size:") for line in lines):  # another size is another manifest anyway
         lines.append("data.shards: another manifest")
     return lines

@@ -91,8 +91,9 @@ def _fold_line(k: int, metric: str, score: float, last: Optional[float]) -> str:
 
 
 @dataclass
-class RunData:
-    """The shard sets of a run and what they imply."""
+class RunInputs:
+    """What a run trains on: its shard sets and what they imply (the `data.*` keys say where they are; state.json
+    records their fingerprints)."""
 
     manifest: Manifest
     extras: List[Manifest]
@@ -125,7 +126,7 @@ class RunData:
         return self.extras + ([] if fold is None else [sets.for_fold(fold) for sets in self.fold_sets])
 
 
-def load_data(config: Config) -> RunData:
+def load_inputs(config: Config) -> RunInputs:
     """Load the config's manifest (for data.image_size) and extra training sets; infer num_classes."""
     from .extras import is_fold_sets, load_extras
     from .init_from import source_identity
@@ -141,7 +142,7 @@ def load_data(config: Config) -> RunData:
     extras, fold_sets = load_extras(config.data.extra_train, config.data.image_size, manifest)
     num_classes = config.model.num_classes or _infer_classes(manifest)
     score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
-    return RunData(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets)
+    return RunInputs(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets)
 
 
 def _infer_classes(manifest: Manifest) -> int:
@@ -162,7 +163,7 @@ def make_module(recipe: Recipe, load_pretrained: bool, meta: Any = None):
     return KitModule(recipe, load_pretrained=load_pretrained, meta=meta.state_dict() if meta is not None else None)
 
 
-def make_datamodule(recipe: Recipe, data: RunData, meta: Any = None):
+def make_datamodule(recipe: Recipe, inputs: RunInputs, meta: Any = None):
     """The ShardDataModule of a fold's recipe (extra_train sets go to training only; the training order from the
     recipe's seed); `meta`: the fold's MetaEncoder (None: fitted on the fold's training samples when model.meta is
     set, by `fitted_meta()`)."""
@@ -171,21 +172,21 @@ def make_datamodule(recipe: Recipe, data: RunData, meta: Any = None):
 
     config = recipe.config
     train = TrainOptions(augment=recipe.stages.cpu, class_weights=config.data.sampling.class_weights)
-    return ShardDataModule(data.manifest, fold=recipe.fold, batch_size=config.data.batch_size,
+    return ShardDataModule(inputs.manifest, fold=recipe.fold, batch_size=config.data.batch_size,
                            num_workers=config.data.num_workers, seed=recipe.seed,
-                           extra_train=data.extras_for(recipe.fold), image_size=config.data.image_size,
+                           extra_train=inputs.extras_for(recipe.fold), image_size=config.data.image_size,
                            cache_dir=config.data.cache_dir, meta_encoder=meta, train_options=train,
                            meta=config.model.meta)
 
 
-def fold_parts(recipe: Recipe, data: RunData, run_dir: Path, is_writer: bool) -> Tuple[Any, Any]:
+def fold_parts(recipe: Recipe, inputs: RunInputs, run_dir: Path, is_writer: bool) -> Tuple[Any, Any]:
     """(data module, MetaEncoder or None) of a fold: the encoder stored in the run directory, else fitted by the data
     module itself on the fold's training samples (and stored by `is_writer`); one ShardDataModule either way."""
-    dm = make_datamodule(recipe, data, stored_meta(recipe.config, run_dir, recipe.fold))
-    return dm, fold_meta(recipe.config, data, run_dir, recipe.fold, is_writer, fit=dm.fitted_meta)
+    dm = make_datamodule(recipe, inputs, stored_meta(recipe.config, run_dir, recipe.fold))
+    return dm, fold_meta(recipe.config, inputs, run_dir, recipe.fold, is_writer, fit=dm.fitted_meta)
 
 
-def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
+def fit_fold(config: Config, inputs: RunInputs, state: RunState, k: int) -> None:
     """Train fold k (resuming from its newest intact checkpoint), then write its OOF and test predictions and its
     record with where the time went: resume_point -> fit -> reload_best -> predict_fold -> record_fold."""
     import pytorch_lightning as pl
@@ -196,12 +197,12 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
     ckpt_dir = state.paths.ckpt_dir(k)
     resume, trained = resume_point(state, k)
     pl.seed_everything(config.train.seed + k, workers=True, verbose=False)
-    recipe = build_recipe(config, data, k, resume)  # every decision of how fold k trains, made once here
-    dm, meta = fold_parts(recipe, data, state.run_dir, is_rank_zero())
+    recipe = build_recipe(config, inputs, k, resume)  # every decision of how fold k trains, made once here
+    dm, meta = fold_parts(recipe, inputs, state.run_dir, is_rank_zero())
     fresh = resume is None and not trained
     module = make_module(recipe, load_pretrained=fresh and not config.model.init_from, meta=meta)
     if fresh and config.model.init_from:
-        init_fold(module, config.model.init_from, data, k)
+        init_fold(module, config.model.init_from, inputs, k)
     throughput = Throughput()
     monitor = recipe.monitor
     writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor)
@@ -217,10 +218,10 @@ def fit_fold(config: Config, data: RunData, state: RunState, k: int) -> None:
         fit(trainer, module, dm, state, k, resume)
     trainer.strategy.barrier("kitpkg-fit-done")  # rank 0 publishes the last checkpoint after the others return
     best_epoch = reload_best(module, state.run_dir, k)
-    frame, test_frame = predict_fold(trainer, module, dm, data, k, state.paths.parts(k))
+    frame, test_frame = predict_fold(trainer, module, dm, inputs, k, state.paths.parts(k))
     if is_rank_zero():
         figures = {"wall_s": round(time.perf_counter() - started, 2), **throughput.figures(trainer.world_size)}
-        record_fold(state, k, frame, test_frame, data, config.predict.average, best_epoch=best_epoch,
+        record_fold(state, k, frame, test_frame, inputs, config.predict.average, best_epoch=best_epoch,
                     **figures, **loader_figures(dm, trained), **device_fields(recipe.device, trainer.world_size))
     trainer.strategy.barrier("kitpkg-fold-done")
     if torch.cuda.is_available():
@@ -258,35 +259,35 @@ def reload_best(module: Any, run_dir: Path, k: int) -> Optional[int]:
     return ckpt.get("epoch")
 
 
-def predict_fold(trainer: Any, module: Any, dm: Any, data: RunData, k: int, part_dir: Path) -> Tuple[Any, Any]:
+def predict_fold(trainer: Any, module: Any, dm: Any, inputs: RunInputs, k: int, part_dir: Path) -> Tuple[Any, Any]:
     """(OOF scores frame of fold k, test scores frame or None without a test split); both None off rank 0."""
     frame = P.predict_frame(trainer, module, dm.eval_dataloader("val"), part_dir, "oof",
-                            P.fold_ids(data.manifest, "val", k))
+                            P.fold_ids(inputs.manifest, "val", k))
     test_frame = None
-    if data.manifest.select("test"):
+    if inputs.manifest.select("test"):
         test_frame = P.predict_frame(trainer, module, dm.test_dataloader(), part_dir, "test",
-                                     P.fold_ids(data.manifest, "test"))
+                                     P.fold_ids(inputs.manifest, "test"))
     return frame, test_frame
 
 
-def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, data: RunData, space: str, **fields: Any
+def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, inputs: RunInputs, space: str, **fields: Any
                 ) -> None:
     """Write fold k's results: its OOF predictions (from the scores frame: id, target, s*), its test scores (id, s*),
     then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
     from .report import epoch_score, fold_score
 
-    oof = P.oof_rows(frame, k, data.binary, space, data.score_index)
+    oof = P.oof_rows(frame, k, inputs.binary, space, inputs.score_index)
     P.write_csv(oof, state.paths.fold_oof(k))
     if test_frame is not None:
         P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.paths.fold_test(k))
-    score = fold_score(oof, data.scored_binary)
+    score = fold_score(oof, inputs.scored_binary)
     if score != score:
         import warnings
 
         warnings.warn(f"kitpkg: fold {k}: its validation split holds one class, so it has no AUC (NaN); its last "
                       f"epoch's weights are kept, early stopping skipped it, and the CV mean leaves it out",
                       RuntimeWarning, stacklevel=2)
-    history, key = state.paths.metrics(k), "val_auc" if data.scored_binary else "val_acc"
+    history, key = state.paths.metrics(k), "val_auc" if inputs.scored_binary else "val_acc"
     # NaN is no JSON: a fold without a score stores null
     state.update_fold(k, status="done", score=None if score != score else score, last_score=epoch_score(history, key),
                       best_val_score=epoch_score(history, key, fields.get("best_epoch")), samples=len(oof), **fields)
@@ -308,28 +309,28 @@ def _fold_weights(run_dir: Path, k: int) -> Path:
 
 
 def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_changed: Sequence[str] = (),
-             data: Optional[RunData] = None, reopen_lost: bool = True) -> Tuple[RunData, RunState]:
-    """Load the data (unless given: `load_data(config)`) and the run state (refusing a changed config or other shards);
-    reopen_lost: a fold recorded done whose best weights are gone is reset (one printed line) to be trained again.
+             inputs: Optional[RunInputs] = None, reopen_lost: bool = True) -> Tuple[RunInputs, RunState]:
+    """Load the run's inputs (unless given: `load_inputs(config)`) and its state (refusing a changed config or other
+    shards). reopen_lost: a fold recorded done whose best weights are gone is reset (one printed line) to be trained again.
 
     Names the fit would refuse (model, loss, optimizer, schedule) and model.meta columns that leak the label or are
     absent at test time are checked first: a run directory is written only for a config that can train."""
     from ..data.meta import check_meta_inputs
     from .model import check_components
 
-    data = data if data is not None else load_data(config)
+    inputs = inputs if inputs is not None else load_inputs(config)
     run_dir = run_directory(run_dir or config.output.run_dir)
-    check_components(config, data.num_classes)
-    class_weight_targets(config.data.sampling.class_weights, data.manifest)  # keys naming no class
-    check_meta_inputs(config.model.meta, data.manifest, config.data.cache_dir)
+    check_components(config, inputs.num_classes)
+    class_weight_targets(config.data.sampling.class_weights, inputs.manifest)  # keys naming no class
+    check_meta_inputs(config.model.meta, inputs.manifest, config.data.cache_dir)
     _keep_run_defaults(config, run_dir)
-    state = RunState.open(run_dir, config, data.fingerprints(), allow_changed)
+    state = RunState.open(run_dir, config, inputs.fingerprints(), allow_changed)
     if reopen_lost:
         reopen_lost_folds(state)
-    shards = relpath(Path(data.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
+    shards = relpath(Path(inputs.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
     if state.shards != shards:
         state.set("shards", shards)
-    return data, state
+    return inputs, state
 
 
 def _keep_run_defaults(config: Config, run_dir: Path) -> None:
@@ -348,22 +349,22 @@ def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optiona
            train_only: bool = False) -> CVResult:
     """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report
     (train_only: leave that to another process, e.g. the parent of `--parallel-folds`)."""
-    data, state = open_run(config, run_dir)
-    all_folds, selected = fold_selection(config, data, folds)
+    inputs, state = open_run(config, run_dir)
+    all_folds, selected = fold_selection(config, inputs, folds)
     check_free(state, [k for k in selected if not state.is_done(k)])  # a fold a live process trains: refused now
     for k in selected:
         if not state.is_done(k):
             with hold_fold(state, k):
-                fit_fold(config, data, state, k)
+                fit_fold(config, inputs, state, k)
     if train_only:
-        return fold_result(data, state, selected)
-    return finish(config, data, state, all_folds)
+        return fold_result(inputs, state, selected)
+    return finish(config, inputs, state, all_folds)
 
 
-def fold_selection(config: Config, data: RunData, folds: Optional[Sequence[int]] = None
+def fold_selection(config: Config, inputs: RunInputs, folds: Optional[Sequence[int]] = None
                    ) -> Tuple[List[int], List[int]]:
     """(the run's folds: data.folds or the manifest's; the folds to train now: `folds` or all of them), checked."""
-    known = data.manifest.folds()
+    known = inputs.manifest.folds()
     all_folds = list(config.data.folds) if config.data.folds is not None else known
     for label, selection in (("data.folds", all_folds), ("--folds", folds or [])):
         unknown = sorted(set(selection) - set(known))
@@ -373,10 +374,10 @@ def fold_selection(config: Config, data: RunData, folds: Optional[Sequence[int]]
     return all_folds, list(folds) if folds is not None else all_folds
 
 
-def fold_result(data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
+def fold_result(inputs: RunInputs, state: RunState, all_folds: Sequence[int]) -> CVResult:
     """The scores of the finished folds among `all_folds` (mean ± std over those with a score, NaN for one without;
     last-epoch scores beside them), the others pending; nothing written."""
-    result = CVResult(state.run_dir, "auc" if data.scored_binary else "accuracy")
+    result = CVResult(state.run_dir, "auc" if inputs.scored_binary else "accuracy")
     records = {k: state.fold(k) for k in all_folds if state.is_done(k)}
     result.scores = {k: _number(r.score) for k, r in records.items()}
     result.last_scores = {k: r.last_score for k, r in records.items()}
@@ -402,26 +403,26 @@ def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
     return (float(kept.mean()), float(kept.std())) if len(kept) else (None, None)
 
 
-def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[int]) -> CVResult:
+def finish(config: Config, inputs: RunInputs, state: RunState, all_folds: Sequence[int]) -> CVResult:
     """Merge what is done: oof.csv + submission.csv + report once every fold of the selection has finished."""
-    result = fold_result(data, state, all_folds)
+    result = fold_result(inputs, state, all_folds)
     monitor = result.metric
     if result.pending or not is_rank_zero():
         return result
     from .report import fold_score, write_report
 
     oof = P.pd.concat([P.read_csv(state.paths.fold_oof(k)) for k in all_folds], ignore_index=True)
-    expected = [i for k in all_folds for i in P.fold_ids(data.manifest, "val", k)]
+    expected = [i for k in all_folds for i in P.fold_ids(inputs.manifest, "val", k)]
     if list(oof["id"]) != expected:
         raise KitError(f"{state.run_dir}: OOF parts do not hold every sample of folds {list(all_folds)} exactly once; "
                        f"delete the {FOLD_OOF.format(k='*')} files and re-run")
     result.oof_path = state.paths.oof
     P.write_csv(oof, result.oof_path)
-    pooled = fold_score(oof, data.scored_binary)
+    pooled = fold_score(oof, inputs.scored_binary)
     result.oof_score = pooled if pooled == pooled else None  # NaN (one class in every fold run) is no JSON
     tests = [state.paths.fold_test(k) for k in all_folds]
     if all(p.exists() for p in tests) and tests:
-        result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, data,
+        result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, inputs,
                                                     state.paths.submission, state.paths.test_predictions)
     state.set_cv(CVSummary(metric=monitor, mean=result.mean, std=result.std, oof=result.oof_score,
                            folds=list(all_folds), last_mean=result.last_mean, left_out=result.left_out))
@@ -431,7 +432,7 @@ def finish(config: Config, data: RunData, state: RunState, all_folds: Sequence[i
 
 def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Optional[os.PathLike] = None) -> Path:
     """Re-predict the test split with every finished fold's best checkpoint (predict.* may differ from the run's)."""
-    data, state = open_run(config, run_dir, allow_changed=("predict.",), reopen_lost=False)
+    inputs, state = open_run(config, run_dir, allow_changed=("predict.",), reopen_lost=False)
     done = state.done_folds()
     if not done:
         raise KitError(f"{state.run_dir}: no finished fold; run `kitpkg cv` first")
@@ -441,28 +442,28 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
                            f"{retrain_advice(state.run_dir, k)}")
     for k in done:
         _fold_weights(state.run_dir, k)
-    if not data.manifest.select("test"):
+    if not inputs.manifest.select("test"):
         raise KitError(f"data.shards: {data.manifest.root} has no test split")
     parts = []
-    recipes = {k: build_recipe(config, data, k) for k in done}
+    recipes = {k: build_recipe(config, inputs, k) for k in done}
     trainer = build_trainer(recipes[done[0]])
     for k in done:
-        dm, meta = fold_parts(recipes[k], data, state.run_dir, is_rank_zero())
+        dm, meta = fold_parts(recipes[k], inputs, state.run_dir, is_rank_zero())
         module = make_module(recipes[k], load_pretrained=False, meta=meta)
         reload_best(module, state.run_dir, k)
         frame = P.predict_frame(trainer, module, dm.test_dataloader(), state.paths.parts(k), "test",
-                                P.fold_ids(data.manifest, "test"))
+                                P.fold_ids(inputs.manifest, "test"))
         parts.append(frame)
     if not is_rank_zero():
         return Path(out or state.paths.submission)
     path = Path(out) if out else state.paths.submission
     predictions = path.with_name(path.stem + "_predictions.csv") if out else state.paths.test_predictions
-    return write_test_outputs(parts, config, data, path, predictions)
+    return write_test_outputs(parts, config, inputs, path, predictions)
 
 
-def write_test_outputs(parts: Sequence[Any], config: Config, data: RunData, submission: Path, predictions: Path
+def write_test_outputs(parts: Sequence[Any], config: Config, inputs: RunInputs, submission: Path, predictions: Path
                        ) -> Path:
     """Average the folds' test scores; write the full predictions and the competition's submission file."""
-    test = P.average_test(parts, data.binary, config.predict.average, data.score_index)
+    test = P.average_test(parts, inputs.binary, config.predict.average, inputs.score_index)
     P.write_csv(test, predictions)
     return P.write_submission(test, submission, config.output.id_col, config.output.pred_col)

@@ -33,7 +33,7 @@ def _source_state(init_from: str) -> RunState:
                        "point it at the output.run_dir of the smaller-size run") from None
 
 
-def init_fold(module: Any, init_from: str, data: Any, k: int) -> None:
+def init_fold(module: Any, init_from: str, inputs: Any, k: int) -> None:
     """Load fold k's best weights of the run `init_from` into `module` (KitError when that run lacks fold k, its
     fold k holds other samples, or a parameter does not fit)."""
     from .checkpoint import best_checkpoint, load_checkpoint
@@ -47,7 +47,7 @@ def init_fold(module: Any, init_from: str, data: Any, k: int) -> None:
     if not state.is_done(k):
         raise KitError(f"model.init_from: {source} has no finished fold {k} (finished: {state.done_folds() or 'none'})"
                        f"; finish it there first (`kitpkg cv --folds {k}`) or leave fold {k} out of data.folds")
-    _check_same_fold(source, state, data, k)
+    _check_same_fold(source, state, inputs, k)
     path = best_checkpoint(state.paths.ckpt_dir(k))
     if path is None:
         raise KitError(f"model.init_from: {state.paths.ckpt_dir(k)} holds no intact checkpoint of fold {k}")
@@ -55,17 +55,17 @@ def init_fold(module: Any, init_from: str, data: Any, k: int) -> None:
     load_fitting(module, prediction_state(load_checkpoint(path)), f"{source} fold {k}")
 
 
-def _check_same_fold(source: Path, state: RunState, data: Any, k: int) -> None:
+def _check_same_fold(source: Path, state: RunState, inputs: Any, k: int) -> None:
     """Refuse a source run whose fold k validated on other samples than fold k here."""
     from .predict import fold_ids, read_csv
 
-    if state.fingerprints.get("manifest") == manifest_fingerprint(data.manifest):
+    if state.fingerprints.get("manifest") == manifest_fingerprint(inputs.manifest):
         return  # the same shard set
     oof = RunDir(source).fold_oof(k)
     if not oof.exists():
         raise KitError(f"model.init_from: {oof} is missing, so fold {k} of that run cannot be compared with fold {k} "
                        "here; re-run `kitpkg cv` there to write it")
-    theirs, ours = set(read_csv(oof)["id"].astype(str)), set(fold_ids(data.manifest, "val", k))
+    theirs, ours = set(read_csv(oof)["id"].astype(str)), set(fold_ids(inputs.manifest, "val", k))
     if theirs != ours:
         raise KitError(f"model.init_from: fold {k} of {source} validated on other samples than fold {k} here "
                        f"({len(theirs ^ ours)} ids differ); init_from needs the same folds: another --size of the same "

@@ -25,7 +25,7 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
 
     from pytorch_lightning.tuner import Tuner
 
-    from .cv import fold_parts, load_data, make_module
+    from .cv import fold_parts, load_inputs, make_module
     from .model import check_components
     from .recipe import build_recipe, recipe_callbacks
     from .report import plot_lr_find
@@ -33,16 +33,16 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     from .seeds import fold_seed
 
     _check_sweep(num_training, min_lr, max_lr)
-    data = load_data(config)
-    if fold not in data.manifest.folds():
+    inputs = load_inputs(config)
+    if fold not in inputs.manifest.folds():
         raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
     run_dir = run_directory(run_dir or config.output.run_dir)
-    check_components(config, data.num_classes)
-    class_weight_targets(config.data.sampling.class_weights, data.manifest)  # keys naming no class
+    check_components(config, inputs.num_classes)
+    class_weight_targets(config.data.sampling.class_weights, inputs.manifest)  # keys naming no class
     run_dir.mkdir(parents=True, exist_ok=True)
     sweep = sweep_config(config)
-    recipe = build_recipe(sweep, data, fold)
-    dm, meta = fold_parts(recipe, data, run_dir, is_writer=False)  # the encoding cv fits for this fold (not stored)
+    recipe = build_recipe(sweep, inputs, fold)
+    dm, meta = fold_parts(recipe, inputs, run_dir, is_writer=False)  # the encoding cv fits for this fold (not stored)
     module = make_module(recipe, load_pretrained=True, meta=meta)
     # the sweep's step draws follow the run seed (its loader the fold's order), as they did before the recipe
     steps = dataclasses.replace(recipe, seed=fold_seed(sweep.train.seed, None))

@@ -30,7 +30,7 @@ from ..errors import KitError
 from ..fsutil import atomic_copy
 from ..rundir import FoldRecord, RunDir
 from . import predict as P
-from .cv import CVResult, RunData, finish, fold_selection, load_data, open_run
+from .cv import CVResult, RunInputs, finish, fold_selection, load_inputs, open_run
 from .foldcheck import predictions_problem, weights_problem
 from .lease import check_free
 from .runstate import RunState
@@ -57,28 +57,28 @@ def merge_runs(config: Config, dirs: Sequence[os.PathLike], into: Optional[os.Pa
     if not dirs:
         raise KitError("merge: name the run directories to merge")
     sources = [RunState.read(d) for d in dirs]  # each must be a run directory (KitError naming it otherwise)
-    data = load_data(config)
-    fingerprints = data.fingerprints()
+    inputs = load_inputs(config)
+    fingerprints = inputs.fingerprints()
     for source in sources:  # all checked before anything is written
         problem = source.mismatch(config, fingerprints)
         if problem:
             raise KitError(f"merge: {problem}")
-    data, state = open_run(config, into if into is not None else sources[0].run_dir, data=data)
+    inputs, state = open_run(config, into if into is not None else sources[0].run_dir, inputs=inputs)
     _drop_stale_stages(state.run_dir)
     stage = state.paths.merge_stage(f"{_host()}-{os.getpid()}-{secrets.token_hex(3)}")
     try:
-        staged, conflicts = stage_folds(sources, state, data, stage)
+        staged, conflicts = stage_folds(sources, state, inputs, stage)
         for fold in staged:
             line = install_fold(fold, state)
             if line:
                 conflicts.append(line)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    all_folds, _ = fold_selection(config, data)
-    return finish(config, data, state, all_folds), conflicts
+    all_folds, _ = fold_selection(config, inputs)
+    return finish(config, inputs, state, all_folds), conflicts
 
 
-def stage_folds(sources: Sequence[RunState], target: RunState, data: RunData, stage: Path
+def stage_folds(sources: Sequence[RunState], target: RunState, inputs: RunInputs, stage: Path
                 ) -> Tuple[List[Staged], List[str]]:
     """Copy and check every source fold the target lacks (the first source having it gives it); KitError naming the
     source and fold when one is broken. Also the lines of folds that two copies finished with different results."""
@@ -96,36 +96,36 @@ def stage_folds(sources: Sequence[RunState], target: RunState, data: RunData, st
                     conflicts.append(line)
                 continue
             check_free(target, [k])  # a fold a `kitpkg cv` is training there now is not replaced under it
-            staged[k] = stage_fold(source, k, stage / str(k), data)
+            staged[k] = stage_fold(source, k, stage / str(k), inputs)
     return [staged[k] for k in sorted(staged)], conflicts
 
 
-def stage_fold(source: RunState, k: int, folder: Path, data: RunData) -> Staged:
+def stage_fold(source: RunState, k: int, folder: Path, inputs: RunInputs) -> Staged:
     """Copy fold k's files (fold{k}/ but its per-rank parts, its OOF and test predictions) from `source` into
     `folder`, and check the copies: KitError in one line when they are not a whole fold."""
     record = source.fold(k)  # read before the files: a record is written after its files
     src = source.run_dir
     for path in source.paths.fold_files(k):
         atomic_copy(path, folder / path.relative_to(src))
-    problem = fold_problem(folder, k, data)
+    problem = fold_problem(folder, k, inputs)
     if problem:
         raise KitError(f"merge: {src}: fold {k} cannot be merged: {problem}; leave {src} out of the merge, or "
                        f"delete {source.fold_path(k)} and run `kitpkg cv` there to train fold {k} again")
     return Staged(source, k, folder, record)
 
 
-def fold_problem(folder: Path, k: int, data: RunData) -> Optional[str]:
+def fold_problem(folder: Path, k: int, inputs: RunInputs) -> Optional[str]:
     """Why the fold k files in `folder` (a run directory or a staging folder) are not a whole finished fold."""
     files = RunDir(folder)
     problem = weights_problem(files.ckpt_dir(k))
     if problem:
         return f"its weights: {problem.replace(str(folder) + os.sep, '')}"
-    oof_columns = ["prediction"] if data.binary else [f"prob_{c}" for c in range(data.num_classes)]
-    problem = predictions_problem(files.fold_oof(k), P.fold_ids(data.manifest, "val", k), oof_columns,
+    oof_columns = ["prediction"] if inputs.binary else [f"prob_{c}" for c in range(inputs.num_classes)]
+    problem = predictions_problem(files.fold_oof(k), P.fold_ids(inputs.manifest, "val", k), oof_columns,
                                   probabilities=True)
-    if problem is None and data.manifest.select("test"):
-        problem = predictions_problem(files.fold_test(k), P.fold_ids(data.manifest, "test"),
-                                      P.score_columns(data.num_classes), probabilities=False)  # logits or probs
+    if problem is None and inputs.manifest.select("test"):
+        problem = predictions_problem(files.fold_test(k), P.fold_ids(inputs.manifest, "test"),
+                                      P.score_columns(inputs.num_classes), probabilities=False)  # logits or probs
     return problem
 
 

@@ -70,7 +70,7 @@ def stored_meta(config: Any, run_dir: Path, k: int) -> Optional[MetaEncoder]:
     return encoder
 
 
-def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = True,
+def fold_meta(config: Any, inputs: Any, run_dir: Path, k: int, is_writer: bool = True,
               fit: Optional[Callable[[], MetaEncoder]] = None) -> Optional[MetaEncoder]:
     """Fold k's metadata encoder: the one stored in run_dir/fold{k}/meta.json, else fitted now on fold k's training
     samples (by `fit`, the fold's data module's `fitted_meta`; default: a data module made for it) and stored there
@@ -85,8 +85,8 @@ def fold_meta(config: Any, data: Any, run_dir: Path, k: int, is_writer: bool = T
     if fit is None:
         from ..data.datamodule import ShardDataModule
 
-        fit = ShardDataModule(data.manifest, fold=k, extra_train=data.extras_for(k), cache_dir=config.data.cache_dir,
-                              image_size=config.data.image_size, meta=names).fitted_meta
+        fit = ShardDataModule(inputs.manifest, fold=k, extra_train=inputs.extras_for(k),
+                              cache_dir=config.data.cache_dir, image_size=config.data.image_size, meta=names).fitted_meta
     encoder = fit()
     if is_writer:
         path.parent.mkdir(parents=True, exist_ok=True)

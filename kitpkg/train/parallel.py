@@ -38,8 +38,8 @@ def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike]
                     folds: Optional[Sequence[int]] = None) -> CVResult:
     """Train the folds not yet done in up to `workers` processes at once, then finish the run here."""
     envs = worker_environments(config, workers, visible_gpus(config))
-    data, state = open_run(config, run_dir)  # state.json is written here, once, before any worker starts
-    all_folds, selected = fold_selection(config, data, folds)
+    inputs, state = open_run(config, run_dir)  # state.json is written here, once, before any worker starts
+    all_folds, selected = fold_selection(config, inputs, folds)
     todo = [k for k in selected if not state.is_done(k)]
     check_free(state, todo)  # a fold a live process trains (e.g. a killed run's worker elsewhere): refused now
     with tempfile.TemporaryDirectory(prefix="kitpkg-parallel-") as tmp:
@@ -50,7 +50,7 @@ def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike]
         listed = ", ".join(f"{k} (exit {rc})" for k, rc in sorted(failed.items()))
         raise KitError(f"--parallel-folds: folds {listed} failed in their workers (their messages are above); re-run "
                        f"the same command to resume them")
-    return finish(config, data, state, all_folds)
+    return finish(config, inputs, state, all_folds)
 
 
 def visible_gpus(config: Config) -> List[str]:

@@ -20,21 +20,21 @@ from ..fsutil import atomic_write
 
 def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> torch.Tensor:
     """n×3×H×W float 0..1: the first `n` training samples of `fold` (default: the first) after both stages."""
-    from .cv import load_data, make_datamodule
+    from .cv import load_inputs, make_datamodule
     from .gpu_augment import GpuAugment
     from .recipe import build_recipe
     from .seeds import step_seed
 
     if n < 1:
         raise KitError(f"--n: must be >= 1, got {n}")
-    data = load_data(config)
-    fold = data.manifest.folds()[0] if fold is None else fold
-    if fold not in data.manifest.folds():
+    inputs = load_inputs(config)
+    fold = inputs.manifest.folds()[0] if fold is None else fold
+    if fold not in inputs.manifest.folds():
         raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
-    recipe = build_recipe(config, data, fold)
+    recipe = build_recipe(config, inputs, fold)
     stage = GpuAugment(recipe.stages.gpu)
     shown = []
-    for batch_idx, batch in enumerate(make_datamodule(recipe, data).train_dataloader()):
+    for batch_idx, batch in enumerate(make_datamodule(recipe, inputs).train_dataloader()):
         gen = torch.Generator()
         gen.manual_seed(step_seed(recipe.seed, 0, batch_idx, 0))  # what training seeds fold `fold`'s epoch 0 with
         with torch.no_grad():

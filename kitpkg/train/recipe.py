@@ -1,4 +1,4 @@
-"""A fold's recipe: every decision about how fold k trains, made once from (Config, RunData, fold).
+"""A fold's recipe: every decision about how fold k trains, made once from (Config, RunInputs, fold).
 
 The device choice (precision, channels_last), the named augmentation stages, mixing, weight EMA, the validation metric
 and the checkpoint monitor are resolved here, once per fold; the module (model.py), the data module, the trainer
@@ -45,17 +45,17 @@ class Recipe:
         return self.num_classes == 1
 
 
-def build_recipe(config: Config, data: Any, fold: Optional[int], resume: Optional[Path] = None) -> Recipe:
+def build_recipe(config: Config, inputs: Any, fold: Optional[int], resume: Optional[Path] = None) -> Recipe:
     """Fold `fold`'s recipe from the config and the run's data (`num_classes`, `score_index`); `resume`: the
     checkpoint the fold resumes from (its seeds follow what that checkpoint began with)."""
     from ..augment.stages import stages_of
 
-    scored_binary = data.num_classes == 1 or data.score_index is not None
+    scored_binary = inputs.num_classes == 1 or inputs.score_index is not None
     seeds_from = seeding_fold(resume, fold) if fold is not None else None
-    return Recipe(config=config, num_classes=int(data.num_classes), score_index=data.score_index, fold=fold,
+    return Recipe(config=config, num_classes=int(inputs.num_classes), score_index=inputs.score_index, fold=fold,
                   seeds_from=seeds_from, seed=fold_seed(config.train.seed, seeds_from),
                   device=resolve_device(config), stages=stages_of(config),
-                  mixing=build_mixing(config.train.mixup, data.num_classes, config.train.loss),
+                  mixing=build_mixing(config.train.mixup, inputs.num_classes, config.train.loss),
                   ema=config.train.ema, metric="val_auc" if scored_binary else "val_acc",
                   monitor=monitor_of(config, scored_binary))
 

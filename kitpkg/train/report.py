@@ -126,7 +126,7 @@ def write_report(run_dir: Path) -> Path:
     from .runstate import RunState, scored_by_auc
 
     run = RunState.read(run_dir)
-    state, files = run.data, run.paths
+    state, files = run.entries, run.paths
     folds = {k: v for k, v in run.folds().items() if v.is_done}
     binary = scored_by_auc(state)
     metric = "AUC" if binary else "accuracy"

@@ -74,8 +74,8 @@ class RunState:
     Fold records are read from disk on every call, so a fold another process finished is seen at once.
     """
 
-    def __init__(self, run_dir: Path, data: Dict[str, Any]):
-        self.run_dir, self.data = Path(run_dir), data
+    def __init__(self, run_dir: Path, entries: Dict[str, Any]):
+        self.run_dir, self.entries = Path(run_dir), entries
         self.paths = RunDir(self.run_dir)
 
     @property
@@ -153,20 +153,20 @@ class RunState:
 
     def _migrate(self) -> None:
         """Version 1 kept the fold records inside state.json: move them into folds/ (idempotent, rank 0 only)."""
-        legacy = self.data.get("folds")
+        legacy = self.entries.get("folds")
         if legacy is None or not is_rank_zero():
             return
         for key, record in legacy.items():
             if not self.fold_path(int(key)).exists():
                 self._write_fold(int(key), record)
-        self.data = {k: v for k, v in self.data.items() if k != "folds"}
-        self.data["kitpkg_state"] = STATE_VERSION
+        self.entries = {k: v for k, v in self.entries.items() if k != "folds"}
+        self.entries["kitpkg_state"] = STATE_VERSION
         self.save()
 
     def save(self) -> None:
         """Write the run-level entries into state.json atomically (rank 0 only); fold records are never in it."""
         if is_rank_zero():
-            atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+            atomic_write_text(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
 
     # -- folds ----------------------------------------------------------------------------------------------------
     def fold(self, k: int) -> FoldRecord:
@@ -176,12 +176,12 @@ class RunState:
     def _fold_json(self, k: int) -> Dict[str, Any]:
         record = _read_json(self.fold_path(k))
         if record is None:  # a version-1 state.json not yet migrated (read by a rank other than 0)
-            record = self.data.get("folds", {}).get(str(int(k)), {})
+            record = self.entries.get("folds", {}).get(str(int(k)), {})
         return record
 
     def fold_ids(self) -> List[int]:
         """Sorted folds that have a record (any status)."""
-        return sorted({int(k) for k in self.data.get("folds", {})} | set(self.paths.recorded_folds()))
+        return sorted({int(k) for k in self.entries.get("folds", {})} | set(self.paths.recorded_folds()))
 
     def folds(self) -> Dict[int, FoldRecord]:
         """{fold: record} of every fold that has a record."""
@@ -215,39 +215,39 @@ class RunState:
         if key == "folds":
             raise KitError("RunState.set('folds'): fold records are written with update_fold")
         if is_rank_zero():
-            self.data = {**(_read_json(self.path) or self.data), key: value}
+            self.entries = {**(_read_json(self.path) or self.entries), key: value}
             self.save()
         else:
-            self.data[key] = value
+            self.entries[key] = value
 
     def get(self, key: str, default: Optional[Any] = None) -> Any:
         """A run-level entry."""
-        return self.data.get(key, default)
+        return self.entries.get(key, default)
 
     @property
     def config_hash(self) -> Optional[str]:
         """The hash of the config the run was started with (what identifies it wherever it is copied)."""
-        return self.data.get("config_hash")
+        return self.entries.get("config_hash")
 
     @property
     def config(self) -> Dict[str, Any]:
         """{dotted key: value} of the config keys that change results, as the run was started with."""
-        return self.data.get("config", {})
+        return self.entries.get("config", {})
 
     @property
     def fingerprints(self) -> Dict[str, Any]:
         """What identifies the run's data: shard fingerprints (manifest, extra_train), num_classes, init_from."""
-        return self.data.get("data", {})
+        return self.entries.get("data", {})
 
     @property
     def shards(self) -> Optional[str]:
         """Where the run last saw its shards, relative to the run directory (a hint, not an identity)."""
-        return self.data.get("shards")
+        return self.entries.get("shards")
 
     @property
     def cv(self) -> Optional[CVSummary]:
         """The CV summary (None until every fold of the run is done, or when it is not a JSON object)."""
-        return CVSummary.from_json(self.data.get(CVSummary.KEY))
+        return CVSummary.from_json(self.entries.get(CVSummary.KEY))
 
     def set_cv(self, summary: CVSummary) -> None:
         """Write the CV summary into state.json."""

@@ -13,7 +13,7 @@ import numpy as np
 from kitpkg.config import config_from_dict
 from kitpkg.shards.manifest import Manifest, ShardInfo
 from kitpkg.train import predict as P
-from kitpkg.train.cv import RunData, finish, record_fold
+from kitpkg.train.cv import RunInputs, finish, record_fold
 from kitpkg.train.runstate import RunState, relpath
 
 
@@ -92,7 +92,7 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
     oof = oof.reshape(len(fake.ids), -1)
     cfg = fake_config(run_dir, fake, config, shards_dir)
     num_classes = oof.shape[1] if oof.shape[1] > 1 else 1
-    data = RunData(manifest, [], num_classes)
+    data = RunInputs(manifest, [], num_classes)
     state = RunState.open(run_dir, cfg, data.fingerprints())
     if shards_dir is not None:
         manifest.save(str(shards_dir))
