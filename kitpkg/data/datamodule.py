@@ -13,8 +13,10 @@ from .meta import MetaEncoder
 
 class ShardDataModule(pl.LightningDataModule):
     """Train on all folds but `fold`, validate on `fold` (None: train on everything, no validation), test on the test
-    split. Batches: {"image": uint8 B×3×H×W, "target": long/float (-1 when unlabeled), "id": list[str]}, and with
-    `meta` columns "meta": float B×width. The train loader is stateful (exact mid-epoch resume from Lightning
+    split. Batches: {"image": uint8 B×3×H×W, "target", "id": list[str]}, and with `meta` columns "meta": float
+    B×width. "target" follows the manifest's label columns: one column, B int64 class indices (text classes, integers)
+    or B float32 (a float column); several (K), float32 B×K in column order; -1 (a K-vector of -1.0 for several) where
+    a sample has no label (the test split). The train loader is stateful (exact mid-epoch resume from Lightning
     checkpoints). `train_options`: what only training does (shuffle window, `class_weights` oversampling, the built
     CPU stage `augment`: dataset.TrainOptions); `meta` names manifest columns, encoded by `meta_encoder` or, when None,
     by one fitted on this fold's training samples (`fitted_meta`)."""

@@ -90,7 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JPEG quality of the re-encoded images (1-100)")
     p.add_argument("--id-col", default=_DEFAULTS.id_col,
                    help="CSV column naming each image file (with or without .jpg)")
-    p.add_argument("--label-col", default=_DEFAULTS.label_col, help="CSV label column; '' for unlabeled data")
+    p.add_argument("--label-col", default=_DEFAULTS.label_col,
+                   help="CSV label column (classes or a float target), or several comma-separated (a,b,c: 0/1 labels "
+                        "or floats, e.g. multilabel, regression, soft labels); '' for unlabeled data")
     p.add_argument("--group-col", default=_DEFAULTS.group_col,
                    help="images with the same value stay in one fold; '' to fold by image")
     p.add_argument("--folds", type=int, default=_DEFAULTS.folds,
@@ -126,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="folder for manifest.json (default: the shards' common folder; needed if that is read-only)")
     p.add_argument("--id-col", default=_DEFAULTS.id_col, help="feature (TFRecord) or JSON field (tar) holding the id")
-    p.add_argument("--label-col", default=None, help="feature or JSON field holding the label (e.g. target, cls)")
+    p.add_argument("--label-col", default=None, help="feature or JSON field holding the label (e.g. target, cls), "
+                   "or several comma-separated ones holding numbers (a,b,c)")
     p.add_argument("--folds", type=int, default=None, help="K: fold = number in the file name mod K")
     p.set_defaults(func=_index)
 

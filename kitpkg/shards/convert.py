@@ -18,7 +18,7 @@ from .. import fsutil
 from .._version import __version__
 from .formats import IMAGE_KEY, shard_format
 from .imaging import BadImage, convert_image
-from .manifest import Manifest, label_counts
+from .manifest import Manifest, ShardInfo, class_counts
 from .options import ConvertOptions
 from .plan import Plan, ShardPlan, make_plan
 from .pool import ordered_map
@@ -104,7 +104,7 @@ def convert(source, csv, out, options: Optional[ConvertOptions] = None, **overri
     fmt = shard_format(opts.fmt)
     src = ImageSource(source)
     files = src.list_images()
-    plan = make_plan(files, csv, opts.test_csv, fmt.extension, id_col=opts.id_col, label_col=opts.label_col,
+    plan = make_plan(files, csv, opts.test_csv, fmt.extension, id_col=opts.id_col, label_cols=opts.label_cols,
                      group_col=opts.group_col, folds=opts.folds, fold_col=opts.fold_col,
                      shard_samples=opts.shard_samples, seed=opts.seed,
                      image_key=IMAGE_KEY if fmt.image_in_row else None)
@@ -170,16 +170,26 @@ def _write_shards(plan: Plan, pending: List[Tuple[ShardPlan, List[int]]], states
 def _manifest(plan: Plan, state: ConvertState, size: int, opts: ConvertOptions, inputs: Dict[str, Any]) -> Manifest:
     shards = [state.shard(s.file) for s in plan.shards]
     rejected = list(plan.rejected) + [r for s in plan.shards for r in state.rejected(s.file)]
-    counts = label_counts(shards)
+    cols = [c for c in opts.label_cols if c in plan.schema]
     options = {**opts.manifest_options(), "test_csv_sha256": inputs["test_csv_sha256"]}
     if plan.classes and not all(isinstance(c, int) for c in plan.classes):
         options["classes"] = plan.classes  # a stored class index (e.g. a tar's KEY.cls) indexes this list
-    has_label = bool(opts.label_col) and opts.label_col in plan.schema
     return Manifest(format=opts.fmt, schema=dict(plan.schema), shards=shards, id_col=opts.id_col,
-                    label_col=opts.label_col if has_label else None, group_col=opts.group_col, image_size=size,
-                    aspect=opts.aspect, num_folds=plan.num_folds, class_counts=counts,
+                    label_col=cols[0] if len(cols) == 1 else None, label_cols=cols if len(cols) > 1 else None,
+                    group_col=opts.group_col, image_size=size,
+                    aspect=opts.aspect, num_folds=plan.num_folds, class_counts=class_counts(shards, cols),
                     source_csv_sha256=inputs["csv_sha256"], rejected=rejected, options=options,
                     kitpkg_version=__version__)
+
+
+def _fold_labels(shards: List[ShardInfo], cols: List[str]) -> str:
+    """A fold's labels in a few words: class counts, positives per label column, or each float column's mean."""
+    counts = class_counts(shards, cols)
+    if counts is not None:
+        return f"  {'positives' if len(cols) > 1 else 'classes'} {counts}" if counts else ""
+    rows = [v if len(cols) > 1 else [v] for shard in shards for v in shard.labels or ()]
+    columns = [[x for x in column if isinstance(x, (int, float))] for column in zip(*rows)]  # a foreign gap: None
+    return "  mean " + " ".join(f"{c}={sum(x) / len(x):.4g}" for c, x in zip(cols, columns) if x) if rows else ""
 
 
 def _one_line(manifest: Manifest, sizes: List[int], out, kept: int) -> str:
@@ -196,18 +206,22 @@ def summarize(manifest: Manifest) -> str:
     """A short human summary: shards, samples per fold, class counts and rejected files."""
     lines = [f"{manifest.format} shards at {manifest.image_size or '?'} px ({manifest.aspect or 'as stored'}): "
              f"{len(manifest.shards)} files, {sum(s.bytes for s in manifest.shards) / 1e6:.1f} MB"]
+    cols = manifest.label_columns()
     for fold in manifest.folds():
         shards = manifest.select("train", [fold])
-        counts = label_counts(shards)
-        extra = f"  classes {counts}" if counts else ""
+        extra = _fold_labels(shards, cols)
         lines.append(f"  fold {fold}: {sum(s.samples for s in shards):6d} samples in {len(shards)} shards{extra}")
     unfolded = [s for s in manifest.select("train") if s.fold is None]
     if unfolded:
         lines.append(f"  train (no folds): {sum(s.samples for s in unfolded)} samples in {len(unfolded)} shards")
     if manifest.select("test"):
         lines.append(f"  test: {manifest.num_samples('test')} samples in {len(manifest.select('test'))} shards")
-    if manifest.class_counts:
+    if manifest.class_counts and len(cols) > 1:
+        lines.append(f"  positives per label column: {manifest.class_counts}")
+    elif manifest.class_counts:
         lines.append(f"  class counts ({manifest.label_col}): {manifest.class_counts}")
+    elif manifest.class_counts is None:
+        lines.append(f"  label column{'s' if len(cols) > 1 else ''} {', '.join(cols)}: numbers, not classes")
     lines.append(f"  rejected: {len(manifest.rejected)}"
                  + "".join(f"\n    {r['id'] or r['file']}: {r['reason']}" for r in manifest.rejected[:5])
                  + ("\n    …" if len(manifest.rejected) > 5 else ""))

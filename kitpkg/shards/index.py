@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .. import fsutil
 from ..errors import KitError
 from .formats import SHARD_EXTENSIONS, RecordError, detect, shard_format
 from .imaging import image_size
-from .manifest import MANIFEST_NAME, Manifest, ShardInfo, label_counts
-from .options import ConvertOptions
+from .example import BYTES
+from .manifest import MANIFEST_NAME, Manifest, ShardInfo, class_counts
+from .options import ConvertOptions, split_label_cols
 from .reader import iter_shard_file
 from .resume import STATE_NAME
 from .verify import scan_bytes
@@ -51,8 +52,9 @@ def split_and_fold(name: str, folds: Optional[int]) -> Tuple[str, Optional[int]]
     return split, (fold % folds if folds else fold)
 
 
-def _scan(path: str, fmt: str, id_col: str, label_col: Optional[str]):
-    """(records' offsets, ids, labels, first record) of one shard; damage raises KitError naming file and offset."""
+def _scan(path: str, fmt: str, id_col: str, label_cols: Sequence[str]):
+    """(records' offsets, ids, labels, first record) of one shard; damage raises KitError naming file and offset.
+    A label is the one label column's value, or the list of several columns' values."""
     offsets, ids, labels, first = [], [], [], None
     try:
         with fsutil.open_binary(path) as f:
@@ -60,10 +62,24 @@ def _scan(path: str, fmt: str, id_col: str, label_col: Optional[str]):
                 first = first or record
                 offsets.append(record.offset)
                 ids.append(record.id)
-                labels.append(record.fields.get(label_col) if label_col else None)
+                values = [record.fields.get(c) for c in label_cols]
+                labels.append(values if len(values) > 1 else values[0] if values else None)
     except RecordError as err:
         raise KitError(f"cannot index {path}: {err.reason} at offset {err.offset}") from None
     return offsets, ids, labels, first
+
+
+def _check_label_cols(label_cols: Sequence[str], schema: Dict[str, str], fmt: str, first: str) -> None:
+    """KitError naming a label column the shards lack, or one of several that holds text (several must be numbers)."""
+    if not schema:
+        return  # no record at all: nothing to check against
+    for col in label_cols:
+        if col not in schema and not (len(label_cols) == 1 and col == shard_format(fmt).label_member):
+            raise KitError(f"{first}: --label-col {col!r} is not a feature of these shards (features: "
+                           f"{', '.join(schema)})")
+        if len(label_cols) > 1 and schema[col] == BYTES:
+            raise KitError(f"{first}: --label-col {col!r} holds text; with several label columns "
+                           f"({','.join(label_cols)}) each must hold numbers (0/1 per label, or floats)")
 
 
 def _refuse_to_replace(out: str) -> None:
@@ -85,8 +101,12 @@ def _refuse_to_replace(out: str) -> None:
 
 
 def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = ConvertOptions.id_col,
-          label_col: Optional[str] = None, folds: Optional[int] = None) -> Manifest:
-    """Scan foreign shards and write `manifest.json` into `out` (default: their common folder); return the Manifest."""
+          label_col: Union[None, str, Sequence[str]] = None, folds: Optional[int] = None) -> Manifest:
+    """Scan foreign shards and write `manifest.json` into `out` (default: their common folder); return the Manifest.
+
+    `label_col`: one feature/JSON field, or several ("a,b,c" or a list; each must hold numbers) recorded as the
+    manifest's `label_cols`, as `kitpkg convert` records them."""
+    label_cols = split_label_cols(label_col)
     if folds is not None and folds < 1:
         raise KitError(f"--folds must be ≥ 1 (fold = the number in the file name mod K), not {folds}")
     files = find_shards(paths)
@@ -98,7 +118,7 @@ def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = Conv
     _refuse_to_replace(out)
     shards, schema, first_image = [], {}, None
     for path in files:
-        offsets, ids, labels, first = _scan(path, fmt, id_col, label_col)
+        offsets, ids, labels, first = _scan(path, fmt, id_col, label_cols)
         if first is not None:
             schema.update({k: v for k, v in shard_format(fmt).schema(first, path).items() if k not in schema})
             first_image = first_image or first.image
@@ -106,17 +126,17 @@ def index(paths: Sequence[str], out: Optional[str] = None, *, id_col: str = Conv
         inside = os.path.commonpath([out, path]) == out
         split, fold = split_and_fold(path, folds)
         shards.append(ShardInfo(os.path.relpath(path, out) if inside else path, split, fold, len(ids), size, sha,
-                                offsets, ids, labels if label_col and split == "train" else None,
+                                offsets, ids, labels if label_cols and split == "train" else None,
                                 checksums if compression is None else None))
-    if label_col and schema and label_col not in schema and label_col != shard_format(fmt).label_member:
-        raise KitError(f"--label-col {label_col!r} is not a feature of these shards (features: {', '.join(schema)})")
+    _check_label_cols(label_cols, schema, fmt, files[0])
     wh = image_size(first_image) if first_image else None
     fold_values = sorted({s.fold for s in shards if s.fold is not None})
     manifest = Manifest(format=fmt, schema=dict(sorted(schema.items())), shards=shards, id_col=id_col,
-                        label_col=label_col, compression=compression,
+                        label_col=label_cols[0] if len(label_cols) == 1 else None,
+                        label_cols=label_cols if len(label_cols) > 1 else None, compression=compression,
                         image_size=wh[0] if wh and wh[0] == wh[1] else None,
                         num_folds=(folds or (max(fold_values) + 1)) if fold_values else None,
-                        class_counts=label_counts(shards), options={"indexed_from": "foreign shards"})
+                        class_counts=class_counts(shards, label_cols), options={"indexed_from": "foreign shards"})
     try:
         manifest.save(out)
     except OSError as err:

@@ -1,4 +1,10 @@
-"""The manifest: what a shard set holds (schema, shards with counts/bytes/sha256/offsets/ids, folds, rejects)."""
+"""The manifest: what a shard set holds (schema, shards with counts/bytes/sha256/offsets/ids, folds, rejects).
+
+Labels: one label column is `label_col` (its classes: `classes()`, its counts per label: `class_counts`); several
+(`--label-col a,b,c`) are `label_cols` in order, `label_col` then None, and a shard's `labels` hold one list of values
+per sample. Each column's type is the schema's. `label_columns()` reads both (and manifests written before
+`label_cols` existed, which never hold that key: a manifest with one label column is written as it always was).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .. import fsutil
 from .._version import __version__
 from ..errors import KitError
+from .folds import is_fractional
 from .formats import FORMATS, IMAGE_KEY
 from .options import ConvertOptions
 
@@ -38,7 +45,7 @@ class ShardInfo:
     sha256: str
     offsets: List[int]  # byte offset of every sample (record start or first tar member header)
     ids: List[str]
-    labels: Optional[List[Any]] = None
+    labels: Optional[List[Any]] = None  # train shards: each sample's label (a list of values: several label columns)
     # CRC-32C of each sample's bytes, from its offset to the next sample's (the last: to the end of the file), so
     # `verify` can name the damaged sample even in tars, whose member data carry no checksum; None when compressed
     checksums: Optional[List[int]] = None
@@ -52,14 +59,17 @@ class Manifest:
     schema: Dict[str, str]
     shards: List[ShardInfo]
     id_col: str = ConvertOptions.id_col
-    label_col: Optional[str] = None
+    label_col: Optional[str] = None  # the one label column (None: unlabeled, or several label columns)
+    label_cols: Optional[List[str]] = None  # several label columns in order (None: one or none; not written then)
     group_col: Optional[str] = None
     image_key: str = IMAGE_KEY
     compression: Optional[str] = None
     image_size: Optional[int] = None
     aspect: Optional[str] = None
     num_folds: Optional[int] = None
-    class_counts: Dict[str, int] = field(default_factory=dict)
+    # one label column of classes: {label as text: samples}; several 0/1 columns: {column: positives}; None: labels
+    # that are no classes (a float target, several numeric columns)
+    class_counts: Optional[Dict[str, int]] = field(default_factory=dict)
     source_csv_sha256: Optional[str] = None
     rejected: List[Dict[str, str]] = field(default_factory=list)
     options: Dict[str, Any] = field(default_factory=dict)
@@ -87,6 +97,10 @@ class Manifest:
         """{sample id: fold} for every train sample."""
         return {i: s.fold for s in self.select("train") for i in s.ids if s.fold is not None}
 
+    def label_columns(self) -> List[str]:
+        """The label columns in order: [] (unlabeled), [label_col], or the several of `label_cols`."""
+        return list(self.label_cols) if self.label_cols else [self.label_col] if self.label_col else []
+
     def classes(self) -> Optional[List[str]]:
         """Text labels in target order (a sample's target is its label's index), or None when labels are numbers.
 
@@ -108,6 +122,8 @@ class Manifest:
         """The manifest as JSON text (without `root`)."""
         data = dataclasses.asdict(self)
         data.pop("root")
+        if data["label_cols"] is None:
+            data.pop("label_cols")  # one label column: written exactly as before `label_cols` existed
         return json.dumps(data, indent=1, sort_keys=False)
 
     def save(self, folder: str) -> str:
@@ -125,6 +141,17 @@ def label_counts(shards: Sequence[ShardInfo]) -> Dict[str, int]:
         for label in shard.labels or ():
             counts[str(label)] = counts.get(str(label), 0) + 1
     return dict(sorted(counts.items()))
+
+
+def class_counts(shards: Sequence[ShardInfo], label_cols: Sequence[str]) -> Optional[Dict[str, int]]:
+    """The manifest's `class_counts` for labels of `label_cols`: label_counts when one column holds classes (not a
+    fractional float), {column: positives} in column order when several columns are all 0/1, else None."""
+    labels = [v for shard in shards for v in shard.labels or ()]
+    if len(label_cols) <= 1:
+        return None if any(is_fractional(v) for v in labels) else label_counts(shards)
+    if not all(v in (0, 1) for row in labels for v in row):
+        return None
+    return {col: int(sum(row[i] for row in labels)) for i, col in enumerate(label_cols)}
 
 
 def load_manifest(path: str) -> Manifest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from ..errors import KitError
 from .formats import DEFAULT_FORMAT, FORMATS
@@ -29,7 +29,9 @@ class ConvertOptions:
     aspect: str = "crop"  # one of ASPECTS
     quality: int = 90  # JPEG quality of the re-encoded images
     id_col: str = "image_name"  # CSV column naming each image file (with or without .jpg)
-    label_col: Optional[str] = "target"  # None (or ''): unlabeled data
+    # one CSV label column, or several as "a,b,c" (or a list): 0/1 labels (multilabel) or floats (regression, soft
+    # labels); None (or ''): unlabeled data
+    label_col: Union[None, str, Sequence[str]] = "target"
     group_col: Optional[str] = "patient_id"  # images with one value stay in one fold; None (or ''): fold by image
     folds: Optional[int] = 5  # stratified, grouped folds; 0/None: no folds
     fold_col: str = "fold"  # a CSV column of this name assigns the folds as given; else the fold is stored under it
@@ -53,7 +55,7 @@ class ConvertOptions:
         if not sizes or any(s < 8 for s in sizes) or len(set(sizes)) != len(sizes):
             raise KitError(f"--size needs distinct image sides ≥ 8 px, not {sizes}")
         normal = {"sizes": tuple(sizes), "quality": int(self.quality), "shard_samples": int(self.shard_samples),
-                  "label_col": self.label_col or None, "group_col": self.group_col or None}
+                  "label_col": joined_label_cols(self.label_col), "group_col": self.group_col or None}
         for name, value in normal.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
 
@@ -66,6 +68,11 @@ class ConvertOptions:
                             f"{', '.join(f.name for f in dataclasses.fields(cls))}")
         return dataclasses.replace(options or cls(), **overrides)
 
+    @property
+    def label_cols(self) -> Tuple[str, ...]:
+        """The label columns in order: () when unlabeled, one name, or several (from "a,b,c")."""
+        return tuple(split_label_cols(self.label_col))
+
     def state(self) -> Dict[str, Any]:
         """The options that decide every output byte, as the resume state records them (key `format` for `fmt`)."""
         return {("format" if k == "fmt" else k): getattr(self, k) for k in _STATE_KEYS}
@@ -73,3 +80,23 @@ class ConvertOptions:
     def manifest_options(self) -> Dict[str, Any]:
         """The options a manifest records under `options` (besides the input hashes)."""
         return {k: getattr(self, k) for k in _MANIFEST_KEYS}
+
+
+def split_label_cols(value: Union[None, str, Sequence[str]]) -> list:
+    """Label column names from `--label-col` ("a,b,c", one name, a list, or None/'' for none); KitError for an empty or
+    repeated name. A name is never split unless it holds a comma, so one column is exactly as given."""
+    if not value:
+        return []
+    names = [str(n).strip() for n in value.split(",")] if isinstance(value, str) and "," in value else \
+        [value] if isinstance(value, str) else [str(n).strip() for n in value]
+    if names == [""]:
+        return []
+    if len(names) > 1 and (not all(names) or len(set(names)) != len(names)):
+        raise KitError(f"--label-col {','.join(names)!r}: give distinct, non-empty column names separated by commas")
+    return names
+
+
+def joined_label_cols(value: Union[None, str, Sequence[str]]) -> Optional[str]:
+    """`--label-col` as one text (what the resume state records): None, the one name as given, or "a,b,c"."""
+    names = split_label_cols(value)
+    return ",".join(names) if names else None

@@ -2,6 +2,8 @@
 
 Everything here is a pure function of the inputs and options (no image is decoded), so a re-run reproduces the same
 plan and a resumed conversion knows exactly what each shard must hold. CSV problems raise KitError before any work.
+A sample's label is its one label column's value (text, int or float, as typed), or with several label columns the
+list of their values (each must be a number); which labels the folds balance is folds.py's choice.
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import numpy as np
 
 from ..errors import KitError
 from .example import BYTES, FLOAT, INT64
-from .folds import assign_folds
+from .folds import is_fractional, stratified_folds
 from .sources import IMAGE_SUFFIXES, index_by_id, stem_of
 from .formats import IMAGE_KEY, sample_key
 
 
 @dataclass
 class Sample:
-    """One CSV row that has a source file: its id, file, typed row (incl. fold) and label."""
+    """One CSV row that has a source file: its id, file, typed row (incl. fold) and label (a list: several columns)."""
 
     id: str
     key: str  # tar key: the id without dots or slashes (webdataset splits keys at the first dot)
@@ -48,7 +50,7 @@ class Plan:
     schema: Dict[str, str]
     num_folds: Optional[int]
     rejected: List[Dict[str, str]] = field(default_factory=list)
-    classes: List[Any] = field(default_factory=list)
+    classes: List[Any] = field(default_factory=list)  # the labels when they are classes (one column), else []
 
 
 def read_csv(path, required: Sequence[str], id_col: str):
@@ -116,7 +118,7 @@ def _lookup_key(value: str) -> str:
 
 
 def _rows(df, kinds: Dict[str, str], id_col: str, csv_name: str, files: Dict[str, str], seen: Dict[str, str],
-          rejected: List[Dict[str, str]], used: set, label_col: Optional[str]) -> List[Sample]:
+          rejected: List[Dict[str, str]], used: set, label_cols: Sequence[str]) -> List[Sample]:
     samples = []
     records = df.to_dict("records")
     for line, rec in enumerate(records, start=2):  # line 1 is the header
@@ -137,13 +139,39 @@ def _rows(df, kinds: Dict[str, str], id_col: str, csv_name: str, files: Dict[str
         used.add(files[key])
         row = {str(c): _value(v, kinds[str(c)]) for c, v in rec.items()}
         row[id_col] = sid
-        label = row.get(label_col) if label_col else None
-        if label_col and (label == "" or (isinstance(label, float) and math.isnan(label))):
+        empty = next((c for c in label_cols if _missing(row.get(c))), None)
+        if empty is not None:
             rejected.append({"id": sid, "file": files[key], "reason": f"no label: {csv_name} line {line} has an "
-                             f"empty {label_col!r}"})
+                             f"empty {empty!r}"})
             continue
-        samples.append(Sample(sid, sample_key(key), files[key], row, None, label))
+        samples.append(Sample(sid, sample_key(key), files[key], row, None, _label(row, label_cols)))
     return samples
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _label(row: Dict[str, Any], label_cols: Sequence[str]) -> Any:
+    """A sample's label: None (unlabeled), the one column's value, or the list of several columns' values in order."""
+    if not label_cols:
+        return None
+    return row[label_cols[0]] if len(label_cols) == 1 else [row[c] for c in label_cols]
+
+
+def _refuse_text_labels(path, df, label_cols: Sequence[str]) -> None:
+    """KitError naming the first column of several label columns that holds text (each must be 0/1 or a number)."""
+    if len(label_cols) < 2:
+        return  # one text column is a class label
+    import pandas as pd
+
+    for col in label_cols:
+        if col in df.columns and df[col].dtype.kind not in "iubf":
+            text = (df[col].notna() & pd.to_numeric(df[col], errors="coerce").isna()).to_numpy()
+            line = int(text.argmax() if text.any() else df[col].notna().to_numpy().argmax())
+            raise KitError(f"{path}: label column {col!r} holds text ({df[col].iloc[line]!r} on line {line + 2}); "
+                           f"with several label columns ({','.join(label_cols)}) each must hold numbers (0/1 per "
+                           "label, or floats)")
 
 
 def _chunks(samples: List[Sample], per_shard: int) -> List[List[Sample]]:
@@ -162,15 +190,21 @@ def _common_kinds(kinds: Dict[str, str], test_kinds: Dict[str, str]) -> None:
             kinds[col] = test_kinds[col] = FLOAT if {kinds[col], test_kinds[col]} == {INT64, FLOAT} else BYTES
 
 
-def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label_col: Optional[str],
+def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label_cols: Sequence[str],
               group_col: Optional[str], folds: Optional[int], fold_col: str, shard_samples: int, seed: int,
               image_key: Optional[str] = None) -> Plan:
     """Match CSV rows to files, assign folds and split every fold (and the test set) into shards.
 
-    `image_key`: the feature that holds the JPEG bytes (TFRecord); a CSV column of that name is refused.
+    `label_cols`: none (unlabeled), one column (a class, or a float target) or several (each a number: 0/1 labels or
+    floats; a sample's label is then the list of its values in this order). `image_key`: the feature that holds the
+    JPEG bytes (TFRecord); a CSV column of that name is refused.
     """
-    df = read_csv(csv, [id_col, label_col or "", group_col or ""], id_col)
+    label_cols = list(label_cols)
+    df = read_csv(csv, [id_col, *label_cols, group_col or ""], id_col)
     test_df = read_csv(test_csv, [id_col], id_col) if test_csv else None
+    test_labels = label_cols if test_df is not None and set(label_cols) <= set(test_df.columns) else []
+    _refuse_text_labels(csv, df, label_cols)
+    _refuse_text_labels(test_csv, test_df, test_labels)
     for path, frame in ((csv, df), (test_csv, test_df)):
         if image_key and frame is not None and image_key in frame.columns:
             raise KitError(f"{path}: column {image_key!r} would overwrite the {image_key!r} feature that holds the "
@@ -185,14 +219,13 @@ def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label
         raise KitError(f"{csv}: column {fold_col!r} must hold whole fold numbers 0…K-1 with no blanks")
     seen: Dict[str, str] = {}
     used: set = set()
-    train = _rows(df, kinds, id_col, _name(csv), by_id, seen, rejected, used, label_col)
+    train = _rows(df, kinds, id_col, _name(csv), by_id, seen, rejected, used, label_cols)
     if not train:
         raise _nothing_to_convert(csv, df, id_col, rejected)
     test: List[Sample] = []
     schema = {IMAGE_KEY: BYTES, **kinds}
     if test_df is not None:
-        test = _rows(test_df, test_kinds, id_col, _name(test_csv), by_id, seen, rejected, used,
-                     label_col if label_col in test_df.columns else None)
+        test = _rows(test_df, test_kinds, id_col, _name(test_csv), by_id, seen, rejected, used, test_labels)
         schema.update({c: k for c, k in test_kinds.items() if c not in schema})
     if has_folds:
         num_folds = max((s.row[fold_col] for s in train), default=-1) + 1
@@ -203,8 +236,8 @@ def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label
     elif folds and folds >= 2:
         num_folds = folds
         groups = [s.row[group_col] if group_col else s.id for s in train]
-        labels = [s.label for s in train] if label_col else None
-        for s, k in zip(train, assign_folds(groups, labels, folds, seed)):
+        labels = [s.label for s in train] if label_cols else None
+        for s, k in zip(train, stratified_folds(groups, labels, folds, seed)):
             s.fold = k
             s.row[fold_col] = k
         schema[fold_col] = INT64
@@ -225,8 +258,14 @@ def make_plan(files: List[tuple], csv, test_csv, ext: str, *, id_col: str, label
             shards.append(ShardPlan(f"{stem}-{j:05d}{ext}", "train", fold, chunk))
     for j, chunk in enumerate(_chunks(test, shard_samples)):  # test keeps CSV order: submissions follow it
         shards.append(ShardPlan(f"test-{j:05d}{ext}", "test", None, chunk))
-    classes = sorted({s.label for s in train if s.label is not None}, key=str) if label_col else []
-    return Plan(shards, schema, num_folds, rejected, classes)
+    return Plan(shards, schema, num_folds, rejected, _classes([s.label for s in train], label_cols))
+
+
+def _classes(labels: List[Any], label_cols: Sequence[str]) -> List[Any]:
+    """The distinct labels in sorted text order when they are classes (one column, no fractional float), else []."""
+    if len(label_cols) != 1 or any(is_fractional(v) for v in labels):
+        return []
+    return sorted({v for v in labels if v is not None}, key=str)
 
 
 def _name(path) -> str:
