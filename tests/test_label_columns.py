@@ -117,6 +117,15 @@ def test_several_label_columns_round_trip(converted, label_csv, demo_source, fmt
     assert json.loads(open(f"{m.root}/manifest.json").read())["label_cols"] == cols
 
 
+def test_a_rerun_keeps_the_manifest_of_several_columns(converted, demo_source, label_csv):
+    m = converted("wds", ",".join(BITS))
+    before = open(f"{m.root}/manifest.json", "rb").read()
+    again = convert(demo_source.images, label_csv, m.root.rsplit("/", 1)[0], fmt="wds", sizes=(SHARD_SIZE,), folds=3,
+                    label_col=list(BITS), test_csv=demo_source.test_csv, shard_samples=8, workers=1,
+                    progress=False)[SHARD_SIZE]  # the same columns as a list: the same options, so it resumes
+    assert again == m and open(f"{m.root}/manifest.json", "rb").read() == before
+
+
 def test_tars_of_several_columns_have_no_class_member(converted):
     m = converted("wds", ",".join(BITS))
     with tarfile.open(m.path(m.shards[0])) as tar:
@@ -143,7 +152,7 @@ def test_one_label_column_manifest_keeps_its_keys_and_reads_as_before(any_manife
     with open(demo_source.train_csv, newline="") as f:
         targets = [r["target"] for r in csv.DictReader(f)]
     assert data["class_counts"] == {t: targets.count(t) for t in sorted(set(targets))}
-    assert any_manifest.label_columns() == ["target"]
+    assert any_manifest.label_columns() == ["target"] and any_manifest.class_column() == "target"
     old = tmp_path / "manifest.json"  # a manifest written before label_cols existed has no such key
     old.write_text(json.dumps(data))
     assert load_manifest(old).label_columns() == ["target"] and load_manifest(old).label_cols is None
@@ -340,9 +349,17 @@ def test_errors_name_the_column_and_the_file(demo_source, label_csv, tmp_path, c
 @pytest.mark.parametrize("label_col", [",".join(BITS), "f0"])
 def test_class_weights_refuse_labels_that_are_not_one_class_column(converted, label_col):
     m = converted("tfrecord", label_col)
+    assert m.class_column() is None
     with pytest.raises(KitError, match=r"^data\.sampling\.class_weights needs one label column of classes") as err:
         ShardDataset(m, "train", 0, batch_size=8, train_options=TrainOptions(class_weights={"1": 3.0}))
     assert _one_line(err) and label_col.split(",")[0] in str(err.value)
+
+
+def test_pseudo_labels_refuse_several_label_columns(converted, tmp_path):
+    from kitpkg.shards.pseudo import write_labelled_sets
+
+    with pytest.raises(KitError, match="pseudo-labels are one class per sample.*y0, y1, y2"):
+        write_labelled_sets(tmp_path / "pseudo", converted("tfrecord", ",".join(BITS)), {None: ({}, {})})
 
 
 def test_extra_training_sets_need_the_same_label_columns(converted, tfrecord_manifest):

@@ -348,7 +348,7 @@ def _refuse_class_weights(manifest: Manifest) -> None:
     """KitError unless the labels are one column of classes: only then does "repeat the samples of a class" mean
     anything (a float target has no classes; several label columns give a sample several)."""
     cols = manifest.label_columns()
-    if len(cols) > 1 or (cols and manifest.class_counts is None):
+    if cols and manifest.class_column() is None:
         what = f"the label columns {', '.join(cols)}" if len(cols) > 1 else f"the float label column {cols[0]!r}"
         raise KitError(f"data.sampling.class_weights needs one label column of classes, but {manifest.root} has "
                        f"{what}; remove data.sampling.class_weights")

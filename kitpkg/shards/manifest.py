@@ -101,6 +101,12 @@ class Manifest:
         """The label columns in order: [] (unlabeled), [label_col], or the several of `label_cols`."""
         return list(self.label_cols) if self.label_cols else [self.label_col] if self.label_col else []
 
+    def class_column(self) -> Optional[str]:
+        """The label column when the labels are one column of classes (text, integers, whole floats), else None
+        (unlabeled, a fractional float target, several label columns): what class counts and weights need."""
+        cols = self.label_columns()
+        return cols[0] if len(cols) == 1 and self.class_counts is not None else None
+
     def classes(self) -> Optional[List[str]]:
         """Text labels in target order (a sample's target is its label's index), or None when labels are numbers.
 

@@ -37,6 +37,9 @@ def write_labelled_sets(out_dir: Path, test: Manifest, sets: LabelledSets) -> Di
     """Write each set's labelled test records of `test` as a training-only shard set (OUT/fold{k}, or OUT for the
     set None), all appearing together or not at all; return {set: its manifest}."""
     _check_out(out_dir)
+    if len(test.label_columns()) > 1:  # a pseudo-label is one class index; several columns would need one each
+        raise KitError(f"{test.root}: pseudo-labels are one class per sample, but this shard set has the label columns "
+                       f"{', '.join(test.label_columns())}; train on it without `kitpkg pseudo`")
     label_col = test.label_col or "target"
     schema = {**test.schema, label_col: "int64", "fold": "int64"}
     folders = {k: Path() if k is None else Path(f"fold{k}") for k in sets}
