@@ -22,7 +22,7 @@ What a worker does per batch (`_batch`), step by step -- and where the next stag
   4. collate  `_collate`: the images resized into one (recycled, shared) B×H×W×3 uint8 buffer, yielded as a
               B×3×H×W view.
   5. columns  `_columns`: the other data keys, "target", "id" and with a `meta` encoder "meta" (B×width float32,
-              the `model.meta` columns read in step 1, encoded by `meta.MetaEncoder`). "target" (`_LabelColumn`): one
+              the `model.meta` columns read in step 1, encoded by `meta.MetaEncoder`). "target" (targets.py): one
               label column gives B int64 class indices or B float32, several (K) float32 B×K in column order; -1
               (-1.0 per column) where a sample has no label.
   6. message  a `message.WorkerMessage` (data batch + buffer ticket + damaged samples + error) to the ShardLoader,
@@ -43,7 +43,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..augment.cpu import augment_sample, sample_seed
 from ..config import class_weight_targets
 from ..errors import KitError
-from ..shards.formats import RecordError, shard_format
+from ..shards.formats import RecordError
 from ..shards.manifest import Manifest, ShardInfo, load_manifest
 from ..shards.reader import Record, open_shard, read_sample
 from .buffers import BatchBuffers, batch_tensor, begin_worker_iteration
@@ -52,6 +52,7 @@ from .decode import Size, as_size, decode_image, resize
 from .message import Damage, LoaderLink, WorkerMessage, report_damage
 from .meta import MetaEncoder, check_meta_columns
 from .partition import Partition, read_runs
+from .targets import LabelTargets, collate_targets, refuse_class_weights
 from .worker import start_worker
 
 SPLITS = ("train", "val", "test")
@@ -183,7 +184,7 @@ class ShardDataset(IterableDataset):
 
     def _sample_weights(self, class_weights: Mapping[Any, float]) -> Tuple[float, ...]:
         """Per-sample repeat weights (partition order) from `data.sampling.class_weights` and the manifest labels."""
-        _refuse_class_weights(self.manifest)
+        refuse_class_weights(self.manifest)
         by_target = class_weight_targets(class_weights, self.manifest)
         out: List[float] = []
         for src in self.sources:
@@ -337,79 +338,8 @@ class ShardDataset(IterableDataset):
         return augment_sample(self.augment, resize(img, self.size), seed)
 
     def _targets(self, slots: list) -> torch.Tensor:
-        """One target per sample: B int64 class indices or B float32 (one label column), B×K float32 (K columns)."""
-        labels = [self.sources[source].label for source, _, _ in slots]
-        values = [label.target(record, self.training) for label, (_, record, _) in zip(labels, slots)]
-        floats = any(label.kind == "float" for label in labels)
-        return torch.tensor(values, dtype=torch.float32 if floats else torch.int64)
-
-
-def _refuse_class_weights(manifest: Manifest) -> None:
-    """KitError unless the labels are one column of classes: only then does "repeat the samples of a class" mean
-    anything (a float target has no classes; several label columns give a sample several)."""
-    cols = manifest.label_columns()
-    if cols and manifest.class_column() is None:
-        what = f"the label columns {', '.join(cols)}" if len(cols) > 1 else f"the float label column {cols[0]!r}"
-        raise KitError(f"data.sampling.class_weights needs one label column of classes, but {manifest.root} has "
-                       f"{what}; remove data.sampling.class_weights")
-
-
-@dataclass(frozen=True)
-class _LabelColumn:
-    """How one source's labels become a target: one column's number as stored, or its text label's index in
-    `classes`; several columns (`cols`) a list of floats in column order."""
-
-    cols: Tuple[str, ...]  # () unlabeled, one label column, or several
-    kind: str  # "int64" or "float" (always "float" for several columns)
-    classes: Dict[str, int]
-    root: str
-    member: Optional[str] = None  # the format's own label member, read when the row lacks the column (a tar's .cls)
-
-    @property
-    def col(self) -> Optional[str]:
-        """The one label column (None: unlabeled or several)."""
-        return self.cols[0] if len(self.cols) == 1 else None
-
-    @classmethod
-    def of(cls, manifest: Manifest, main: Manifest) -> "_LabelColumn":
-        """The label columns of `manifest`; text labels are indexed by `main`'s classes (the task's)."""
-        cols = tuple(manifest.label_columns())
-        if main is not manifest and (len(cols) > 1 or len(main.label_columns()) > 1) \
-                and cols != tuple(main.label_columns()):
-            raise KitError(f"{manifest.root}: label columns {', '.join(cols) or 'none'} differ from those of "
-                           f"{main.root} ({', '.join(main.label_columns())}); extra training sets need the same ones")
-        if len(cols) > 1:
-            return cls(cols, "float", {}, manifest.root)
-        kind = manifest.schema.get(manifest.label_col or "", "int64")
-        own = manifest.classes()
-        names = (main.classes() or own) if own is not None else []
-        return cls(cols, "float" if str(kind).startswith("float") else "int64",
-                   {name: i for i, name in enumerate(names)}, manifest.root,
-                   shard_format(manifest.format).label_member)
-
-    def target(self, record: Record, training: bool) -> Any:
-        """The record's target; -1 when it has none (test data); a text label that is no class fails in training.
-        Several columns: the list of their values as floats, -1.0 for each the record lacks (test data)."""
-        if len(self.cols) > 1:
-            return [self._number(record, c) for c in self.cols]
-        value = record.fields.get(self.col, record.fields.get(self.member)) if self.col else None
-        if isinstance(value, str) and self.classes:
-            if value in self.classes:
-                return self.classes[value]
-            if training:
-                raise KitError(f"{self.root}: sample {record.id!r} has the label {value!r}, which is not one of the "
-                               f"classes {list(self.classes)}; fix the label and re-run `kitpkg convert`")
-        return -1 if value is None or isinstance(value, (list, str)) else value
-
-    def _number(self, record: Record, col: str) -> float:
-        """One of several label columns' values as a float (-1.0 when missing); KitError naming it when not a number."""
-        value = record.fields.get(col)
-        if value is None or value == []:
-            return -1.0
-        if isinstance(value, (int, float)):
-            return float(value)
-        raise KitError(f"{self.root}: sample {record.id!r} has {value!r:.40} in label column {col!r}, not a number; "
-                       "several label columns must each hold numbers (re-run `kitpkg convert` or `kitpkg index`)")
+        """The batch's targets (targets.collate_targets: B int64 or float32, B×K float32 for K label columns)."""
+        return collate_targets([(self.sources[source].label, record) for source, record, _ in slots], self.training)
 
 
 @dataclass(frozen=True)
@@ -418,7 +348,7 @@ class _Source:
 
     manifest: Manifest
     index: int
-    label: _LabelColumn
+    label: LabelTargets
 
     @property
     def shard(self) -> ShardInfo:
@@ -432,7 +362,7 @@ def _sources(main: Manifest, split: str, fold: Optional[int], folds: Optional[Se
     picked = [(main, i) for i in select_shards(main, split, fold, folds)]
     for other in map(as_manifest, extra):
         picked += [(other, i) for i in select_shards(other, "train", folds=other.folds())]
-    labels = {id(m): _LabelColumn.of(m, main) for m, _ in picked}  # text labels indexed by the main set's classes
+    labels = {id(m): LabelTargets.of(m, main) for m, _ in picked}  # text labels indexed by the main set's classes
     return [_Source(m, i, labels[id(m)]) for m, i in picked]
 
 
