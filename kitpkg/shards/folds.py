@@ -6,9 +6,9 @@ What is balanced depends on the labels `kitpkg convert` reads (`fold_strata`):
   and fold), so every fold spans the whole range of the target;
 - several columns, all 0/1 (multilabel): every label's positives at once, plus the rows with no positive. A row counts
   towards each of its labels and groups holding the rarest labels are placed first -- the greedy form of iterative
-  stratification (Sechidis et al., 2011), which balances rare labels far better than stratifying on one label per row
-  or on the label-set string (combinations are often nearly unique);
-- several columns whose every row is a distribution (non-negative, summing to 1: soft labels such as HMS vote
+  stratification (Sechidis et al., 2011) -- rather than one stratum per row (its rarest label, which leaves the other
+  labels to chance, or its label-set string, whose combinations are often nearly unique);
+- several columns whose every row is a distribution (non-negative, summing to 1 ± 0.001: soft labels such as HMS vote
   fractions): the dominant (argmax) class, the consensus most public splits of such data stratify on;
 - several other numeric columns (regression with K targets): each column's quantile bins, all balanced at once.
 Groups (`--group-col`) are kept whole in every case: the greedy places groups, not rows.
@@ -45,7 +45,7 @@ def fold_strata(labels: Sequence[Any], k: int) -> np.ndarray:
     y = np.asarray(values, dtype=float)
     if np.isin(y, (0.0, 1.0)).all():
         return np.hstack([y, (y.sum(axis=1) == 0)[:, None].astype(float)])
-    if (y >= 0).all() and np.allclose(y.sum(axis=1), 1.0, atol=1e-6):
+    if (y >= 0).all() and np.allclose(y.sum(axis=1), 1.0, rtol=0.0, atol=1e-3):  # CSVs round to a few decimals
         return _one_hot(y.argmax(axis=1).tolist())
     return np.hstack([_one_hot(_quantile_bins(column, k)) for column in y.T])
 
