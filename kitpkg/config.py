@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import KitError
 from .ranges import keyed, out_of_range, range_of, ranged
+from .task import KINDS, METRICS
 
 AUTO = "auto"
 TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose")
@@ -186,6 +187,10 @@ class TrainConfig:
     # numpy's seed range: the loader seeds numpy with it
     seed: int = ranged(42, ge=0, le=2**32 - 1, doc="seed of the whole run; each fold derives its own seeds from it")
     deterministic: bool = keyed(False, doc="deterministic kernels (slower, bit-identical reruns)")
+    task: str = keyed(AUTO, doc="what the label column(s) are: auto (from the manifest: one 0/1 column -> binary, "
+                                "classes -> multiclass), binary or multiclass; kitpkg/task.py")
+    metric: str = keyed(AUTO, doc="the CV metric: auto = the task's (binary: auc; multiclass: accuracy; "
+                                  "train.score_class: auc)")
     loss: str = keyed(AUTO, doc="auto = bce (binary) / ce (multi-class); or focal")
     label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="label smoothing of the targets; with train.mixup set "
                                                          "train.mixup.label_smoothing")
@@ -262,8 +267,10 @@ def config_keys(cls: type = Config, prefix: str = "") -> Iterator[Tuple[str, dat
 
 CHOICES = {
     "train.precision": (AUTO, "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64"),
+    "train.task": (AUTO, *KINDS),
+    "train.metric": (AUTO, *METRICS),
     "train.loss": (AUTO, "bce", "ce", "focal"),
-    "train.monitor": (AUTO, "val_auc", "val_acc", "val_loss"),
+    "train.monitor": (AUTO, *(m.key for m in METRICS.values()), "val_loss"),
     "predict.average": ("prob", "logit"),
 }
 # Keys that change how a run is executed but not its numbers: excluded from the config hash so a run can be resumed with
@@ -547,7 +554,8 @@ def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 # Keys added after run directories already existed: left out of the hash while at their default, so a run made
 # before them keeps its hash (and resumes) after an upgrade; set to anything else, they count like every key.
 ADDED_KEYS = ("data.aug.preset", "data.aug.cpu", "data.aug.gpu", "data.sampling", "model.meta", "train.mixup",
-              "train.ema", "train.early_stopping", "train.pos_weight", "train.score_class")
+              "train.ema", "train.early_stopping", "train.pos_weight", "train.score_class", "train.task",
+              "train.metric")
 
 
 # Defaults that changed after run directories existed: {key: the old default}. The new default is null (unset); a

@@ -13,6 +13,7 @@ import torch
 
 from kitpkg.config import load_config
 from kitpkg.errors import KitError
+from kitpkg.task import task_of_outputs
 from kitpkg.train import predict as P
 from kitpkg.train.checkpoint import load_checkpoint, resumable
 from kitpkg.train.cv import run_cv
@@ -116,9 +117,9 @@ def test_writers_refuse_non_finite_values(tmp_path, write):
     frame = pd.DataFrame({"id": ["a", "b", "c"], "target": [1.0, 0.0, 1.0], "s0": [0.3, np.nan, 0.8]})
     with pytest.raises(KitError, match=r"1 of 3 are not finite \(ids \['b'\]\)"):
         if write == "oof":
-            P.oof_rows(frame, 0, binary=True, space="prob")
+            P.oof_rows(frame, 0, task_of_outputs(1), space="prob")
         elif write == "test":
-            P.average_test([frame.drop(columns="target")], binary=True, space="prob")
+            P.average_test([frame.drop(columns="target")], task_of_outputs(1), space="prob")
         else:
             P.write_submission(pd.DataFrame({"id": ["a", "b", "c"], "prediction": [0.1, np.inf, 0.5]}),
                                tmp_path / "submission.csv", "image_name", "target")

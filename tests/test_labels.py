@@ -10,7 +10,6 @@ from kitpkg.data.dataset import ShardDataset
 from kitpkg.shards.convert import convert
 from kitpkg.shards.manifest import Manifest
 from kitpkg.train import cv
-from kitpkg.train.recipe import monitor_of
 
 
 def _convert(demo_source, out, fmt="tfrecord", csv=None, label_col="target"):
@@ -67,7 +66,8 @@ def test_float_zero_one_labels_are_binary_scored_by_auc(demo_source, tmp_path):
     manifest = _convert(demo_source, tmp_path / "out", csv=csv)
     assert manifest.schema["target"] == "float" and manifest.classes() is None
     assert cv._infer_classes(manifest) == 1
-    assert monitor_of(load_config(write_train_config(tmp_path, manifest)), binary=True)[0] == "val_auc"
+    config = load_config(write_train_config(tmp_path, manifest))
+    assert cv.load_inputs(config).task.monitor(config.train.monitor)[0] == "val_auc"
     truth = _csv_labels(demo_source, "target")
     got = _targets(manifest)
     assert got and got == {i: float(truth[i]) for i in got}
@@ -78,7 +78,7 @@ def test_cv_trains_benign_malignant_as_binary_with_auc_and_a_competition_submiss
     manifest = _convert(demo_source, tmp_path / "shards", label_col="benign_malignant")
     config = load_config(write_train_config(tmp_path, manifest), overrides=["data.folds=[0]", "train.epochs=1"])
     data = cv.load_inputs(config)
-    assert data.binary
+    assert data.task.kind == "binary" and data.task.metric == "auc"
     result = cv.run_cv(config, tmp_path / "run")  # died with "IndexError: Target -1 is out of bounds"
     assert result.metric == "auc" and 0.0 <= result.scores[0] <= 1.0
     oof = pd.read_csv(result.oof_path, dtype={"id": str})

@@ -87,3 +87,9 @@ def test_the_product_holds_no_test_hooks():
     # crashes are injected by the tests from outside (tests/killhook/), not switched on by a variable kitpkg reads
     hooks = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "KITPKG_TEST_" in p.read_text()]
     assert not hooks, hooks
+
+
+def test_the_task_and_its_prediction_files_need_nothing_of_training(graph):
+    # config.py, experiments/ and the report read the task and its files without importing torch-side modules
+    for name in ("kitpkg.task", "kitpkg.predictions"):
+        assert not {d for d in graph[name] if d.startswith(("kitpkg.train", "kitpkg.experiments", "kitpkg.config"))}

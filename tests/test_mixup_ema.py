@@ -11,6 +11,7 @@ import torch
 
 from kitpkg.config import EmaConfig, MixupConfig, config_from_dict
 from kitpkg.errors import KitError
+from kitpkg.task import task_of_outputs
 from kitpkg.train.ema import CKPT_KEY, KitEma, prediction_state
 from kitpkg.train.mixing import MixBatch, Mixing, soft_cross_entropy
 
@@ -25,7 +26,7 @@ def _batch(n=8, seed=0):
 
 
 def test_mixing_is_a_function_of_the_seed_and_leaves_numpy_alone():
-    mixing = Mixing(MixupConfig(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5), num_classes=1)
+    mixing = Mixing(MixupConfig(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5), task_of_outputs(1))
     np.random.seed(7)
     before = np.random.get_state()[1].copy()
     runs = [mixing(*_batch(), seed=s) for s in (3, 3, 4)]  # (images, targets, meta)
@@ -36,7 +37,7 @@ def test_mixing_is_a_function_of_the_seed_and_leaves_numpy_alone():
 
 def test_binary_mixup_mixes_images_and_targets_with_one_lambda():
     images, target = _batch()
-    x, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4), num_classes=1)(images, target, seed=5)
+    x, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4), task_of_outputs(1))(images, target, seed=5)
     assert soft.shape == (8,) and soft.dtype == torch.float32  # BCE's soft target: the positive column
     lam = float(soft[0])  # target [1, 0, 1, 0 ...] flipped is [0, 1, ...]: sample 0 gets lam * 1 + (1 - lam) * 0
     assert 0 < lam < 1
@@ -47,7 +48,7 @@ def test_binary_mixup_mixes_images_and_targets_with_one_lambda():
 
 def test_odd_batch_mixes_all_but_the_last_sample():
     images, target = _batch(7)
-    x, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4, label_smoothing=0.1), num_classes=1)(images, target, seed=5)
+    x, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4, label_smoothing=0.1), task_of_outputs(1))(images, target, seed=5)
     assert x.shape == (7, 3, 16, 16) and soft.shape == (7,)
     assert torch.equal(x[6], images[6].float() / 255)
     assert float(soft[6]) == pytest.approx(1 - 0.05)  # its own label, smoothed as BCE's smoothing would
@@ -56,7 +57,7 @@ def test_odd_batch_mixes_all_but_the_last_sample():
 def test_multiclass_mixup_gives_soft_targets_and_soft_cross_entropy():
     images = torch.rand(4, 3, 8, 8)
     target = torch.tensor([0, 1, 2, 1])
-    _, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4), num_classes=3)(images, target, seed=1)
+    _, soft, _ = Mixing(MixupConfig(mixup_alpha=0.4), task_of_outputs(3))(images, target, seed=1)
     assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
     logits = torch.randn(4, 3)
     hard = torch.nn.functional.one_hot(target, 3).float()
@@ -64,7 +65,7 @@ def test_multiclass_mixup_gives_soft_targets_and_soft_cross_entropy():
 
 
 def test_mixup_switches_off_at_off_epoch():
-    mixing = Mixing(MixupConfig(off_epoch=2), num_classes=1)
+    mixing = Mixing(MixupConfig(off_epoch=2), task_of_outputs(1))
     assert [mixing.active(e) for e in range(4)] == [True, True, False, False]
 
 
@@ -173,7 +174,7 @@ def test_mixup_mixes_the_metadata_with_the_images_pairing(mode):
     values = torch.linspace(0.1, 0.9, n)
     images = values.view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
     meta = torch.stack([values, -values], dim=1)
-    mixing = Mixing(MixupConfig(mixup_alpha=0.4, mode=mode), num_classes=1)
+    mixing = Mixing(MixupConfig(mixup_alpha=0.4, mode=mode), task_of_outputs(1))
     x, _, mixed_meta = mixing(images, torch.zeros(n), seed=3, meta=meta)
     assert mixed_meta.shape == (n, 2)
     assert torch.allclose(mixed_meta[:, 0], x[:, 0, 0, 0], atol=1e-6)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from kitpkg.config import config_from_dict
 from kitpkg.errors import KitError
+from kitpkg.task import task_of_outputs
 from kitpkg.train.losses import make_loss
 from kitpkg.train.gpu_augment import GpuAugment
 from kitpkg.train.model import KitModule, apply_view
@@ -79,20 +80,22 @@ def test_views_are_dihedral_and_checked():
     with pytest.raises(KitError, match="square"):
         apply_view(torch.zeros(1, 3, 4, 6), "transpose")
 
+ONE, THREE = task_of_outputs(1), task_of_outputs(3)  # a binary and a 3-class task
+
 
 def test_losses():
     logits = torch.tensor([[8.0], [-8.0]])
     target = torch.tensor([1.0, 0.0])
-    assert make_loss("bce", 1)(logits, target) < 1e-3
-    assert make_loss("bce", 1, label_smoothing=0.2)(logits, target) > 0.5  # smoothing penalises over-confidence
-    assert make_loss("focal", 1)(logits, target) < make_loss("bce", 1)(logits, target)
+    assert make_loss("bce", ONE)(logits, target) < 1e-3
+    assert make_loss("bce", ONE, label_smoothing=0.2)(logits, target) > 0.5  # smoothing penalises over-confidence
+    assert make_loss("focal", ONE)(logits, target) < make_loss("bce", ONE)(logits, target)
     multi = torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
     labels = torch.tensor([0, 2])
-    assert make_loss("ce", 3)(multi, labels) < 0.02
-    assert make_loss("ce", 3, label_smoothing=0.1)(multi, labels) > make_loss("ce", 3)(multi, labels)
-    assert make_loss("focal", 3)(multi, labels) < make_loss("ce", 3)(multi, labels)
+    assert make_loss("ce", THREE)(multi, labels) < 0.02
+    assert make_loss("ce", THREE, label_smoothing=0.1)(multi, labels) > make_loss("ce", THREE)(multi, labels)
+    assert make_loss("focal", THREE)(multi, labels) < make_loss("ce", THREE)(multi, labels)
     with pytest.raises(KitError, match="bce needs a binary target"):
-        make_loss("bce", 3)
+        make_loss("bce", THREE)
 
 
 def test_precision_auto():

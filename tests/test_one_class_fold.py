@@ -14,6 +14,7 @@ import torch
 
 from kitpkg.config import config_from_dict, load_config
 from kitpkg.rundir import FoldRecord
+from kitpkg.task import task_of_outputs
 from kitpkg.train.runstate import RunState
 
 
@@ -69,7 +70,7 @@ def test_a_nan_fold_is_left_out_of_the_cv_mean_with_a_note_and_last_epoch_scores
     state = _run_with_folds(tmp_path, {0: {"score": 0.80, "last_score": 0.78, "best_val_score": 0.79},
                                        1: {"score": 0.90, "last_score": 0.84, "best_val_score": 0.89},
                                        2: {"score": None, "last_score": None, "best_val_score": None}})
-    result = fold_result(SimpleNamespace(scored_binary=True), state, [0, 1, 2])
+    result = fold_result(SimpleNamespace(task=task_of_outputs(1)), state, [0, 1, 2])
     assert result.mean == pytest.approx(0.85) and result.std == pytest.approx(0.05)
     assert result.last_mean == pytest.approx(0.81)
     text = result.summary()

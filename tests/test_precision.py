@@ -8,10 +8,11 @@ import pytorch_lightning as pl
 import torch
 
 from kitpkg.config import config_from_dict
+from kitpkg.task import task_of_outputs
 from kitpkg.train import trainer as T
 from kitpkg.train.recipe import build_recipe
 
-BINARY_DATA = SimpleNamespace(num_classes=1, score_index=None)  # what build_recipe reads of a RunInputs
+BINARY_DATA = SimpleNamespace(task=task_of_outputs(1))  # what build_recipe reads of a RunInputs
 
 
 @pytest.mark.parametrize("name, capability, precision, channels_last, reason", [

@@ -14,6 +14,7 @@ import pytest
 
 from kitpkg.config import config_from_dict, load_config
 from kitpkg.errors import KitError
+from kitpkg.task import task_of_outputs
 from kitpkg.shards.reader import iter_manifest_shard
 from kitpkg.train.pseudo import make_pseudo_labels
 from kitpkg.train.runstate import RunState
@@ -153,7 +154,7 @@ def _teacher_with_score_class(run_dir, manifest, probs):
     for k in manifest.folds():
         P.write_csv(frame, run_dir / f"test_fold{k}.csv")
         state.update_fold(k, status="done", score=0.5)
-    P.write_csv(P.average_test([frame], False, "prob", 2), run_dir / "test_predictions.csv")
+    P.write_csv(P.average_test([frame], task_of_outputs(3, 2, 2), "prob"), run_dir / "test_predictions.csv")
     return ids
 
 

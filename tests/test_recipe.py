@@ -22,6 +22,7 @@ def test_lr_find_takes_the_trainer_from_trainer_py():
 
 def test_mixing_ema_and_the_gpu_stage_are_callbacks_of_the_recipe():
     """The module keeps no EMA, mixing or augmentation of its own; the EMA's checkpoint key is the old one."""
+    from kitpkg.task import task_of_outputs
     from kitpkg.train import recipe as R
     from kitpkg.train.ema import CKPT_KEY
     from kitpkg.train.model import KitModule
@@ -29,7 +30,7 @@ def test_mixing_ema_and_the_gpu_stage_are_callbacks_of_the_recipe():
     config = config_from_dict({"data": {"shards": "x", "aug": {"gpu": [{"name": "hflip", "p": 0.5}]}},
                                "model": {"name": "test_resnet"},
                                "train": {"mixup": {"mixup_alpha": 0.4}, "ema": {"decay": 0.9}}})
-    recipe = R.build_recipe(config, SimpleNamespace(num_classes=1, score_index=None), 2)
+    recipe = R.build_recipe(config, SimpleNamespace(task=task_of_outputs(1)), 2)
     assert (recipe.metric, recipe.monitor, recipe.seeds_from) == ("val_auc", ("val_auc", "max"), 2)
     callbacks = R.recipe_callbacks(recipe)
     assert [type(c).__name__ for c in callbacks] == ["StepSeed", "GpuAugment", "MixBatch", "EmaAverage"]

@@ -10,6 +10,7 @@ import pytest
 from kitpkg.config import config_from_dict
 from kitpkg.errors import KitError
 from kitpkg.rundir import STATE_NAME, FoldRecord
+from kitpkg.task import make_task, task_of_outputs
 from kitpkg.train.runstate import RunState
 
 FINGERPRINTS = {"manifest": "abc", "num_classes": 1, "extra_train": []}
@@ -92,9 +93,27 @@ def test_run_dir_that_is_a_file_and_a_damaged_fold_record(tmp_path):
 
 
 def test_a_run_scoring_one_class_of_many_is_scored_by_auc():
-    """report.md, `kitpkg runs` and `kitpkg blend` call a train.score_class run binary (AUC), not accuracy."""
-    from kitpkg.train.runstate import scored_by_auc
+    """report.md, `kitpkg runs` and `kitpkg blend` call a train.score_class run binary (AUC), not accuracy -- also
+    for a run directory made before state.json recorded the task (read from num_classes and train.score_class)."""
+    def task(entries):
+        return RunState("unused", entries).task
 
-    assert scored_by_auc({"data": {"num_classes": 1}, "config": {}})
-    assert scored_by_auc({"data": {"num_classes": 9}, "config": {"train.score_class": "melanoma"}})
-    assert not scored_by_auc({"data": {"num_classes": 9}, "config": {"train.score_class": None}})
+    assert task({"data": {"num_classes": 1}, "config": {}}).scoring.label == "AUC"
+    one_of_many = task({"data": {"num_classes": 9}, "config": {"train.score_class": "melanoma"}})
+    assert one_of_many.scored_binary and one_of_many.metric == "auc" and one_of_many.kind == "multiclass"
+    plain = task({"data": {"num_classes": 9}, "config": {"train.score_class": None}})
+    assert not plain.scored_binary and plain.scoring.label == "accuracy" and plain.outputs == 9
+
+
+def test_the_task_is_recorded_and_an_old_run_directory_gets_it_on_open(tmp_path):
+    recorded = make_task("multiclass", 4, ["diagnosis"], ["a", "b", "c", "d"], "b", 1)
+    state = RunState.open(tmp_path / "new", _config(), FINGERPRINTS, task=recorded)
+    assert RunState.read(tmp_path / "new").task == recorded
+    old = RunState.open(tmp_path / "old", _config(), {**FINGERPRINTS, "num_classes": 4})  # as kitpkg made them before
+    entries = json.loads(old.path.read_text())
+    assert "task" not in entries
+    assert RunState.read(tmp_path / "old").task == task_of_outputs(4)  # read as it is: nothing written
+    assert json.loads(old.path.read_text()) == entries
+    reopened = RunState.open(tmp_path / "old", _config(), {**FINGERPRINTS, "num_classes": 4}, task=recorded)
+    assert reopened.config_hash == state.config_hash and RunState.read(tmp_path / "old").task == recorded
+    assert {k: v for k, v in json.loads(old.path.read_text()).items() if k != "task"} == entries

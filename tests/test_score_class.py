@@ -6,6 +6,7 @@ import pytest
 
 from kitpkg.config import config_from_dict, config_hash, load_config
 from kitpkg.errors import KitError
+from kitpkg.task import task_of_outputs
 from kitpkg.train.cv import run_cv
 from kitpkg.train.predict import oof_rows
 from kitpkg.train.scoring import score_class_index
@@ -31,7 +32,7 @@ def test_names_and_indices_resolve_and_unknown_names_list_the_classes():
 
 def test_oof_rows_score_one_class():
     frame = pd.DataFrame({"id": ["a", "b"], "target": [0, 2], "s0": [0.7, 0.1], "s1": [0.2, 0.1], "s2": [0.1, 0.8]})
-    rows = oof_rows(frame, 0, binary=False, space="prob", score_index=2)
+    rows = oof_rows(frame, 0, task_of_outputs(3, 2, 2), space="prob")
     assert rows["target"].tolist() == [0, 1] and rows["prediction"].tolist() == [0.1, 0.8]
     assert rows["prob_0"].tolist() == [0.7, 0.1]
 

@@ -20,7 +20,9 @@ import numpy as np
 
 from ..errors import KitError
 from ..fsutil import atomic_write_text
+from ..predictions import prediction_columns, read_predictions, score
 from ..rundir import is_run_dir
+from ..task import Task
 from .runs import Run, load_run, split_difference
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ def checked(run: Run, path: Path) -> "pd.DataFrame":
     from ..train.foldcheck import values_problem
 
     frame = read_csv(path)
-    problem = values_problem(frame, prob_columns(frame, run.binary))
+    problem = values_problem(frame, prediction_columns(run.task.scored()))
     if problem:
         raise KitError(f"{run.path}: {path.name}: {problem}; leave the run out of the blend, or re-run it")
     return frame
@@ -75,9 +77,9 @@ def check_members(members: Sequence[Member]) -> None:
     first = members[0]
     for m in members[1:]:
         pair = f"{first.run.path} and {m.run.path}"
-        if m.run.fingerprints.get("num_classes") != first.run.fingerprints.get("num_classes"):
-            raise KitError(f"{pair}: other tasks (num_classes {first.run.fingerprints.get('num_classes')} vs "
-                           f"{m.run.fingerprints.get('num_classes')}); blend runs of one task")
+        if (m.run.task.kind, m.run.task.outputs) != (first.run.task.kind, first.run.task.outputs):
+            raise KitError(f"{pair}: other tasks ({first.run.task.describe()} vs {m.run.task.describe()}); "
+                           f"blend runs of one task")
         diff = split_difference(dict(zip(first.oof["id"], first.oof["fold"])), dict(zip(m.oof["id"], m.oof["fold"])))
         if diff:
             raise KitError(f"{pair}: different folds ({diff}); blend only runs on the same fold split")
@@ -100,11 +102,6 @@ def _aligned(members: Sequence[Member], frame_of: Callable[[Member], "pd.DataFra
     return np.stack([frame_of(m).set_index("id").loc[ids, columns].to_numpy(np.float64) for m in members], axis=1)
 
 
-def prob_columns(frame: "pd.DataFrame", binary: bool) -> List[str]:
-    """The probability columns of a run's OOF/test frame: prediction (binary) or prob_0..prob_{C-1}."""
-    return ["prediction"] if binary else [c for c in frame.columns if c.startswith("prob_")]
-
-
 def rank01(values: np.ndarray) -> np.ndarray:
     """Ranks (ties averaged) of each column scaled into [0, 1]."""
     import pandas as pd
@@ -113,20 +110,18 @@ def rank01(values: np.ndarray) -> np.ndarray:
     return (ranks - 1) / max(len(values) - 1, 1)
 
 
-def fold_scores(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, binary: bool) -> Dict[int, float]:
-    """{fold: AUC (binary) or accuracy} of blended probabilities (rows × classes)."""
-    from ..metrics import auc
-
+def fold_scores(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, task: Task) -> Dict[int, float]:
+    """{fold: the task's metric (AUC, accuracy)} of blended probabilities (rows × prediction columns)."""
     out = {}
     for k in np.unique(folds):
         sel = folds == k
-        out[int(k)] = auc(target[sel], pred[sel, 0]) if binary else float((pred[sel].argmax(1) == target[sel]).mean())
+        out[int(k)] = score(task, target[sel], pred[sel, 0] if task.scored_binary else pred[sel])
     return out
 
 
-def pooled_score(target: np.ndarray, pred: np.ndarray, binary: bool) -> float:
+def pooled_score(target: np.ndarray, pred: np.ndarray, task: Task) -> float:
     """The metric over all OOF rows at once."""
-    return fold_scores(target, pred, np.zeros(len(target), int), binary)[0]
+    return fold_scores(target, pred, np.zeros(len(target), int), task)[0]
 
 
 def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
@@ -199,14 +194,14 @@ class Blend:
         return float(np.std(list(self.scores.values())))
 
 
-def blend_oof(method: str, probs: np.ndarray, target: np.ndarray, folds: np.ndarray, binary: bool) -> Blend:
+def blend_oof(method: str, probs: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Task) -> Blend:
     """Blend (rows × runs × classes) OOF probabilities with `method`; `fit` is scored nested (see module doc)."""
     if method == "mean":
         pred = probs.mean(axis=1)
-        return Blend(method, pred, fold_scores(target, pred, folds, binary))
+        return Blend(method, pred, fold_scores(target, pred, folds, task))
     if method == "rank":
         pred = rank01(probs[:, :, 0]).mean(axis=1)[:, None]
-        return Blend(method, pred, fold_scores(target, pred, folds, binary))
+        return Blend(method, pred, fold_scores(target, pred, folds, task))
     p = probs[:, :, 0]
     pred = np.zeros((len(p), 1))
     fold_weights = {}
@@ -214,7 +209,7 @@ def blend_oof(method: str, probs: np.ndarray, target: np.ndarray, folds: np.ndar
         held = folds == k
         fold_weights[int(k)] = fit_weights(p[~held], target[~held], folds[~held])
         pred[held, 0] = p[held] @ fold_weights[int(k)]
-    return Blend(method, pred, fold_scores(target, pred, folds, binary), fit_weights(p, target, folds), fold_weights)
+    return Blend(method, pred, fold_scores(target, pred, folds, task), fit_weights(p, target, folds), fold_weights)
 
 
 def blend_test(blend: Blend, probs: np.ndarray) -> np.ndarray:
@@ -237,49 +232,48 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
         raise KitError(f"--out {out}: that is a run directory; write the blend into a folder of its own")
     members = [load_member(p) for p in runs]
     check_members(members)
-    binary = members[0].run.binary
+    task = members[0].run.task.scored()  # one class of many blends as a binary task of that class
+    binary = task.scored_binary
     method = method or ("fit" if binary else "mean")
     if method not in METHODS:
         raise KitError(f"--method {method}: choose one of {', '.join(METHODS)}")
     if not binary and method in BINARY_ONLY:
         raise KitError(f"--method {method}: needs binary runs (AUC); multi-class runs blend with --method mean")
-    first = members[0].oof
-    cols = prob_columns(first, binary)
+    first = read_predictions(members[0].oof, task)
+    cols = prediction_columns(task)
     probs = _aligned(members, lambda m: m.oof, cols)
-    target = first["target"].to_numpy(np.float64 if binary else np.int64)
-    folds = first["fold"].to_numpy(int)
-    blends = {name: blend_oof(name, probs, target, folds, binary)
+    blends = {name: blend_oof(name, probs, first.target, first.fold, task)
               for name in (METHODS if binary else ("mean",))}
     chosen = blends[method]
-    summary = _summary(members, probs, blends, chosen, target, binary)
-    _write_outputs(members, chosen, cols, binary, out)
+    summary = _summary(members, probs, blends, chosen, first.target, task)
+    _write_outputs(members, chosen, cols, task, out)
     atomic_write_text(out / "blend.json", json.dumps(summary, indent=1))
     summary["report"] = str(write_blend_report(summary, out))
     return summary
 
 
 def _summary(members: Sequence[Member], probs: np.ndarray, blends: Dict[str, Blend], chosen: Blend,
-             target: np.ndarray, binary: bool) -> Dict:
+             target: np.ndarray, task: Task) -> Dict:
     """What blend.json records: members with their scores, every method's scores, the chosen one's weights."""
     folds = members[0].oof["fold"].to_numpy(int)
     runs = []
     for i, m in enumerate(members):
-        scores = fold_scores(target, probs[:, i], folds, binary)
+        scores = fold_scores(target, probs[:, i], folds, task)
         runs.append({"run": m.run.name, "path": str(m.run.path), "mean": float(np.mean(list(scores.values()))),
-                     "std": float(np.std(list(scores.values()))), "oof": pooled_score(target, probs[:, i], binary),
+                     "std": float(np.std(list(scores.values()))), "oof": pooled_score(target, probs[:, i], task),
                      "folds": scores})
-    methods = {name: {"mean": b.mean, "std": b.std, "oof": pooled_score(target, b.oof, binary), "folds": b.scores}
+    methods = {name: {"mean": b.mean, "std": b.std, "oof": pooled_score(target, b.oof, task), "folds": b.scores}
                for name, b in blends.items()}
     fit = blends.get("fit")
     if fit is not None:
-        in_sample = fold_scores(target, (probs[:, :, 0] @ fit.weights)[:, None], folds, True)
+        in_sample = fold_scores(target, (probs[:, :, 0] @ fit.weights)[:, None], folds, task)
         methods["fit"]["in_sample_mean"] = float(np.mean(list(in_sample.values())))
         methods["fit"]["weights"] = [float(w) for w in fit.weights]
         methods["fit"]["fold_weights"] = {k: [float(x) for x in w] for k, w in fit.fold_weights.items()}
-    return {"metric": "AUC" if binary else "accuracy", "method": chosen.method, "runs": runs, "methods": methods}
+    return {"metric": task.scoring.label, "method": chosen.method, "runs": runs, "methods": methods}
 
 
-def _write_outputs(members: Sequence[Member], blend: Blend, cols: List[str], binary: bool, out: Path) -> None:
+def _write_outputs(members: Sequence[Member], blend: Blend, cols: List[str], task: Task, out: Path) -> None:
     """oof.csv, and test_predictions.csv + submission.csv when the runs have a test split, in the runs' formats."""
     import pandas as pd
 
@@ -290,7 +284,7 @@ def _write_outputs(members: Sequence[Member], blend: Blend, cols: List[str], bin
     scores = pd.DataFrame(blend.oof, columns=score_columns(blend.oof.shape[1]))
     scores.insert(0, "target", first["target"].to_numpy())
     scores.insert(0, "id", first["id"].to_numpy())
-    parts = [P.oof_rows(scores[first["fold"].to_numpy() == k].reset_index(drop=True), int(k), binary, "prob")
+    parts = [P.oof_rows(scores[first["fold"].to_numpy() == k].reset_index(drop=True), int(k), task, "prob")
              for k in pd.unique(first["fold"])]
     oof = pd.concat(parts, ignore_index=True).set_index("id").loc[first["id"]].reset_index()
     write_csv(oof, out / "oof.csv")
@@ -299,7 +293,7 @@ def _write_outputs(members: Sequence[Member], blend: Blend, cols: List[str], bin
     test_probs = blend_test(blend, _aligned(members, lambda m: m.test, cols))
     frame = pd.DataFrame(test_probs, columns=score_columns(test_probs.shape[1]))
     frame.insert(0, "id", members[0].test["id"].to_numpy())
-    test = P.average_test([frame], binary, "prob")
+    test = P.average_test([frame], task, "prob")
     write_csv(test, out / "test_predictions.csv")
     P.write_submission(test, out / "submission.csv", *members[0].submission_cols)
 

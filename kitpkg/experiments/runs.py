@@ -20,7 +20,8 @@ import numpy as np
 from ..config import diff_keys
 from ..errors import KitError
 from ..rundir import STATE_NAME, CVSummary, FoldRecord, is_run_dir
-from ..train.runstate import RunState, scored_by_auc
+from ..task import Task
+from ..train.runstate import RunState
 
 RUNS_ROOT = "runs"
 NO_VALUE = "–"  # a figure a run lacks (e.g. the timing figures of cv.py, kitpkg/train/timing.py)
@@ -51,14 +52,14 @@ class Run:
         return self.state.fingerprints
 
     @property
-    def binary(self) -> bool:
-        """Scored by AUC: one logit (sigmoid) target, or one class of many (train.score_class)."""
-        return scored_by_auc(self.state.entries)
+    def task(self) -> Task:
+        """What the run predicts and how it is scored (state.json's task, or the one an older run implies)."""
+        return self.state.task
 
     @property
     def metric(self) -> str:
         """The CV metric's name."""
-        return "AUC" if self.binary else "accuracy"
+        return self.task.scoring.label
 
     @cached_property
     def _read_scores(self) -> Tuple[Dict[int, float], List[int], List[str]]:
@@ -161,6 +162,7 @@ class Run:
         """({sample id: (fold, target)} of the finished folds' readable OOF files, lines on unreadable ones (a missing
         or empty file is named by `problems` already)."""
         if self._oof is None:
+            from ..predictions import read_truth
             from ..tables import read_csv
 
             rows, problems = {}, []
@@ -169,8 +171,8 @@ class Run:
                 if not path.is_file() or path.stat().st_size == 0:
                     continue
                 try:
-                    frame = read_csv(path)
-                    rows.update(zip(frame["id"], zip(frame["fold"].astype(int), frame["target"].astype(float))))
+                    truth = read_truth(read_csv(path), self.task.scored())
+                    rows.update(zip(truth.ids, zip(truth.fold.astype(int), truth.target.astype(float))))
                 except (OSError, ValueError, KeyError) as err:
                     problems.append(f"fold {k}: {path.name} unreadable ({str(err).splitlines()[0][:80]})")
             self._oof = (rows, problems)
@@ -248,11 +250,13 @@ def split_difference(a: Dict[str, int], b: Dict[str, int]) -> Optional[str]:
 def folds_difference(a: Run, b: Run) -> Optional[str]:
     """Why two runs are not comparable (another task, another target, or another split of their common folds); None
     when they are."""
-    if a.fingerprints.get("num_classes") != b.fingerprints.get("num_classes"):
-        return f"another task (num_classes {a.fingerprints.get('num_classes')} vs {b.fingerprints.get('num_classes')})"
-    key = "train.score_class"
-    if a.config.get(key) != b.config.get(key):
-        return f"another target ({key}: {a.config.get(key)} vs {b.config.get(key)})"
+    ta, tb = a.task, b.task
+    if (ta.kind, ta.outputs) != (tb.kind, tb.outputs):
+        return f"another task ({ta.describe()} vs {tb.describe()})"
+    if ta.score_class != tb.score_class:
+        return f"another target (train.score_class: {ta.score_class} vs {tb.score_class})"
+    if ta.metric != tb.metric:
+        return f"another metric ({ta.metric} vs {tb.metric})"
     if a.fingerprints.get("manifest") == b.fingerprints.get("manifest"):
         return None  # one manifest: one split, one label column
     common = set(a.done) & set(b.done)

@@ -18,6 +18,7 @@ from ..config import Config, class_weight_targets
 from ..errors import KitError
 from ..rundir import FOLD_OOF, CVSummary, RunDir
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
+from ..task import Task, choose_task, task_of_outputs
 from . import predict as P
 from .checkpoint import BEST, RunCheckpoints, latest_intact, load_checkpoint, resumable
 from .divergence import DivergenceGuard
@@ -101,16 +102,11 @@ class RunInputs:
     score_index: Optional[int] = None  # train.score_class as a target index (scoring.py)
     init_source: Optional[str] = None  # config hash of the model.init_from run (init_from.py)
     fold_sets: List[Any] = field(default_factory=list)  # per-fold pseudo-label sets (extras.py: FoldSets)
+    task: Optional[Task] = None  # what the run predicts (None: the one num_classes and score_index imply)
 
-    @property
-    def binary(self) -> bool:
-        """One logit (sigmoid) target."""
-        return self.num_classes == 1
-
-    @property
-    def scored_binary(self) -> bool:
-        """Scored as a binary task (AUC): one logit, or one class of many (train.score_class)."""
-        return self.binary or self.score_index is not None
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = task_of_outputs(self.num_classes, self.score_index, self.score_index)
 
     def fingerprints(self) -> Dict[str, Any]:
         """What state.json records to recognise these shard sets (and the model.init_from run) wherever they are
@@ -142,7 +138,10 @@ def load_inputs(config: Config) -> RunInputs:
     extras, fold_sets = load_extras(config.data.extra_train, config.data.image_size, manifest)
     num_classes = config.model.num_classes or _infer_classes(manifest)
     score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
-    return RunInputs(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets)
+    task = choose_task(config.train.task, config.train.metric, num_classes, [manifest.label_col], manifest.classes(),
+                       config.train.score_class, score_index)
+    return RunInputs(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets,
+                     task)
 
 
 def _infer_classes(manifest: Manifest) -> int:
@@ -276,18 +275,18 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, inputs: Ru
     then its record as done with its score and `fields` (the record last: a fold is done only once its files are)."""
     from .report import epoch_score, fold_score
 
-    oof = P.oof_rows(frame, k, inputs.binary, space, inputs.score_index)
+    oof = P.oof_rows(frame, k, inputs.task, space)
     P.write_csv(oof, state.paths.fold_oof(k))
     if test_frame is not None:
         P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.paths.fold_test(k))
-    score = fold_score(oof, inputs.scored_binary)
+    score = fold_score(oof, inputs.task)
     if score != score:
         import warnings
 
         warnings.warn(f"kitpkg: fold {k}: its validation split holds one class, so it has no AUC (NaN); its last "
                       f"epoch's weights are kept, early stopping skipped it, and the CV mean leaves it out",
                       RuntimeWarning, stacklevel=2)
-    history, key = state.paths.metrics(k), "val_auc" if inputs.scored_binary else "val_acc"
+    history, key = state.paths.metrics(k), inputs.task.scoring.key
     # NaN is no JSON: a fold without a score stores null
     state.update_fold(k, status="done", score=None if score != score else score, last_score=epoch_score(history, key),
                       best_val_score=epoch_score(history, key, fields.get("best_epoch")), samples=len(oof), **fields)
@@ -320,11 +319,11 @@ def open_run(config: Config, run_dir: Optional[os.PathLike] = None, allow_change
 
     inputs = inputs if inputs is not None else load_inputs(config)
     run_dir = run_directory(run_dir or config.output.run_dir)
-    check_components(config, inputs.num_classes)
+    check_components(config, inputs.task)
     class_weight_targets(config.data.sampling.class_weights, inputs.manifest)  # keys naming no class
     check_meta_inputs(config.model.meta, inputs.manifest, config.data.cache_dir)
     _keep_run_defaults(config, run_dir)
-    state = RunState.open(run_dir, config, inputs.fingerprints(), allow_changed)
+    state = RunState.open(run_dir, config, inputs.fingerprints(), allow_changed, task=inputs.task)
     if reopen_lost:
         reopen_lost_folds(state)
     shards = relpath(Path(inputs.manifest.root), run_dir)  # relative: a hint for `kitpkg pseudo`, not an identity
@@ -377,7 +376,7 @@ def fold_selection(config: Config, inputs: RunInputs, folds: Optional[Sequence[i
 def fold_result(inputs: RunInputs, state: RunState, all_folds: Sequence[int]) -> CVResult:
     """The scores of the finished folds among `all_folds` (mean ± std over those with a score, NaN for one without;
     last-epoch scores beside them), the others pending; nothing written."""
-    result = CVResult(state.run_dir, "auc" if inputs.scored_binary else "accuracy")
+    result = CVResult(state.run_dir, inputs.task.metric)
     records = {k: state.fold(k) for k in all_folds if state.is_done(k)}
     result.scores = {k: _number(r.score) for k, r in records.items()}
     result.last_scores = {k: r.last_score for k, r in records.items()}
@@ -418,7 +417,7 @@ def finish(config: Config, inputs: RunInputs, state: RunState, all_folds: Sequen
                        f"delete the {FOLD_OOF.format(k='*')} files and re-run")
     result.oof_path = state.paths.oof
     P.write_csv(oof, result.oof_path)
-    pooled = fold_score(oof, inputs.scored_binary)
+    pooled = fold_score(oof, inputs.task)
     result.oof_score = pooled if pooled == pooled else None  # NaN (one class in every fold run) is no JSON
     tests = [state.paths.fold_test(k) for k in all_folds]
     if all(p.exists() for p in tests) and tests:
@@ -443,7 +442,7 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
     for k in done:
         _fold_weights(state.run_dir, k)
     if not inputs.manifest.select("test"):
-        raise KitError(f"data.shards: {data.manifest.root} has no test split")
+        raise KitError(f"data.shards: {inputs.manifest.root} has no test split")
     parts = []
     recipes = {k: build_recipe(config, inputs, k) for k in done}
     trainer = build_trainer(recipes[done[0]])
@@ -464,6 +463,6 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
 def write_test_outputs(parts: Sequence[Any], config: Config, inputs: RunInputs, submission: Path, predictions: Path
                        ) -> Path:
     """Average the folds' test scores; write the full predictions and the competition's submission file."""
-    test = P.average_test(parts, inputs.binary, config.predict.average, inputs.score_index)
+    test = P.average_test(parts, inputs.task, config.predict.average)
     P.write_csv(test, predictions)
     return P.write_submission(test, submission, config.output.id_col, config.output.pred_col)

@@ -1,4 +1,4 @@
-"""Losses for binary (one logit) and multi-class targets: BCE / CE with label smoothing, and focal."""
+"""Losses of a run's Task (kitpkg/task.py): BCE for one logit, CE over classes, with label smoothing, and focal."""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KitError
+from ..task import Task
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -16,16 +17,16 @@ def _smooth_binary(target: torch.Tensor, smoothing: float) -> torch.Tensor:
     return target * (1.0 - smoothing) + 0.5 * smoothing
 
 
-def loss_of(train: Any, num_classes: int) -> LossFn:
+def loss_of(train: Any, task: Task) -> LossFn:
     """make_loss from a TrainConfig (train.loss, label_smoothing, focal_gamma, pos_weight)."""
-    return make_loss(train.loss, num_classes, train.label_smoothing, train.focal_gamma, train.pos_weight)
+    return make_loss(train.loss, task, train.label_smoothing, train.focal_gamma, train.pos_weight)
 
 
-def make_loss(kind: str, num_classes: int, label_smoothing: float = 0.0, gamma: float = 2.0,
+def make_loss(kind: str, task: Task, label_smoothing: float = 0.0, gamma: float = 2.0,
               pos_weight: Optional[float] = None) -> LossFn:
-    """loss(logits, target): `kind` bce/ce/focal (auto: bce binary, ce multi-class); binary when num_classes == 1;
-    `pos_weight` scales the positive term of a binary loss (as BCEWithLogitsLoss's pos_weight)."""
-    binary = num_classes == 1
+    """loss(logits, target): `kind` bce/ce/focal (auto: bce for one logit, ce over classes);
+    `pos_weight` scales the positive term of a one-logit loss (as BCEWithLogitsLoss's pos_weight)."""
+    binary = task.one_logit
     if kind == "auto":
         kind = "bce" if binary else "ce"
     if kind not in ("bce", "ce", "focal"):

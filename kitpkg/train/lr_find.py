@@ -35,9 +35,9 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
     _check_sweep(num_training, min_lr, max_lr)
     inputs = load_inputs(config)
     if fold not in inputs.manifest.folds():
-        raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
+        raise KitError(f"--fold {fold}: not a fold of {inputs.manifest.root} (it has folds {inputs.manifest.folds()})")
     run_dir = run_directory(run_dir or config.output.run_dir)
-    check_components(config, inputs.num_classes)
+    check_components(config, inputs.task)
     class_weight_targets(config.data.sampling.class_weights, inputs.manifest)  # keys naming no class
     run_dir.mkdir(parents=True, exist_ok=True)
     sweep = sweep_config(config)

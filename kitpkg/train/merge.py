@@ -28,6 +28,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from ..config import Config
 from ..errors import KitError
 from ..fsutil import atomic_copy
+from ..predictions import probability_columns
 from ..rundir import FoldRecord, RunDir
 from . import predict as P
 from .cv import CVResult, RunInputs, finish, fold_selection, load_inputs, open_run
@@ -120,8 +121,8 @@ def fold_problem(folder: Path, k: int, inputs: RunInputs) -> Optional[str]:
     problem = weights_problem(files.ckpt_dir(k))
     if problem:
         return f"its weights: {problem.replace(str(folder) + os.sep, '')}"
-    oof_columns = ["prediction"] if inputs.binary else [f"prob_{c}" for c in range(inputs.num_classes)]
-    problem = predictions_problem(files.fold_oof(k), P.fold_ids(inputs.manifest, "val", k), oof_columns,
+    problem = predictions_problem(files.fold_oof(k), P.fold_ids(inputs.manifest, "val", k),
+                                  probability_columns(inputs.task),
                                   probabilities=True)
     if problem is None and inputs.manifest.select("test"):
         problem = predictions_problem(files.fold_test(k), P.fold_ids(inputs.manifest, "test"),

@@ -3,7 +3,7 @@
 timm draws its parameters from numpy's global RNG; `Mixing` seeds it from (seed, epoch, batch, rank) for the one call
 and puts the global state back, so a resumed step mixes the same way and nothing else sees a changed RNG.
 
-Targets: binary (one logit) batches are mixed as two classes and the positive column is kept -- the soft target
+Targets: one-logit (binary) batches are mixed as two classes and the positive column is kept -- the soft target
 BCE takes (timm's one-hot smoothing of two classes equals kitpkg's symmetric binary smoothing); multi-class batches
 get timm's soft one-hot targets and a soft-target cross entropy. timm needs an even batch: an odd batch mixes all but
 its last sample, which keeps its own (smoothed) label. From `off_epoch` on nothing is mixed, but the targets keep
@@ -23,11 +23,12 @@ import torch
 
 from ..config import MixupConfig
 from ..errors import KitError
+from ..task import Task
 from .seeds import step_seed
 
 
 class Mixed(NamedTuple):
-    """A mixed training batch: float 0..1 images, soft targets (B binary, B×C multi-class), metadata (or None)."""
+    """A mixed training batch: float 0..1 images, soft targets (B one logit, B×C multi-class), metadata (or None)."""
 
     images: torch.Tensor
     target: torch.Tensor
@@ -37,14 +38,14 @@ class Mixed(NamedTuple):
 class Mixing:
     """Mixup/CutMix of (images, targets, metadata) on the device, switched off from `off_epoch` on."""
 
-    def __init__(self, cfg: MixupConfig, num_classes: int):
+    def __init__(self, cfg: MixupConfig, task: Task):
         from timm.data import Mixup
 
         self.cfg = cfg
-        self.binary = num_classes == 1
+        self.one_logit = task.one_logit
         self.mixup = Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.prob,
                            switch_prob=cfg.switch_prob, mode=cfg.mode, label_smoothing=cfg.label_smoothing,
-                           num_classes=2 if self.binary else num_classes)
+                           num_classes=2 if self.one_logit else task.outputs)
 
     def active(self, epoch: int) -> bool:
         """Whether batches of `epoch` are mixed."""
@@ -84,7 +85,7 @@ class Mixing:
         from timm.data.mixup import mixup_target
 
         soft = mixup_target(target, self.mixup.num_classes, lam, self.cfg.label_smoothing)
-        return soft[:, 1] if self.binary else soft
+        return soft[:, 1] if self.one_logit else soft
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -92,13 +93,13 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return torch.sum(-target * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def build_mixing(cfg: Optional[MixupConfig], num_classes: int, loss: str) -> Optional[Mixing]:
+def build_mixing(cfg: Optional[MixupConfig], task: Task, loss: str) -> Optional[Mixing]:
     """The Mixing of `train.mixup` (None when off); KitError for a loss that cannot take mixed multi-class targets."""
     if cfg is None:
         return None
-    if num_classes > 1 and loss == "focal":
+    if not task.one_logit and loss == "focal":
         raise KitError("train.loss: focal cannot take mixed multi-class targets; use ce (or auto) with train.mixup")
-    return Mixing(cfg, num_classes)
+    return Mixing(cfg, task)
 
 
 MIX_STREAM = 2  # step_seed's stream of the mixing draws: apart from StepSeed's torch seed of the same step

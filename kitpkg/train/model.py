@@ -16,12 +16,13 @@ import torch
 from ..config import PATH_KEYS, Config, ModelConfig, to_dict
 from ..data.meta import MetaEncoder
 from ..errors import KitError
+from ..task import Task
 from .fp32_head import fp32_classifier
 from .losses import loss_of
 from .mixing import build_mixing, soft_cross_entropy
 from .meta_head import MetaNet, backbone_of
+from .outputs import make_val_metric, to_prob, update_val_metric
 from .schedule import advance, build_scheduler, stale
-from .scoring import scored_target
 from .weights import create_from_weights
 
 if TYPE_CHECKING:
@@ -97,22 +98,23 @@ def portable_config(config: Config) -> Dict[str, Any]:
 
 
 class KitModule(pl.LightningModule):
-    """A timm classifier trained by a fold's `Recipe` (binary: one logit; multi-class: one logit per class).
+    """A timm network trained by a fold's `Recipe`, with as many outputs as its task has (outputs.py: activation,
+    validation metric; losses.py: the loss).
 
-    `meta`: the fitted MetaEncoder's state (model.meta: a metadata branch, meta_head.py). The recipe's
-    `score_index` is the class train.score_class scores (its AUC is the validation metric, scoring.py); its
-    `seeds_from` the fold the step draws and the loader's order derive from, recorded as hparams "fold"."""
+    `meta`: the fitted MetaEncoder's state (model.meta: a metadata branch, meta_head.py). The recipe's task's
+    `score_index` is the class train.score_class scores (its AUC is the validation metric, scoring.py), recorded as
+    hparams "score_index"; its `seeds_from` the fold the step draws and the loader's order derive from, recorded as
+    hparams "fold"."""
 
     def __init__(self, recipe: "Recipe", load_pretrained: bool = False, meta: Optional[Dict[str, Any]] = None):
         super().__init__()
         # hyperparameters as plain data (never the Config object: checkpoints must load with weights_only=True),
         # without paths; `model.weights` is read once, here, when load_pretrained
         self.save_hyperparameters({"config": portable_config(recipe.config), "num_classes": recipe.num_classes,
-                                   "meta": meta, "score_index": recipe.score_index, "fold": recipe.seeds_from})
+                                   "meta": meta, "score_index": recipe.task.score_index, "fold": recipe.seeds_from})
         self.recipe = recipe
+        self.task = recipe.task
         self.num_classes = recipe.num_classes
-        self.binary = recipe.binary
-        self.score_index = recipe.score_index
         self.meta_width = MetaEncoder.from_state(meta).width if meta else 0
         self.model = create_classifier(recipe.config.model, self.num_classes, load_pretrained, self.meta_width)
         from timm.data import resolve_model_data_config
@@ -120,7 +122,7 @@ class KitModule(pl.LightningModule):
         data_cfg = resolve_model_data_config(backbone_of(self.model))
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
-        self.loss_fn = loss_of(recipe.config.train, self.num_classes)
+        self.loss_fn = loss_of(recipe.config.train, self.task)
         self.channels_last = recipe.device.channels_last
         self._compiled: Optional[torch.nn.Module] = None
         self._make_metrics()
@@ -129,15 +131,8 @@ class KitModule(pl.LightningModule):
         self._epoch_loss: list = [-1, 0.0, 0]
 
     def _make_metrics(self) -> None:
-        from torchmetrics.classification import MulticlassAccuracy
-
-        from .scoring import FoldAUROC
-
         self.metric_name = self.recipe.metric
-        if self.metric_name == "val_auc":
-            self.val_metric = FoldAUROC()  # NaN, not 0, for a validation split of one class
-        else:
-            self.val_metric = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+        self.val_metric = make_val_metric(self.task)
 
     # --- input pipeline on the device -------------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,7 +145,7 @@ class KitModule(pl.LightningModule):
 
     def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
-        if target.ndim == 2 and not self.binary:
+        if target.ndim == 2 and not self.task.one_logit:
             return soft_cross_entropy(logits, target)
         return self.loss_fn(logits, target)
 
@@ -195,13 +190,7 @@ class KitModule(pl.LightningModule):
         loss = self.loss_fn(logits, target)
         n = len(batch["id"])
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
-        if self.binary:
-            self.val_metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
-        elif self.score_index is not None:
-            self.val_metric.update(logits.float().softmax(-1)[:, self.score_index],
-                                   scored_target(target.view(-1).long(), self.score_index))
-        else:
-            self.val_metric.update(logits.float().argmax(-1), target.view(-1).long())
+        update_val_metric(self.task, self.val_metric, logits, target)
         self.log(self.metric_name, self.val_metric, on_epoch=True, prog_bar=True, batch_size=n)
 
     def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Any]:
@@ -211,7 +200,7 @@ class KitModule(pl.LightningModule):
         total = None
         for view in views:
             logits = self(apply_view(batch["image"], view), batch.get("meta")).float()
-            score = logits if predict.average == "logit" else to_prob(logits, self.binary)
+            score = logits if predict.average == "logit" else to_prob(self.task, logits)
             total = score if total is None else total + score
         score = (total / len(views)).cpu()  # the host copy syncs anyway: checking it is free
         if not torch.isfinite(score).all():
@@ -286,25 +275,15 @@ def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optim
                        ) from None
 
 
-def check_components(config: Config, num_classes: int) -> None:
+def check_components(config: Config, task: Task) -> None:
     """Fail (KitError naming the key) on a model, loss, optimizer or schedule the fit would refuse -- before a run
     directory is written. Builds nothing big and touches no network: the names are checked on a 1-parameter probe."""
     import timm
 
     if not timm.is_model(config.model.name):
         raise KitError(f"model.name: unknown timm model {config.model.name!r} (see timm.list_models())")
-    loss_of(config.train, num_classes)
-    build_mixing(config.train.mixup, num_classes, config.train.loss)
+    loss_of(config.train, task)
+    build_mixing(config.train.mixup, task, config.train.loss)
     optimizer = build_optimizer(torch.nn.Linear(1, 1), config)
     if config.sched.name != "none":
         build_scheduler(optimizer, config, 1 if config.sched.per_update else 0)
-
-
-def to_prob(logits: torch.Tensor, binary: bool) -> torch.Tensor:
-    """Probabilities from logits: sigmoid (binary, B×1) or softmax (multi-class)."""
-    return logits.sigmoid() if binary else logits.softmax(-1)
-
-
-def scores_to_prob(scores: torch.Tensor, binary: bool, space: str) -> torch.Tensor:
-    """Averaged scores (probabilities or logits, per `space`) -> probabilities."""
-    return scores if space == "prob" else to_prob(scores, binary)

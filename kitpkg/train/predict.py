@@ -14,9 +14,10 @@ import pandas as pd
 import torch
 
 from ..errors import KitError
+from ..predictions import prediction_frame
 from ..tables import read_csv, score_cols, score_columns, write_csv
-from .model import scores_to_prob
-from .scoring import scored_target
+from ..task import Task
+from .outputs import scored_target, scores_to_prob
 
 
 def predict_frame(trainer: Any, module: Any, loader: Any, part_dir: Path, name: str,
@@ -73,33 +74,17 @@ def _in_order(frame: pd.DataFrame, expected_ids: Sequence[str], name: str) -> pd
     return frame.set_index("id").loc[list(expected_ids)].reset_index()
 
 
-def oof_rows(frame: pd.DataFrame, fold: int, binary: bool, space: str, score_index: Optional[int] = None
-             ) -> pd.DataFrame:
-    """OOF rows of one fold: id, fold, target, prediction (+ prob_c for multi-class) from a scores frame; with
-    `score_index` (train.score_class) target is 1 for that class and 0 else, prediction its probability."""
+def oof_rows(frame: pd.DataFrame, fold: int, task: Task, space: str) -> pd.DataFrame:
+    """OOF rows of one fold from a scores frame, in the task's columns (kitpkg/predictions.py): id, fold, target,
+    prediction (+ prob_c); with train.score_class target is 1 for that class and 0 else, prediction its probability."""
     cols = score_cols(frame)
     require_finite(frame["id"], frame[cols].to_numpy(), f"fold {fold}'s OOF scores")
-    probs = scores_to_prob(torch.tensor(frame[cols].to_numpy()), binary, space).numpy()
-    target = frame["target"] if binary else scored_target(frame["target"].astype(int), score_index)
-    out = pd.DataFrame({"id": frame["id"], "fold": fold, "target": target})
-    return _add_predictions(out, probs, binary, score_index)
+    probs = scores_to_prob(task, torch.tensor(frame[cols].to_numpy()), space).numpy()
+    target = frame["target"] if task.one_logit else scored_target(task, frame["target"].astype(int))
+    return prediction_frame(task, frame["id"], probs, fold=fold, target=target)
 
 
-def _add_predictions(out: pd.DataFrame, probs: np.ndarray, binary: bool, score_index: Optional[int] = None
-                     ) -> pd.DataFrame:
-    """prediction = P(positive) (binary) or the argmax class with prob_0..prob_{C-1} beside it (multi-class), or
-    P(class `score_index`) with them (train.score_class)."""
-    if binary:
-        out["prediction"] = probs[:, 0]
-        return out
-    out["prediction"] = probs.argmax(1) if score_index is None else probs[:, score_index]
-    for c in range(probs.shape[1]):
-        out[f"prob_{c}"] = probs[:, c]
-    return out
-
-
-def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str, score_index: Optional[int] = None
-                 ) -> pd.DataFrame:
+def average_test(parts: Sequence[pd.DataFrame], task: Task, space: str) -> pd.DataFrame:
     """Mean over folds of test score frames (same ids, same order) -> id, prediction (+ prob_c); see oof_rows."""
     if not parts:
         raise KitError("no test predictions to average (the manifest has no test split?)")
@@ -109,8 +94,8 @@ def average_test(parts: Sequence[pd.DataFrame], binary: bool, space: str, score_
             raise KitError("test predictions of the folds cover different ids; re-run `kitpkg predict`")
     mean = np.mean([p[cols].to_numpy() for p in parts], axis=0)
     require_finite(parts[0]["id"], mean, "the fold-averaged test scores")
-    probs = scores_to_prob(torch.tensor(mean), binary, space).numpy()
-    return _add_predictions(pd.DataFrame({"id": parts[0]["id"].astype(str)}), probs, binary, score_index)
+    probs = scores_to_prob(task, torch.tensor(mean), space).numpy()
+    return prediction_frame(task, parts[0]["id"].astype(str), probs)
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:

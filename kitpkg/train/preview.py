@@ -30,7 +30,7 @@ def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> t
     inputs = load_inputs(config)
     fold = inputs.manifest.folds()[0] if fold is None else fold
     if fold not in inputs.manifest.folds():
-        raise KitError(f"--fold {fold}: not a fold of {data.manifest.root} (it has folds {data.manifest.folds()})")
+        raise KitError(f"--fold {fold}: not a fold of {inputs.manifest.root} (it has folds {inputs.manifest.folds()})")
     recipe = build_recipe(config, inputs, fold)
     stage = GpuAugment(recipe.stages.gpu)
     shown = []

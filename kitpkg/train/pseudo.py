@@ -23,7 +23,9 @@ from ..errors import KitError
 from ..rundir import FOLD_TEST, RunDir, is_run_dir
 from ..shards.manifest import Manifest
 from ..shards.pseudo import load_shards, write_labelled_sets
+from ..predictions import Predictions, read_predictions, task_of_columns
 from ..tables import read_csv
+from ..task import Task
 from . import predict as P
 from .extras import Provenance, split_fingerprint
 from .runstate import RunState, manifest_fingerprint
@@ -31,23 +33,20 @@ from .runstate import RunState, manifest_fingerprint
 Labelled = Dict[Optional[int], Tuple[Dict[str, int], Provenance]]  # {teacher fold (None: a CSV): (labels, provenance)}
 
 
-def select_confident(pred: pd.DataFrame, high: float, low: Optional[float], score_index: Optional[int] = None
-                     ) -> Dict[str, int]:
+def select_confident(pred: Predictions, task: Task, high: float, low: Optional[float]) -> Dict[str, int]:
     """{id: label} of confident rows: binary p >= high -> 1, p <= low -> 0; multi-class max prob >= high -> argmax;
-    one scored class (train.score_class, `score_index`): its p >= high -> that class, p <= low -> the likeliest other
-    class (the student trains on all classes, so a confident "not this class" still needs one)."""
+    one scored class (train.score_class, the task's `score_index`): its p >= high -> that class, p <= low -> the
+    likeliest other class (the student trains on all classes, so a confident "not this class" still needs one)."""
     low = _checked_low(high, low)
-    probs = [c for c in pred.columns if c.startswith("prob_")]
-    ids = pred["id"].astype(str).to_numpy()
-    if probs and score_index is None:
-        p = pred[probs].to_numpy()
-        keep = p.max(1) >= high
-        return dict(zip(ids[keep], p.argmax(1)[keep].tolist()))
-    scored = pred["prediction"].astype(float).to_numpy()
+    ids, score_index = pred.ids, task.score_index
+    if not task.scored_binary:
+        keep = pred.pred.max(1) >= high
+        return dict(zip(ids[keep], pred.pred.argmax(1)[keep].tolist()))
+    scored = pred.pred
     if score_index is None:
         negative = [0] * len(ids)
     else:
-        others = pred[probs].to_numpy().copy()
+        others = pred.class_probs.copy()
         others[:, score_index] = -1.0
         negative = others.argmax(1).tolist()
     positive = 1 if score_index is None else score_index
@@ -87,18 +86,19 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
     if not folds:
         raise KitError(f"{run_dir}: no finished fold has test predictions ({FOLD_TEST}); finish its folds "
                        f"with `kitpkg cv` first")
-    config, num_classes = state.config, state.fingerprints.get("num_classes", 1)
+    config, task = state.config, state.task
     from .scoring import score_class_index
 
-    score_index = score_class_index(config.get("train.score_class"), test.classes(), num_classes, test.root)
+    score_index = score_class_index(config.get("train.score_class"), test.classes(), task.outputs, test.root)
+    task = task.with_score_index(score_index)
     split = split_fingerprint(test)
     labelled: Labelled = {}
     for k in folds:
-        pred = P.average_test([read_csv(_test_scores(run_dir, k))], num_classes == 1,
-                              config.get("predict.average", "prob"), score_index)  # one fold: its own probabilities
+        pred = P.average_test([read_csv(_test_scores(run_dir, k))], task,
+                              config.get("predict.average", "prob"))  # one fold: its own probabilities
         provenance = Provenance(high, low, len(pred), state.config_hash, k,
                                 [f for f in test.folds() if f != k], split, score_index)
-        labelled[k] = (_confident(pred, high, low, score_index, test, f"fold {k} of {run_dir}"), provenance)
+        labelled[k] = (_confident(pred, task, high, low, test, f"fold {k} of {run_dir}"), provenance)
     return test, labelled
 
 
@@ -145,12 +145,12 @@ def _from_csv(predictions: Optional[str], run_dir: Optional[str], shards: Option
             raise KitError("--shards: which test shards? (give --shards, or --run with a run directory)")
         shards = _run_shards(run_dir, RunState.read(run_dir))
     test = load_shards(shards)
-    labels = _confident(pred, high, low, None, test, predictions)
+    labels = _confident(pred, task_of_columns(pred), high, low, test, predictions)
     return test, {None: (labels, Provenance(high, low, len(pred)))}
 
 
-def _confident(pred: pd.DataFrame, high: float, low: Optional[float], score_index: Optional[int], test: Manifest,
-               source: str) -> Dict[str, int]:
+def _confident(pred: pd.DataFrame, task: Task, high: float, low: Optional[float], test: Manifest, source: str
+               ) -> Dict[str, int]:
     """The confident labels of `pred`, refused when its ids are not the test shards' or none is confident."""
     test_ids = set(P.fold_ids(test, "test"))
     if not test_ids:
@@ -160,7 +160,8 @@ def _confident(pred: pd.DataFrame, high: float, low: Optional[float], score_inde
     if not test_ids & set(ids):
         raise KitError(f"{source}: none of its {len(ids)} ids is a test id of {test.root} (e.g. {ids.iloc[0]!r} vs "
                        f"{min(test_ids)!r}); predictions of other data, or another id column?")
-    labels = {i: label for i, label in select_confident(pred, high, low, score_index).items() if i in test_ids}
+    confident = select_confident(read_predictions(pred, task), task, high, low)
+    labels = {i: label for i, label in confident.items() if i in test_ids}
     if not labels:
         raise KitError(f"no test prediction is confident at threshold {high} ({source}); lower --threshold")
     return labels

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from ..config import Config, EmaConfig
+from ..task import Task
 from .mixing import Mixing, build_mixing
 from .seeds import fold_seed, seeding_fold
 from .trainer import DeviceChoice, resolve_device
@@ -27,8 +28,7 @@ class Recipe:
     optimizer, schedule, loss and Lightning's Trainer read as they are (model.*, optim.*, sched.*, train.*)."""
 
     config: Config
-    num_classes: int
-    score_index: Optional[int]  # train.score_class as a target index (scoring.py)
+    task: Task  # what the fold predicts and how it is scored (kitpkg/task.py)
     fold: Optional[int]  # the fold whose data it trains on (None: all of it)
     seeds_from: Optional[int]  # the fold its seeds derive from (None: the run seed; see seeds.seeding_fold)
     seed: int  # fold_seed of seeds_from: step draws and the training order
@@ -36,36 +36,30 @@ class Recipe:
     stages: Any  # augment.stages.Stages: the built CPU stage and the GPU stage's spec
     mixing: Optional[Mixing]  # train.mixup (None: off)
     ema: Optional[EmaConfig]  # train.ema (None: off)
-    metric: str  # the validation metric: val_auc (scored as binary) or val_acc
     monitor: Tuple[str, str]  # (metric key, "max"/"min") that picks the best checkpoint
 
     @property
-    def binary(self) -> bool:
-        """One logit (sigmoid) target."""
-        return self.num_classes == 1
+    def num_classes(self) -> int:
+        """The network's outputs (logits)."""
+        return self.task.outputs
+
+    @property
+    def metric(self) -> str:
+        """The validation metric's logged key (val_auc, val_acc): the task's."""
+        return self.task.scoring.key
 
 
 def build_recipe(config: Config, inputs: Any, fold: Optional[int], resume: Optional[Path] = None) -> Recipe:
-    """Fold `fold`'s recipe from the config and the run's data (`num_classes`, `score_index`); `resume`: the
-    checkpoint the fold resumes from (its seeds follow what that checkpoint began with)."""
+    """Fold `fold`'s recipe from the config and the run's data (its `task`); `resume`: the checkpoint the fold
+    resumes from (its seeds follow what that checkpoint began with)."""
     from ..augment.stages import stages_of
 
-    scored_binary = inputs.num_classes == 1 or inputs.score_index is not None
     seeds_from = seeding_fold(resume, fold) if fold is not None else None
-    return Recipe(config=config, num_classes=int(inputs.num_classes), score_index=inputs.score_index, fold=fold,
+    return Recipe(config=config, task=inputs.task, fold=fold,
                   seeds_from=seeds_from, seed=fold_seed(config.train.seed, seeds_from),
                   device=resolve_device(config), stages=stages_of(config),
-                  mixing=build_mixing(config.train.mixup, inputs.num_classes, config.train.loss),
-                  ema=config.train.ema, metric="val_auc" if scored_binary else "val_acc",
-                  monitor=monitor_of(config, scored_binary))
-
-
-def monitor_of(config: Config, binary: bool) -> Tuple[str, str]:
-    """(metric key, "max"/"min") that picks the best checkpoint."""
-    monitor = config.train.monitor
-    if monitor == "auto":
-        monitor = "val_auc" if binary else "val_acc"
-    return monitor, ("min" if monitor == "val_loss" else "max")
+                  mixing=build_mixing(config.train.mixup, inputs.task, config.train.loss),
+                  ema=config.train.ema, monitor=inputs.task.monitor(config.train.monitor))
 
 
 def recipe_callbacks(recipe: Recipe) -> List[Any]:

@@ -15,14 +15,15 @@ import pandas as pd
 from ..fsutil import atomic_write_text
 from ..metrics import auc, roc_curve
 from ..plots import pyplot, save_figure
+from ..predictions import Predictions, read_predictions
 from ..rundir import RunDir
+from ..tables import read_csv
+from ..task import METRICS, Task
 
 
-def fold_score(oof: pd.DataFrame, binary: bool) -> float:
-    """The CV metric of OOF rows: ROC AUC (binary; NaN when they hold one class) or accuracy (multi-class)."""
-    if binary:
-        return auc(oof["target"].to_numpy(), oof["prediction"].to_numpy())
-    return float((oof["target"].astype(int) == oof["prediction"].astype(int)).mean())
+def fold_score(oof: pd.DataFrame, task: Task) -> float:
+    """The CV metric of OOF rows (the task's: AUC, NaN when they hold one class; accuracy)."""
+    return read_predictions(oof, task).score(task)
 
 
 def epoch_score(metrics_csv: Path, key: str, epoch: Optional[int] = None) -> Optional[float]:
@@ -40,31 +41,33 @@ def epoch_score(metrics_csv: Path, key: str, epoch: Optional[int] = None) -> Opt
     return value if value == value else None
 
 
-def plot_roc(oof: pd.DataFrame, path: Path) -> str:
-    """ROC curve of every fold and of the pooled OOF."""
+def plot_roc(oof: Predictions, path: Path) -> str:
+    """ROC curve of every fold and of the pooled OOF (rows scored as binary: target 0/1, pred a probability)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
-    for k, g in oof.groupby("fold"):
-        if g["target"].nunique() < 2:
+    for k in sorted(np.unique(oof.fold)):
+        target, pred = oof.target[oof.fold == k], oof.pred[oof.fold == k]
+        if len(np.unique(target)) < 2:
             continue  # one class: no ROC curve (the fold has no AUC)
-        fpr, tpr = roc_curve(g["target"].to_numpy(), g["prediction"].to_numpy())
-        ax.plot(fpr, tpr, lw=1, label=f"fold {k} (AUC {auc(g['target'], g['prediction']):.3f})")
-    if oof["target"].nunique() > 1:
-        fpr, tpr = roc_curve(oof["target"].to_numpy(), oof["prediction"].to_numpy())
-        ax.plot(fpr, tpr, lw=2, color="black", label=f"OOF (AUC {auc(oof['target'], oof['prediction']):.3f})")
+        fpr, tpr = roc_curve(target, pred)
+        ax.plot(fpr, tpr, lw=1, label=f"fold {k} (AUC {auc(target, pred):.3f})")
+    if len(np.unique(oof.target)) > 1:
+        fpr, tpr = roc_curve(oof.target, oof.pred)
+        ax.plot(fpr, tpr, lw=2, color="black", label=f"OOF (AUC {auc(oof.target, oof.pred):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per fold")
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
 
-def plot_curves(histories: Dict[int, pd.DataFrame], path: Path) -> str:
+def plot_curves(histories: Dict[int, pd.DataFrame], path: Path, key: Optional[str] = None) -> str:
     """Train/val loss and the val metric per epoch for every fold."""
-    return save_figure(curves_figure(histories), path)
+    return save_figure(curves_figure(histories, key), path)
 
 
-def curves_figure(histories: Dict[int, pd.DataFrame]):
-    """The figure of `plot_curves`: whole epochs on the x-axes (a 2-epoch run has no "0.5" tick)."""
+def curves_figure(histories: Dict[int, pd.DataFrame], key: Optional[str] = None):
+    """The figure of `plot_curves`: whole epochs on the x-axes (a 2-epoch run has no "0.5" tick); `key`: the
+    validation metric's column (the task's; None: the first metric key of kitpkg/task.py's METRICS found)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -75,7 +78,7 @@ def curves_figure(histories: Dict[int, pd.DataFrame]):
             ax_loss.plot(h["epoch"], h["train_loss"], ls="--", color=color, label=f"fold {k} train")
         if "val_loss" in h:
             ax_loss.plot(h["epoch"], h["val_loss"], color=color, label=f"fold {k} val")
-        metric = next((c for c in ("val_auc", "val_acc") if c in h), None)
+        metric = key if key in h else next((m.key for m in METRICS.values() if m.key in h), None)
         if metric:
             ax_metric.plot(h["epoch"], h[metric], marker="o", color=color, label=f"fold {k}")
             ax_metric.set_ylabel(metric)
@@ -123,13 +126,12 @@ def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:
 def write_report(run_dir: Path) -> Path:
     """Write report.md and its PNGs into the run directory; return the report path."""
     run_dir = Path(run_dir)
-    from .runstate import RunState, scored_by_auc
+    from .runstate import RunState
 
     run = RunState.read(run_dir)
-    state, files = run.entries, run.paths
+    files, task = run.paths, run.task
     folds = {k: v for k, v in run.folds().items() if v.is_done}
-    binary = scored_by_auc(state)
-    metric = "AUC" if binary else "accuracy"
+    metric = task.scoring.label
     lines: List[str] = [f"# CV report: {run_dir.name}", ""]
     config = run.config
     lines += [f"Model `{config.get('model.name')}` at {config.get('data.image_size')} px, "
@@ -154,14 +156,14 @@ def write_report(run_dir: Path) -> Path:
         if cv is not None and cv.oof is not None:
             lines += [f"Pooled OOF {metric}: {cv.oof:.4f}.", ""]
         lines += [f"![per-fold scores]({plot_scores(scores, metric, files.figure('scores'))})", ""]
-    if files.oof.exists() and binary:
-        oof = pd.read_csv(files.oof, dtype={"id": str})
-        if oof["target"].nunique() > 1:  # else no fold has a curve
+    if files.oof.exists() and task.scored_binary:
+        oof = read_predictions(read_csv(files.oof), task)
+        if len(np.unique(oof.target)) > 1:  # else no fold has a curve
             lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, files.figure('roc'))})", ""]
     histories = _histories(run_dir)
     if histories:
-        lines += ["## Training curves", "", f"![training curves]({plot_curves(histories, files.figure('curves'))})",
-                  ""]
+        curves = plot_curves(histories, files.figure("curves"), task.scoring.key)
+        lines += ["## Training curves", "", f"![training curves]({curves})", ""]
     if files.lr_find.exists():
         result = json.loads(files.lr_find.read_text())
         lines += ["## LR finder", "", f"Suggested lr: {result.get('suggestion')}", "",

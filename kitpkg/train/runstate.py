@@ -27,8 +27,10 @@ from ..errors import KitError
 from ..fsutil import atomic_write_text
 from ..rundir import STATE_NAME, CVSummary, FoldRecord, RunDir
 from ..shards.manifest import Manifest
+from ..task import Task, task_of_outputs
 
 STATE_VERSION = 2  # 1: fold records inside state.json (migrated on open)
+TASK_KEY = "task"  # state.json's record of the run's Task (absent in run directories made before it)
 _KEPT_STATUS = ("trained", "done")  # a fold in one of these holds work that a changed config would throw away
 
 
@@ -97,23 +99,26 @@ class RunState:
         return cls(run_dir, data)
 
     @classmethod
-    def open(cls, run_dir: Path, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str] = ()
-             ) -> "RunState":
+    def open(cls, run_dir: Path, config: Config, fingerprints: Dict[str, Any], allow_changed: Sequence[str] = (),
+             task: Optional[Task] = None) -> "RunState":
         """Load the run's state (or start one); refuse a config or shard set that differs from a run with work in it.
 
         A run directory whose folds hold nothing yet (no checkpoint, no trained fold: e.g. a first run that failed
-        before its first checkpoint) is restarted with the new config instead: there is nothing to lose.
+        before its first checkpoint) is restarted with the new config instead: there is nothing to lose. `task`: the
+        run's task, recorded in state.json (a run directory made before it was recorded gets it on open).
         """
         run_dir = run_directory(run_dir)
         data = _read_json(RunDir(run_dir).state)
         fresh = {"kitpkg_state": STATE_VERSION, "config_hash": config_hash(config), "config": result_dict(config),
-                 "data": fingerprints}
+                 "data": fingerprints, **({TASK_KEY: task.record()} if task is not None else {})}
         if data is None:
             return cls._start(run_dir, fresh)
         state = cls(run_dir, data)
         state._migrate()
         problem = state.mismatch(config, fingerprints, allow_changed)
         if problem is None:
+            if task is not None and TASK_KEY not in state.entries:
+                state.set(TASK_KEY, task.record())  # made before runs recorded their task: the same one, now named
             return state
         if not state.has_work():
             state._clear_folds()
@@ -245,6 +250,14 @@ class RunState:
         return self.entries.get("shards")
 
     @property
+    def task(self) -> Task:
+        """What the run predicts and how it is scored (kitpkg/task.py): state.json's "task", or for a run directory
+        made before that was recorded, the task its num_classes and train.score_class imply."""
+        if self.entries.get(TASK_KEY):
+            return Task.from_record(self.entries[TASK_KEY])
+        return task_of_outputs(self.fingerprints.get("num_classes", 1), self.config.get("train.score_class"))
+
+    @property
     def cv(self) -> Optional[CVSummary]:
         """The CV summary (None until every fold of the run is done, or when it is not a JSON object)."""
         return CVSummary.from_json(self.entries.get(CVSummary.KEY))
@@ -252,13 +265,6 @@ class RunState:
     def set_cv(self, summary: CVSummary) -> None:
         """Write the CV summary into state.json."""
         self.set(CVSummary.KEY, summary.to_json())
-
-
-def scored_by_auc(state: Dict[str, Any]) -> bool:
-    """Whether a run (its state.json data) is scored as binary, by AUC: one logit, or one class of many
-    (`train.score_class`, whose OOF `prediction` is that class's probability and `target` 0/1)."""
-    one_logit = state.get("data", {}).get("num_classes", 1) == 1
-    return one_logit or state.get("config", {}).get("train.score_class") is not None
 
 
 def relpath(path: Path, run_dir: Path) -> str:

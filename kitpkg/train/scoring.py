@@ -9,7 +9,7 @@ last epoch as best, early stopping skips it (stopping.py) and the CV mean leaves
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Union
+from typing import List, Optional, Union
 
 import torch
 from torchmetrics.classification import BinaryAUROC
@@ -54,7 +54,3 @@ def score_class_index(score_class: Union[None, int, str], classes: Optional[List
         raise KitError(f"train.score_class: {score_class!r} is not a class of {where} (classes: {named})")
     return index
 
-
-def scored_target(target: Any, score_index: Optional[int]) -> Any:
-    """The target the metric sees: the class index, or 1/0 for `score_index` / any other class."""
-    return target if score_index is None else (target == score_index) * 1

@@ -1,0 +1,120 @@
+"""The columns of a run's OOF and test prediction files, per task, written and read here only.
+
+The files (oof.csv, fold{k}/oof.csv, test_predictions.csv; a blend's too):
+  OOF:  id, fold, target column(s), prediction column(s)
+  test: id, prediction column(s)
+with, per task (kitpkg/task.py), the canonical arrays `read_predictions` gives:
+  binary      target (0/1); prediction = P(positive)                                  pred (N,)
+  multiclass  target (class index); prediction = argmax class, prob_0..prob_{C-1}     pred (N, C) = the prob_c
+  score_class target (1 for the scored class, else 0); prediction = its probability, prob_0..prob_{C-1} beside it:
+              scored as binary, pred (N,) = prediction
+The writer (`prediction_frame`) takes probabilities (the activation is the model's, kitpkg/train/outputs.py); the
+reader (`read_predictions`) gives the canonical arrays that scores, blends, pseudo-labels and reports use.
+`blend`, `runs`, `pseudo`, `merge` and the report read prediction files through `read_predictions` / `read_truth` /
+the column functions below.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .task import Task
+
+ID, FOLD, TARGET, PREDICTION, PROB = "id", "fold", "target", "prediction", "prob_"
+
+
+def class_prob_columns(count: int) -> List[str]:
+    """prob_0..prob_{count-1}: every class's probability beside the prediction (multi-class outputs)."""
+    return [f"{PROB}{c}" for c in range(count)]
+
+
+def prediction_columns(task: Task) -> List[str]:
+    """The columns holding the scored predictions: prediction (scored as binary) or prob_0..prob_{C-1}."""
+    return [PREDICTION] if task.scored_binary else class_prob_columns(task.outputs)
+
+
+def probability_columns(task: Task) -> List[str]:
+    """The columns holding the probabilities of every network output: prediction (one logit) or prob_0..prob_{C-1}
+    (train.score_class too: its prediction column repeats one of them)."""
+    return [PREDICTION] if task.one_logit else class_prob_columns(task.outputs)
+
+
+def task_of_columns(frame: pd.DataFrame) -> Task:
+    """The task a prediction file read without its run implies: prob_c columns -> multiclass, else binary."""
+    from .task import task_of_outputs
+
+    return task_of_outputs(max(1, sum(c.startswith(PROB) for c in frame.columns)))
+
+
+def prediction_frame(task: Task, ids: Sequence[Any], probs: np.ndarray, fold: Optional[int] = None,
+                     target: Any = None) -> pd.DataFrame:
+    """Rows of a prediction file from probabilities (N × outputs): id[, fold, target], then the task's prediction
+    columns (module docstring); `target` already as scored (0/1 for train.score_class) and written as given."""
+    out = pd.DataFrame({ID: ids})
+    if fold is not None:
+        out[FOLD] = fold
+    if target is not None:
+        out[TARGET] = target
+    if task.one_logit:
+        out[PREDICTION] = probs[:, 0]
+        return out
+    out[PREDICTION] = probs.argmax(1) if task.score_index is None else probs[:, task.score_index]
+    for c, column in enumerate(class_prob_columns(probs.shape[1])):
+        out[column] = probs[:, c]
+    return out
+
+
+@dataclass
+class Predictions:
+    """A prediction file read back: ids, folds and targets (None in a test file) and the scored predictions as the
+    task's canonical arrays; `labels` the class each row was given (multiclass: the prediction column, else None);
+    `class_probs` the prob_c columns when the file has them (else None)."""
+
+    ids: np.ndarray
+    fold: Optional[np.ndarray]
+    target: Optional[np.ndarray]
+    pred: np.ndarray
+    labels: Optional[np.ndarray] = None
+    class_probs: Optional[np.ndarray] = None
+
+    def score(self, task: Task) -> float:
+        """The task's metric of these rows (the class given in the file decides accuracy, as written)."""
+        return score(task, self.target, self.pred if self.labels is None else self.labels)
+
+
+def _target(frame: pd.DataFrame, task: Task) -> np.ndarray:
+    return frame[TARGET].to_numpy(np.float64 if task.scored_binary else np.int64)
+
+
+def read_truth(frame: pd.DataFrame, task: Task) -> Predictions:
+    """The ids, folds and targets of an OOF frame (kitpkg.tables.read_csv of the file; KeyError naming a missing
+    column), its predictions left unread (`pred` empty): what comparing two runs' splits and labels needs."""
+    return Predictions(ids=frame[ID].astype(str).to_numpy(), fold=frame[FOLD].to_numpy(int),
+                       target=_target(frame, task), pred=np.zeros((len(frame), 0)))
+
+
+def read_predictions(frame: pd.DataFrame, task: Task) -> Predictions:
+    """The canonical arrays of an OOF or test frame (kitpkg.tables.read_csv of the file) of a run of `task`."""
+    pred = frame[prediction_columns(task)].to_numpy(np.float64)
+    probs = [c for c in frame.columns if c.startswith(PROB)]
+    labels = None
+    if not task.scored_binary and PREDICTION in frame:
+        labels = frame[PREDICTION].to_numpy(np.int64)
+    return Predictions(ids=frame[ID].astype(str).to_numpy(), fold=frame[FOLD].to_numpy(int) if FOLD in frame else None,
+                       target=_target(frame, task) if TARGET in frame else None,
+                       pred=pred[:, 0] if task.scored_binary else pred, labels=labels,
+                       class_probs=frame[probs].to_numpy(np.float64) if probs else None)
+
+
+def score(task: Task, target: np.ndarray, pred: np.ndarray) -> float:
+    """The task's metric of canonical arrays: AUC (NaN with one class in `target`), or accuracy of `pred`'s argmax
+    (N × C probabilities) or of `pred` itself (N class indices)."""
+    if task.metric == "auc":
+        from .metrics import auc
+
+        return auc(target, pred)
+    pred = np.asarray(pred)
+    return float(((pred.argmax(1) if pred.ndim == 2 else pred) == np.asarray(target)).mean())

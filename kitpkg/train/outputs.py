@@ -1,0 +1,49 @@
+"""The torch side of a run's Task (kitpkg/task.py): what the network's outputs mean.
+
+The activation that turns logits into the task's probabilities (sigmoid for one logit, softmax over classes), the
+validation metric logged per epoch and what it is updated with, and the target the metric sees (train.score_class:
+1 for the scored class). The loss is losses.py's (`loss_of(train, task)`), mixing's targets mixing.py's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..task import Task
+
+
+def to_prob(task: Task, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities from logits: sigmoid (one logit, B×1) or softmax over the classes."""
+    return logits.sigmoid() if task.one_logit else logits.softmax(-1)
+
+
+def scores_to_prob(task: Task, scores: torch.Tensor, space: str) -> torch.Tensor:
+    """Averaged scores (probabilities or logits, per predict.average `space`) -> probabilities."""
+    return scores if space == "prob" else to_prob(task, scores)
+
+
+def scored_target(task: Task, target: Any) -> Any:
+    """The target the metric sees: as given, or 1/0 for train.score_class's class / any other."""
+    return target if task.score_index is None else (target == task.score_index) * 1
+
+
+def make_val_metric(task: Task) -> Any:
+    """The torchmetrics metric of the task's validation key (task.scoring.key)."""
+    if task.metric == "auc":
+        from .scoring import FoldAUROC
+
+        return FoldAUROC()  # NaN, not 0, for a validation split of one class
+    from torchmetrics.classification import MulticlassAccuracy
+
+    return MulticlassAccuracy(num_classes=task.outputs, average="micro")
+
+
+def update_val_metric(task: Task, metric: Any, logits: torch.Tensor, target: torch.Tensor) -> None:
+    """Feed one validation batch to `metric`: P(positive) for AUC, the argmax class for accuracy."""
+    if task.one_logit:
+        metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
+    elif task.score_index is not None:
+        metric.update(logits.float().softmax(-1)[:, task.score_index], scored_target(task, target.view(-1).long()))
+    else:
+        metric.update(logits.float().argmax(-1), target.view(-1).long())
