@@ -366,3 +366,12 @@ def test_extra_training_sets_need_the_same_label_columns(converted, tfrecord_man
     bits = converted("tfrecord", ",".join(BITS))
     with pytest.raises(KitError, match="label columns target differ from those of .*y0, y1, y2"):
         ShardDataset(bits, "train", 0, extra=[tfrecord_manifest], batch_size=8)
+
+
+def test_model_meta_refuses_any_of_several_label_columns(converted, label_csv):
+    from kitpkg.data.meta import check_meta_inputs
+
+    manifest = converted("tfrecord", ",".join(BITS))
+    with pytest.raises(KitError, match=r"model.meta column 'y1' is a label column"):
+        check_meta_inputs(["y1"], manifest)
+    check_meta_inputs(["age_approx"], manifest)  # a property of the sample, seen with both values of every label

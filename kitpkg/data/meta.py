@@ -148,7 +148,9 @@ def check_meta_inputs(names: Sequence[str], manifest: Any, cache_dir: Optional[s
     relabelling, refused; or nearly unique values such as a file size)."""
     if not names:
         return
-    roles = {manifest.label_col: "the label column (the answer itself)",
+    labels = manifest.label_columns()
+    label_role = "the label column" if len(labels) == 1 else f"a label column (one of {len(labels)})"
+    roles = {**{col: f"{label_role} (the answer itself)" for col in labels},
              manifest.options.get("fold_col", "fold"): "the fold column (which fold validates a sample, no property "
                                                        "of it)",
              manifest.id_col: "the id column (unique per sample: nothing to learn, a lookup of the answer)",
@@ -181,9 +183,11 @@ def _check_test_values(names: Sequence[str], manifest: Any, cache_dir: Optional[
 
 
 def _check_relabelling(names: Sequence[str], manifest: Any, cache_dir: Optional[str]) -> None:
-    label = manifest.label_col
-    if not label:
-        return
+    for label in manifest.label_columns():  # each of several label columns (multilabel: one 0/1 column each) too
+        _check_relabels(names, label, manifest, cache_dir)
+
+
+def _check_relabels(names: Sequence[str], label: str, manifest: Any, cache_dir: Optional[str]) -> None:
     for n, (values, samples) in relabellings(names, label, _rows(manifest, "train", [*names, label], cache_dir)).items():
         raise KitError(f"model.meta column {n!r} is a relabelling of the label {label!r}: its {values} values "
                        f"determine {label!r} exactly on the {samples} training samples (a leak: near-perfect CV, a "
