@@ -188,10 +188,12 @@ class TrainConfig:
     seed: int = ranged(42, ge=0, le=2**32 - 1, doc="seed of the whole run; each fold derives its own seeds from it")
     deterministic: bool = keyed(False, doc="deterministic kernels (slower, bit-identical reruns)")
     task: str = keyed(AUTO, doc="what the label column(s) are: auto (from the manifest: one 0/1 column -> binary, "
-                                "classes -> multiclass), binary or multiclass; kitpkg/task.py")
+                                "classes -> multiclass, fractional floats or several numeric columns -> regression; "
+                                "printed), or one of the kinds; kitpkg/task.py")
     metric: str = keyed(AUTO, doc="the CV metric: auto = the task's (binary: auc; multiclass: accuracy; "
-                                  "train.score_class: auc)")
-    loss: str = keyed(AUTO, doc="auto = bce (binary) / ce (multi-class); or focal")
+                                  "train.score_class: auc; regression: rmse, or mae)")
+    loss: str = keyed(AUTO, doc="auto = bce (binary) / ce (multi-class) / mse (regression); or focal; regression: "
+                                "smooth_l1 or l1")
     label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="label smoothing of the targets; with train.mixup set "
                                                          "train.mixup.label_smoothing")
     focal_gamma: float = ranged(2.0, ge=0, doc="gamma of the focal loss")
@@ -199,8 +201,8 @@ class TrainConfig:
                                                          "3 for rare positives; null = 1")
     score_class: Optional[Union[int, str]] = ranged(None, ge=0, doc="multi-class: score (AUC), predict and submit "
                                                                     "this class (name or index); null = all")
-    monitor: str = keyed(AUTO, doc="auto = val_auc (binary) / val_acc (multi-class); or val_loss: picks the best "
-                                   "checkpoint")
+    monitor: str = keyed(AUTO, doc="auto = the task's metric: val_auc (binary) / val_acc (multi-class) / val_rmse "
+                                   "(regression); or val_loss: picks the best checkpoint")
     accelerator: str = keyed(AUTO, doc="auto, gpu or cpu")
     devices: Union[int, str] = ranged(AUTO, ge=1, doc="auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy")
     strategy: str = keyed(AUTO, doc="auto; ddp (CLI/subprocess) or ddp_notebook (Colab/Kaggle notebooks) with "
@@ -269,7 +271,7 @@ CHOICES = {
     "train.precision": (AUTO, "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64"),
     "train.task": (AUTO, *KINDS),
     "train.metric": (AUTO, *METRICS),
-    "train.loss": (AUTO, "bce", "ce", "focal"),
+    "train.loss": (AUTO, "bce", "ce", "focal", "mse", "smooth_l1", "l1"),  # the losses of task.KINDS
     "train.monitor": (AUTO, *(m.key for m in METRICS.values()), "val_loss"),
     "predict.average": ("prob", "logit"),
 }
@@ -419,6 +421,8 @@ def class_weight_targets(class_weights: Dict[Any, float], manifest: Any) -> Dict
     """{target: weight} of `data.sampling.class_weights` for a shard set (`manifest`): a key is a class name of a
     text label or a class index / numeric label. KitError for a key naming no class of the manifest, or weights that
     leave every class out (an empty epoch); checked when a run opens, before anything is written."""
+    if not class_weights:
+        return {}  # nothing to check (a manifest of float targets counts no classes)
     names = manifest.classes()  # text labels in target order, or None for numeric labels
     labels = set(range(len(names))) if names is not None else _numeric_labels(manifest.class_counts)
     shown = ", ".join(names) if names is not None else ", ".join(sorted(map(str, manifest.class_counts)))

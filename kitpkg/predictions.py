@@ -8,6 +8,8 @@ with, per task (kitpkg/task.py), the canonical arrays `read_predictions` gives:
   multiclass  target (class index); prediction = argmax class, prob_0..prob_{C-1}     pred (N, C) = the prob_c
   score_class target (1 for the scored class, else 0); prediction = its probability, prob_0..prob_{C-1} beside it:
               scored as binary, pred (N,) = prediction
+  regression  one label column: target, prediction (N,); K columns: target_<label>..., pred_<label>... (N, K),
+              values in the CSV's units
 The writer (`prediction_frame`) takes probabilities (the activation is the model's, kitpkg/train/outputs.py); the
 reader (`read_predictions`) gives the canonical arrays that scores, blends, pseudo-labels and reports use.
 `blend`, `runs`, `pseudo`, `merge` and the report read prediction files through `read_predictions` / `read_truth` /
@@ -31,15 +33,42 @@ def class_prob_columns(count: int) -> List[str]:
     return [f"{PROB}{c}" for c in range(count)]
 
 
+def _values(task: Task) -> bool:
+    return not task.probabilities  # predictions are values, one column per label column (regression)
+
+
+def target_columns(task: Task) -> List[str]:
+    """The target column(s) of an OOF file: target, or target_<label> for each of several label columns."""
+    if _values(task) and len(task.labels) > 1:
+        return [f"{TARGET}_{label}" for label in task.labels]
+    return [TARGET]
+
+
 def prediction_columns(task: Task) -> List[str]:
-    """The columns holding the scored predictions: prediction (scored as binary) or prob_0..prob_{C-1}."""
+    """The columns holding the scored predictions: prediction (scored as binary, or one value), pred_<label> (values
+    of several label columns) or prob_0..prob_{C-1}."""
+    if _values(task):
+        return [f"pred_{label}" for label in task.labels] if len(task.labels) > 1 else [PREDICTION]
     return [PREDICTION] if task.scored_binary else class_prob_columns(task.outputs)
 
 
 def probability_columns(task: Task) -> List[str]:
-    """The columns holding the probabilities of every network output: prediction (one logit) or prob_0..prob_{C-1}
-    (train.score_class too: its prediction column repeats one of them)."""
+    """The columns holding the prediction of every network output: prediction (one logit) or prob_0..prob_{C-1}
+    (train.score_class too: its prediction column repeats one of them); a regression's values."""
+    if _values(task):
+        return prediction_columns(task)
     return [PREDICTION] if task.one_logit else class_prob_columns(task.outputs)
+
+
+def one_dimensional(task: Task) -> bool:
+    """Whether the task's canonical arrays are (N,): scored as binary, or one value per row."""
+    return task.scored_binary or (_values(task) and task.outputs == 1)
+
+
+def canonical(task: Task, values: np.ndarray) -> np.ndarray:
+    """N × columns of a prediction (or target) as the task's canonical array: (N,) where it is one-dimensional."""
+    values = np.asarray(values)
+    return values.reshape(len(values), -1)[:, 0] if one_dimensional(task) else values
 
 
 def task_of_columns(frame: pd.DataFrame) -> Task:
@@ -56,6 +85,14 @@ def prediction_frame(task: Task, ids: Sequence[Any], probs: np.ndarray, fold: Op
     out = pd.DataFrame({ID: ids})
     if fold is not None:
         out[FOLD] = fold
+    if _values(task):
+        if target is not None:
+            target = np.asarray(target, dtype=np.float64).reshape(len(out), -1)
+            for j, column in enumerate(target_columns(task)):
+                out[column] = target[:, j]
+        for j, column in enumerate(prediction_columns(task)):
+            out[column] = probs[:, j]
+        return out
     if target is not None:
         out[TARGET] = target
     if task.one_logit:
@@ -86,6 +123,8 @@ class Predictions:
 
 
 def _target(frame: pd.DataFrame, task: Task) -> np.ndarray:
+    if _values(task):
+        return canonical(task, frame[target_columns(task)].to_numpy(np.float64))
     return frame[TARGET].to_numpy(np.float64 if task.scored_binary else np.int64)
 
 
@@ -101,11 +140,11 @@ def read_predictions(frame: pd.DataFrame, task: Task) -> Predictions:
     pred = frame[prediction_columns(task)].to_numpy(np.float64)
     probs = [c for c in frame.columns if c.startswith(PROB)]
     labels = None
-    if not task.scored_binary and PREDICTION in frame:
+    if task.probabilities and not task.scored_binary and PREDICTION in frame:
         labels = frame[PREDICTION].to_numpy(np.int64)
     return Predictions(ids=frame[ID].astype(str).to_numpy(), fold=frame[FOLD].to_numpy(int) if FOLD in frame else None,
-                       target=_target(frame, task) if TARGET in frame else None,
-                       pred=pred[:, 0] if task.scored_binary else pred, labels=labels,
+                       target=_target(frame, task) if target_columns(task)[0] in frame else None,
+                       pred=canonical(task, pred), labels=labels,
                        class_probs=frame[probs].to_numpy(np.float64) if probs else None)
 
 
@@ -116,5 +155,9 @@ def score(task: Task, target: np.ndarray, pred: np.ndarray) -> float:
         from .metrics import auc
 
         return auc(target, pred)
-    pred = np.asarray(pred)
-    return float(((pred.argmax(1) if pred.ndim == 2 else pred) == np.asarray(target)).mean())
+    if task.metric == "accuracy":
+        pred = np.asarray(pred)
+        return float(((pred.argmax(1) if pred.ndim == 2 else pred) == np.asarray(target)).mean())
+    from .metrics import metric_from_spec
+
+    return metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.outputs).compute(target, pred)

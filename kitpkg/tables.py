@@ -1,5 +1,6 @@
 """The kit's CSV files (OOF, test predictions, part files, submissions): written atomically at full float precision,
-read back with ids as strings, and the s0..s{C-1} score columns of scores frames. Training and experiments share it."""
+read back with ids as strings, and the s0..s{C-1} score (and target) columns of scores frames. Training and experiments
+share it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,16 @@ from .fsutil import atomic_write_text
 def score_columns(num_classes: int) -> List[str]:
     """Score columns of part files: s0..s{C-1}."""
     return [f"s{c}" for c in range(num_classes)]
+
+
+def target_score_columns(count: int) -> List[str]:
+    """Target columns of part files: target (one label column) or target0..target{K-1} (several)."""
+    return ["target"] if count == 1 else [f"target{j}" for j in range(count)]
+
+
+def target_cols(frame: pd.DataFrame) -> List[str]:
+    """The target columns of a scores frame (see target_score_columns)."""
+    return [c for c in frame.columns if c == "target" or (c.startswith("target") and c[6:].isdigit())]
 
 
 def score_cols(frame: pd.DataFrame) -> List[str]:

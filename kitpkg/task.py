@@ -1,17 +1,21 @@
 """What a run predicts and how it is scored: the `Task`, one home for every decision that depends on the kind of target.
 
-A Task says: the kind (binary, multiclass; multilabel, regression, ordinal and soft to follow), the label column(s), the
+A Task says: the kind (binary, multiclass, regression; multilabel, ordinal and soft to follow), the label column(s), the
 class names, how many outputs the network has, which class `train.score_class` scores, and the metric (a name and its
 direction). The torch side of a task (activation, loss, validation metric) lives in kitpkg/train/outputs.py and
 losses.py; the columns of its OOF and test prediction files in kitpkg/predictions.py. A run records its task in
-state.json ("task"); a run directory made before that is read with the task its num_classes and train.score_class
-imply (`task_of_outputs`). Adding a task kind is one entry in `KINDS` (and its torch side in outputs.py); a
-metric one entry in `METRICS`.
+state.json ("task"); a run directory made before that is read with the task its num_classes and train.score_class imply
+(`task_of_outputs`). Adding a task kind is one entry in `KINDS` (and its torch side in outputs.py); a metric one entry
+in `METRICS`.
 
 Kinds today:
   binary      one 0/1 column, one logit (sigmoid); scored by AUC; submits P(positive)
   multiclass  one class column, one logit per class (softmax); scored by accuracy; submits the class index
   multiclass + score_class   trained on every class, scored (AUC) and submitted as one class's probability
+  regression  one or more float columns, one output each (no activation); mse / smooth_l1 / l1 on targets
+              standardised by the fold's training rows (recipe.target_scale), predictions back in the CSV's units;
+              scored by RMSE (or MAE); refuses the settings of classes (mixup, label smoothing, pos_weight, class
+              weights, score_class)
 """
 from __future__ import annotations
 
@@ -36,20 +40,32 @@ class Metric:
 METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("auc", True, "AUC", "val_auc"),
     Metric("accuracy", True, "accuracy", "val_acc"),
+    Metric("rmse", False, "RMSE", "val_rmse"),
+    Metric("mae", False, "MAE", "val_mae"),
 )}
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A task kind: the metrics that can score it (the first is train.metric: auto's)."""
+    """A task kind: the metrics that can score it (the first is train.metric: auto's), the losses that train it
+    (the first is train.loss: auto's), whether its predictions are probabilities, and the settings that make no sense
+    for it (refused by name: `refused_setting`)."""
 
     name: str
     metrics: Tuple[str, ...]
+    losses: Tuple[str, ...]
+    probabilities: bool = True
+    refuses: Tuple[str, ...] = ()
 
+
+# settings that only mean something for classes (refused by the kinds that list them)
+_CLASS_SETTINGS = ("train.mixup", "train.label_smoothing", "train.pos_weight", "data.sampling.class_weights",
+                   "train.score_class")
 
 KINDS: Dict[str, Kind] = {k.name: k for k in (
-    Kind("binary", ("auc",)),
-    Kind("multiclass", ("accuracy",)),
+    Kind("binary", ("auc",), ("bce", "focal")),
+    Kind("multiclass", ("accuracy",), ("ce", "focal")),
+    Kind("regression", ("rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False, refuses=_CLASS_SETTINGS),
 )}
 
 
@@ -67,6 +83,11 @@ class Task:
     score_class: Optional[str] = None
     score_index: Optional[int] = None
     metric: str = "auc"
+
+    @property
+    def probabilities(self) -> bool:
+        """Whether the predictions are probabilities (else values in the CSV's units: regression)."""
+        return KINDS[self.kind].probabilities
 
     @property
     def one_logit(self) -> bool:
@@ -139,6 +160,8 @@ def make_task(kind: str, outputs: int, labels: Sequence[str] = ("target",), clas
     """A checked Task: a known kind, a metric that can score what is scored (auto: the first of the kind's)."""
     if kind not in KINDS:
         raise KitError(f"train.task: unknown task {kind!r}; use auto or one of {', '.join(KINDS)}")
+    if score_class is not None and "train.score_class" in KINDS[kind].refuses:
+        raise KitError(f"train.score_class: makes no sense for a {kind} task; remove it")
     scored = KINDS["binary" if score_class is not None else kind]  # one class of many is scored as binary
     metric = scored.metrics[0] if metric == AUTO else metric
     if metric not in scored.metrics:
@@ -163,10 +186,35 @@ def task_of_outputs(num_classes: int, score_class: Union[None, int, str] = None,
 
 def choose_task(task: str, metric: str, num_classes: int, labels: Sequence[str], classes: Optional[Sequence[str]],
                 score_class: Union[None, int, str], score_index: Optional[int]) -> Task:
-    """The run's Task from train.task / train.metric (auto: from the number of outputs the label column implies)."""
+    """The run's Task of kind `task` (auto: binary or multiclass by the number of outputs one label column implies)
+    and train.metric."""
     kind = kind_of_outputs(num_classes) if task == AUTO else task
     if kind != kind_of_outputs(num_classes) and kind in ("binary", "multiclass"):
         raise KitError(f"train.task: {kind} needs " + ("one output (model.num_classes 1)" if kind == "binary" else
                        "model.num_classes >= 2") + f", here {num_classes}; set train.task: auto or fix "
                        f"model.num_classes")
     return make_task(kind, num_classes, labels, classes, score_class, score_index, metric)
+
+
+def infer_kind(label_columns: Sequence[str], has_classes: bool) -> Tuple[str, str]:
+    """(kind, why) that train.task: auto picks from the manifest: one column of classes (0/1, text, integers) ->
+    binary or multiclass (by its classes: see cv.load_inputs), one fractional float column or several numeric ones ->
+    regression, several 0/1 columns -> multilabel. `has_classes`: the manifest counted classes (or 0/1 positives)."""
+    cols = ", ".join(label_columns)
+    if len(label_columns) <= 1:
+        if has_classes:
+            return "classes", f"the label column {cols} holds classes"
+        return "regression", f"the label column {cols} holds fractional floats"
+    if has_classes:
+        return "multilabel", f"the label columns {cols} are all 0/1"
+    return "regression", f"the label columns {cols} hold numbers"
+
+
+def refused_setting(task: Task, values: Dict[str, Any]) -> Optional[str]:
+    """The first setting of {dotted key: value} the task's kind refuses that is set (not null, 0 or empty), as a
+    one-line reason; None when every one is fine."""
+    for key in KINDS[task.kind].refuses:
+        given = [v for k, v in values.items() if k == key or k.startswith(key + ".")]  # a section: any of its keys
+        if any(v not in (None, 0, 0.0, {}, [], False) for v in given):
+            return f"{key}: makes no sense for a {task.kind} task ({task.describe()}); remove it"
+    return None

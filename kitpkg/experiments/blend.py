@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import KitError
 from ..fsutil import atomic_write_text
-from ..predictions import prediction_columns, read_predictions, score
+from ..predictions import canonical, prediction_columns, read_predictions, score, target_columns
 from ..rundir import is_run_dir
 from ..task import Task
 from .runs import Run, load_run, split_difference
@@ -66,7 +66,8 @@ def checked(run: Run, path: Path) -> "pd.DataFrame":
     from ..train.foldcheck import values_problem
 
     frame = read_csv(path)
-    problem = values_problem(frame, prediction_columns(run.task.scored()))
+    task = run.task.scored()
+    problem = values_problem(frame, prediction_columns(task), probabilities=task.probabilities)
     if problem:
         raise KitError(f"{run.path}: {path.name}: {problem}; leave the run out of the blend, or re-run it")
     return frame
@@ -115,7 +116,7 @@ def fold_scores(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, task: T
     out = {}
     for k in np.unique(folds):
         sel = folds == k
-        out[int(k)] = score(task, target[sel], pred[sel, 0] if task.scored_binary else pred[sel])
+        out[int(k)] = score(task, target[sel], canonical(task, pred[sel]))
     return out
 
 
@@ -233,12 +234,14 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
     members = [load_member(p) for p in runs]
     check_members(members)
     task = members[0].run.task.scored()  # one class of many blends as a binary task of that class
+    if len(target_columns(task)) > 1:
+        raise KitError(f"blend: runs of several target columns ({', '.join(task.labels)}) are not blended yet")
     binary = task.scored_binary
     method = method or ("fit" if binary else "mean")
     if method not in METHODS:
         raise KitError(f"--method {method}: choose one of {', '.join(METHODS)}")
     if not binary and method in BINARY_ONLY:
-        raise KitError(f"--method {method}: needs binary runs (AUC); multi-class runs blend with --method mean")
+        raise KitError(f"--method {method}: needs binary runs (AUC); {task.kind} runs blend with --method mean")
     first = read_predictions(members[0].oof, task)
     cols = prediction_columns(task)
     probs = _aligned(members, lambda m: m.oof, cols)

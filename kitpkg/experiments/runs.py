@@ -154,7 +154,7 @@ class Run:
         """{sample id: fold} of the finished folds' OOF rows."""
         return {i: fold for i, (fold, _) in self._oof_rows()[0].items()}
 
-    def target_of(self) -> Dict[str, float]:
+    def target_of(self) -> Dict[str, Any]:
         """{sample id: target} of the finished folds' OOF rows."""
         return {i: target for i, (_, target) in self._oof_rows()[0].items()}
 
@@ -172,7 +172,8 @@ class Run:
                     continue
                 try:
                     truth = read_truth(read_csv(path), self.task.scored())
-                    rows.update(zip(truth.ids, zip(truth.fold.astype(int), truth.target.astype(float))))
+                    targets = [tuple(t) if np.ndim(t) else float(t) for t in truth.target]  # several columns: a tuple
+                    rows.update(zip(truth.ids, zip(truth.fold.astype(int).tolist(), targets)))
                 except (OSError, ValueError, KeyError) as err:
                     problems.append(f"fold {k}: {path.name} unreadable ({str(err).splitlines()[0][:80]})")
             self._oof = (rows, problems)
@@ -273,12 +274,17 @@ def target_difference(a: Run, b: Run, ids: Sequence[str]) -> Optional[str]:
     """Why two runs predict other things for the same samples `ids` (other labels, e.g. another --label-col); None
     when every label agrees."""
     ta, tb = a.target_of(), b.target_of()
-    other = [i for i in ids if abs(ta[i] - tb[i]) > 1e-9]
+    other = [i for i in ids if np.shape(ta[i]) != np.shape(tb[i]) or np.max(np.abs(np.subtract(ta[i], tb[i]))) > 1e-9]
     if not other:
         return None
     columns = f"label column {a.label_col} vs {b.label_col} (" if a.label_col != b.label_col else "("
     return (f"another target: {columns}{len(other)} of {len(ids)} samples labelled differently, e.g. {other[0]}: "
-            f"{ta[other[0]]:g} vs {tb[other[0]]:g})")
+            f"{_label(ta[other[0]])} vs {_label(tb[other[0]])})")
+
+
+def _label(value: Any) -> str:
+    """A target as text: 1, 0.25 or (several label columns) 1/0/2.5."""
+    return "/".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
 
 
 def differences(ref: Run, run: Run) -> List[str]:

@@ -18,7 +18,7 @@ from ..config import Config, class_weight_targets
 from ..errors import KitError
 from ..rundir import FOLD_OOF, CVSummary, RunDir
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
-from ..task import Task, choose_task, task_of_outputs
+from ..task import AUTO, Task, choose_task, infer_kind, kind_of_outputs, task_of_outputs
 from . import predict as P
 from .checkpoint import BEST, RunCheckpoints, latest_intact, load_checkpoint, resumable
 from .divergence import DivergenceGuard
@@ -126,22 +126,39 @@ def load_inputs(config: Config) -> RunInputs:
     """Load the config's manifest (for data.image_size) and extra training sets; infer num_classes."""
     from .extras import is_fold_sets, load_extras
     from .init_from import source_identity
-    from .scoring import score_class_index
 
     pseudo = is_fold_sets(config.data.shards, config.data.image_size)  # per-fold sets: no manifest at the top
     manifest = None if pseudo else load_manifest(resolve_manifest_path(config.data.shards, config.data.image_size))
     if manifest is None or manifest.options.get("pseudo"):
         raise KitError(f"data.shards: {config.data.shards} is a pseudo-label set; add it under data.extra_train "
                        "(training only), never as the validation data")
-    if not manifest.label_col:
+    if not manifest.label_columns():
         raise KitError(f"data.shards: {manifest.root} has no label column; convert with --label-col")
     extras, fold_sets = load_extras(config.data.extra_train, config.data.image_size, manifest)
-    num_classes = config.model.num_classes or _infer_classes(manifest)
-    score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
-    task = choose_task(config.train.task, config.train.metric, num_classes, [manifest.label_col], manifest.classes(),
-                       config.train.score_class, score_index)
+    task = _run_task(config, manifest)
+    num_classes, score_index = task.outputs, task.score_index
     return RunInputs(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets,
                      task)
+
+
+def _run_task(config: Config, manifest: Manifest) -> Task:
+    """The run's Task: train.task (auto: inferred from the manifest's label columns, said in one line unless the
+    kind is binary or multiclass as always) with train.metric, train.score_class and model.num_classes."""
+    from .scoring import score_class_index
+
+    labels = manifest.label_columns()
+    kind, why = (config.train.task, None) if config.train.task != AUTO else \
+        infer_kind(labels, bool(manifest.class_counts))
+    if kind in ("classes", "binary", "multiclass"):
+        num_classes = config.model.num_classes or _infer_classes(manifest)
+        kind = kind_of_outputs(num_classes) if kind == "classes" else kind
+        score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
+        return choose_task(kind, config.train.metric, num_classes, labels, manifest.classes(),
+                           config.train.score_class, score_index)
+    if why is not None and is_rank_zero():
+        print(f"kitpkg: train.task auto -> {kind}: {why} (set train.task to choose)", flush=True)
+    return choose_task(kind, config.train.metric, config.model.num_classes or len(labels), labels, None,
+                       config.train.score_class, None)
 
 
 def _infer_classes(manifest: Manifest) -> int:
@@ -278,7 +295,7 @@ def record_fold(state: RunState, k: int, frame: Any, test_frame: Any, inputs: Ru
     oof = P.oof_rows(frame, k, inputs.task, space)
     P.write_csv(oof, state.paths.fold_oof(k))
     if test_frame is not None:
-        P.write_csv(test_frame.drop(columns=["target"], errors="ignore"), state.paths.fold_test(k))
+        P.write_csv(test_frame.drop(columns=P.target_cols(test_frame)), state.paths.fold_test(k))
     score = fold_score(oof, inputs.task)
     if score != score:
         import warnings

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KitError
-from ..task import Task
+from ..task import KINDS, Task
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -26,11 +26,13 @@ def make_loss(kind: str, task: Task, label_smoothing: float = 0.0, gamma: float 
               pos_weight: Optional[float] = None) -> LossFn:
     """loss(logits, target): `kind` bce/ce/focal (auto: bce for one logit, ce over classes);
     `pos_weight` scales the positive term of a one-logit loss (as BCEWithLogitsLoss's pos_weight)."""
+    if not task.probabilities:
+        return _value_loss(kind, task)
     binary = task.one_logit
     if kind == "auto":
         kind = "bce" if binary else "ce"
     if kind not in ("bce", "ce", "focal"):
-        raise KitError(f"train.loss: unknown loss {kind!r}; use auto, bce, ce or focal")
+        raise KitError(f"train.loss: {kind!r} does not train a {task.kind} task; use auto, bce, ce or focal")
     if kind == "ce" and binary:
         raise KitError("train.loss: ce needs model.num_classes >= 2; use bce (or focal) for a binary target")
     if kind == "bce" and not binary:
@@ -66,3 +68,20 @@ def make_loss(kind: str, task: Task, label_smoothing: float = 0.0, gamma: float 
         return ((1.0 - p_t) ** gamma * ce_each).mean()
 
     return {"bce": bce, "ce": ce, "focal": focal}[kind]
+
+
+def _value_loss(kind: str, task: Task) -> LossFn:
+    """mse / smooth_l1 / l1 (auto: mse) of outputs and targets of a task predicting values (regression): B×K outputs,
+    targets B (one column) or B×K, both on the standardised scale the module trains on (KitModule.standardise)."""
+    losses = KINDS[task.kind].losses
+    kind = losses[0] if kind == "auto" else kind
+    if kind not in losses:
+        raise KitError(f"train.loss: {kind!r} does not train a {task.kind} task; use auto or one of "
+                       f"{', '.join(losses)}")
+    fn = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}[kind]
+
+    def loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        outputs = outputs.float()
+        return fn(outputs, target.float().reshape(outputs.shape))
+
+    return loss

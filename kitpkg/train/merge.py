@@ -122,8 +122,7 @@ def fold_problem(folder: Path, k: int, inputs: RunInputs) -> Optional[str]:
     if problem:
         return f"its weights: {problem.replace(str(folder) + os.sep, '')}"
     problem = predictions_problem(files.fold_oof(k), P.fold_ids(inputs.manifest, "val", k),
-                                  probability_columns(inputs.task),
-                                  probabilities=True)
+                                  probability_columns(inputs.task), probabilities=inputs.task.probabilities)
     if problem is None and inputs.manifest.select("test"):
         problem = predictions_problem(files.fold_test(k), P.fold_ids(inputs.manifest, "test"),
                                       P.score_columns(inputs.num_classes), probabilities=False)  # logits or probs

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import pytorch_lightning as pl
 import torch
 
-from ..config import PATH_KEYS, Config, ModelConfig, to_dict
+from ..config import PATH_KEYS, Config, ModelConfig, result_dict, to_dict
 from ..data.meta import MetaEncoder
 from ..errors import KitError
-from ..task import Task
+from ..task import Task, refused_setting
 from .fp32_head import fp32_classifier
 from .losses import loss_of
 from .mixing import build_mixing, soft_cross_entropy
@@ -110,8 +110,11 @@ class KitModule(pl.LightningModule):
         super().__init__()
         # hyperparameters as plain data (never the Config object: checkpoints must load with weights_only=True),
         # without paths; `model.weights` is read once, here, when load_pretrained
-        self.save_hyperparameters({"config": portable_config(recipe.config), "num_classes": recipe.num_classes,
-                                   "meta": meta, "score_index": recipe.task.score_index, "fold": recipe.seeds_from})
+        hparams = {"config": portable_config(recipe.config), "num_classes": recipe.num_classes, "meta": meta,
+                   "score_index": recipe.task.score_index, "fold": recipe.seeds_from}
+        if recipe.target_scale is not None:  # only then: the checkpoints of the other kinds stay as they were
+            hparams["target_scale"] = [list(v) for v in recipe.target_scale]
+        self.save_hyperparameters(hparams)
         self.recipe = recipe
         self.task = recipe.task
         self.num_classes = recipe.num_classes
@@ -123,6 +126,10 @@ class KitModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.loss_fn = loss_of(recipe.config.train, self.task)
+        if recipe.target_scale is not None:  # regression: trains on standardised targets (recipe.target_scale)
+            # persistent buffers: checkpoints (and so a resume, and the best weights) keep the scale trained with
+            self.register_buffer("target_mean", torch.tensor(recipe.target_scale[0], dtype=torch.float32))
+            self.register_buffer("target_std", torch.tensor(recipe.target_scale[1], dtype=torch.float32))
         self.channels_last = recipe.device.channels_last
         self._compiled: Optional[torch.nn.Module] = None
         self._make_metrics()
@@ -145,9 +152,22 @@ class KitModule(pl.LightningModule):
 
     def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
+        if not self.task.probabilities:
+            return self.loss_fn(logits, self.standardise(target))
         if target.ndim == 2 and not self.task.one_logit:
             return soft_cross_entropy(logits, target)
         return self.loss_fn(logits, target)
+
+    def standardise(self, target: torch.Tensor) -> torch.Tensor:
+        """Regression targets (B or B×K, the CSV's units) on the scale the network's outputs are trained on."""
+        target = target.float().reshape(len(target), -1)
+        return (target - self.target_mean) / self.target_std
+
+    def in_units(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The network's outputs in the CSV's units (regression; other tasks' outputs unchanged)."""
+        if self.task.probabilities:
+            return outputs
+        return outputs.float() * self.target_std + self.target_mean
 
     def forward(self, images: torch.Tensor, meta: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits (B×num_classes) of a raw image batch (and its batch["meta"] when the model has a meta branch)."""
@@ -187,10 +207,10 @@ class KitModule(pl.LightningModule):
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"], batch.get("meta"))
         target = batch["target"]
-        loss = self.loss_fn(logits, target)
+        loss = self.train_loss(logits, target) if not self.task.probabilities else self.loss_fn(logits, target)
         n = len(batch["id"])
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
-        update_val_metric(self.task, self.val_metric, logits, target)
+        update_val_metric(self.task, self.val_metric, self.in_units(logits), target)
         self.log(self.metric_name, self.val_metric, on_epoch=True, prog_bar=True, batch_size=n)
 
     def predict_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Any]:
@@ -199,7 +219,7 @@ class KitModule(pl.LightningModule):
         views = ["identity", *predict.tta]
         total = None
         for view in views:
-            logits = self(apply_view(batch["image"], view), batch.get("meta")).float()
+            logits = self.in_units(self(apply_view(batch["image"], view), batch.get("meta")).float())
             score = logits if predict.average == "logit" else to_prob(self.task, logits)
             total = score if total is None else total + score
         score = (total / len(views)).cpu()  # the host copy syncs anyway: checking it is free
@@ -282,6 +302,9 @@ def check_components(config: Config, task: Task) -> None:
 
     if not timm.is_model(config.model.name):
         raise KitError(f"model.name: unknown timm model {config.model.name!r} (see timm.list_models())")
+    refused = refused_setting(task, result_dict(config))
+    if refused:
+        raise KitError(refused)
     loss_of(config.train, task)
     build_mixing(config.train.mixup, task, config.train.loss)
     optimizer = build_optimizer(torch.nn.Linear(1, 1), config)

@@ -14,7 +14,10 @@ from ..task import Task
 
 
 def to_prob(task: Task, logits: torch.Tensor) -> torch.Tensor:
-    """Probabilities from logits: sigmoid (one logit, B×1) or softmax over the classes."""
+    """The task's predictions from outputs: sigmoid (one logit, B×1), softmax over the classes, or the values as
+    they are (regression: already in the CSV's units, KitModule.predict_step)."""
+    if not task.probabilities:
+        return logits
     return logits.sigmoid() if task.one_logit else logits.softmax(-1)
 
 
@@ -34,14 +37,22 @@ def make_val_metric(task: Task) -> Any:
         from .scoring import FoldAUROC
 
         return FoldAUROC()  # NaN, not 0, for a validation split of one class
-    from torchmetrics.classification import MulticlassAccuracy
+    if task.metric == "accuracy":
+        from torchmetrics.classification import MulticlassAccuracy
 
-    return MulticlassAccuracy(num_classes=task.outputs, average="micro")
+        return MulticlassAccuracy(num_classes=task.outputs, average="micro")
+    from ..metrics import metric_from_spec
+    from .val_metric import ValMetric
+
+    return ValMetric(metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.outputs))
 
 
 def update_val_metric(task: Task, metric: Any, logits: torch.Tensor, target: torch.Tensor) -> None:
-    """Feed one validation batch to `metric`: P(positive) for AUC, the argmax class for accuracy."""
-    if task.one_logit:
+    """Feed one validation batch to `metric`: P(positive) for AUC, the argmax class for accuracy, the values (in the
+    CSV's units: `logits` already put back by the module) for a regression."""
+    if not task.probabilities:
+        metric.update(logits.float(), target.float())
+    elif task.one_logit:
         metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
     elif task.score_index is not None:
         metric.update(logits.float().softmax(-1)[:, task.score_index], scored_target(task, target.view(-1).long()))

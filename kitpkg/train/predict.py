@@ -15,7 +15,7 @@ import torch
 
 from ..errors import KitError
 from ..predictions import prediction_frame
-from ..tables import read_csv, score_cols, score_columns, write_csv
+from ..tables import read_csv, score_cols, score_columns, target_cols, target_score_columns, write_csv
 from ..task import Task
 from .outputs import scored_target, scores_to_prob
 
@@ -33,9 +33,12 @@ def predict_frame(trainer: Any, module: Any, loader: Any, part_dir: Path, name: 
     cols = score_columns(module.num_classes)
     ids = [str(i) for out in outputs for i in out["id"]]
     scores = torch.cat([out["score"] for out in outputs]).numpy() if outputs else np.zeros((0, len(cols)))
-    targets = torch.cat([out["target"].view(-1).float() for out in outputs]).numpy() if outputs else np.zeros(0)
+    # B targets (one label column) or B×K (several): one target column each
+    targets = torch.cat([out["target"].float().reshape(len(out["id"]), -1) for out in outputs]).numpy() \
+        if outputs else np.zeros((0, 1))
     frame = pd.DataFrame(scores.astype(np.float64), columns=cols)
-    frame.insert(0, "target", targets)
+    for j, column in reversed(list(enumerate(target_score_columns(targets.shape[1])))):
+        frame.insert(0, column, targets[:, j])
     frame.insert(0, "id", ids)
     rank, world = trainer.global_rank, trainer.world_size
     if world > 1:
@@ -80,7 +83,12 @@ def oof_rows(frame: pd.DataFrame, fold: int, task: Task, space: str) -> pd.DataF
     cols = score_cols(frame)
     require_finite(frame["id"], frame[cols].to_numpy(), f"fold {fold}'s OOF scores")
     probs = scores_to_prob(task, torch.tensor(frame[cols].to_numpy()), space).numpy()
-    target = frame["target"] if task.one_logit else scored_target(task, frame["target"].astype(int))
+    if task.one_logit:
+        target = frame["target"]
+    elif task.probabilities:
+        target = scored_target(task, frame["target"].astype(int))
+    else:  # values (regression): every target column as read
+        target = frame[target_cols(frame)].to_numpy()
     return prediction_frame(task, frame["id"], probs, fold=fold, target=target)
 
 
@@ -99,7 +107,14 @@ def average_test(parts: Sequence[pd.DataFrame], task: Task, space: str) -> pd.Da
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
-    """The competition's file: `id_col,pred_col` (one row per test id); KitError for a non-finite prediction."""
+    """The competition's file: `id_col,pred_col` (one row per test id), or with several predicted label columns
+    (pred_<label>) `id_col` and one column per label; KitError for a non-finite prediction."""
+    if "prediction" not in test:
+        columns = {c: c[len("pred_"):] for c in test.columns if c.startswith("pred_")}
+        require_finite(test["id"], test[list(columns)].to_numpy(), f"{path}: the submission's predictions")
+        sub = pd.DataFrame({id_col: test["id"], **{label: test[c] for c, label in columns.items()}})
+        write_csv(sub, path)
+        return path
     require_finite(test["id"], test["prediction"].to_numpy(), f"{path}: the submission's {pred_col}")
     sub = pd.DataFrame({id_col: test["id"], pred_col: test["prediction"]})
     write_csv(sub, path)

@@ -37,6 +37,7 @@ class Recipe:
     mixing: Optional[Mixing]  # train.mixup (None: off)
     ema: Optional[EmaConfig]  # train.ema (None: off)
     monitor: Tuple[str, str]  # (metric key, "max"/"min") that picks the best checkpoint
+    target_scale: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None  # regression: (means, stds), below
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +60,22 @@ def build_recipe(config: Config, inputs: Any, fold: Optional[int], resume: Optio
                   seeds_from=seeds_from, seed=fold_seed(config.train.seed, seeds_from),
                   device=resolve_device(config), stages=stages_of(config),
                   mixing=build_mixing(config.train.mixup, inputs.task, config.train.loss),
-                  ema=config.train.ema, monitor=inputs.task.monitor(config.train.monitor))
+                  ema=config.train.ema, monitor=inputs.task.monitor(config.train.monitor),
+                  target_scale=None if inputs.task.probabilities else target_scale(inputs, fold))
+
+
+def target_scale(inputs: Any, fold: Optional[int]) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """(means, stds) per label column of the targets fold `fold` trains on (its training folds and extra sets; None:
+    every training sample): a regression trains on targets standardised by them and predicts back in the CSV's units
+    (model.py keeps them as buffers, so checkpoints and a resume hold the values trained with)."""
+    import numpy as np
+
+    sets = [inputs.manifest, *inputs.extras_for(fold)]
+    rows = [v for m in sets for s in m.select("train") if fold is None or m is not inputs.manifest or s.fold != fold
+            for v in s.labels or ()]
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    std = values.std(axis=0)
+    return tuple(float(v) for v in values.mean(axis=0)), tuple(float(v) if v > 0 else 1.0 for v in std)
 
 
 def recipe_callbacks(recipe: Recipe) -> List[Any]:
