@@ -188,12 +188,12 @@ class TrainConfig:
     seed: int = ranged(42, ge=0, le=2**32 - 1, doc="seed of the whole run; each fold derives its own seeds from it")
     deterministic: bool = keyed(False, doc="deterministic kernels (slower, bit-identical reruns)")
     task: str = keyed(AUTO, doc="what the label column(s) are: auto (from the manifest: one 0/1 column -> binary, "
-                                "classes -> multiclass, fractional floats or several numeric columns -> regression; "
-                                "printed), or one of the kinds; kitpkg/task.py")
+                                "classes -> multiclass, several 0/1 columns -> multilabel, fractional floats or "
+                                "several numeric columns -> regression; printed), or one of the kinds; kitpkg/task.py")
     metric: str = keyed(AUTO, doc="the CV metric: auto = the task's (binary: auc; multiclass: accuracy; "
-                                  "train.score_class: auc; regression: rmse, or mae)")
-    loss: str = keyed(AUTO, doc="auto = bce (binary) / ce (multi-class) / mse (regression); or focal; regression: "
-                                "smooth_l1 or l1")
+                                  "train.score_class: auc; multilabel: mean_auc; regression: rmse, or mae)")
+    loss: str = keyed(AUTO, doc="auto = bce (binary, multilabel) / ce (multi-class) / mse (regression); or focal; "
+                                "regression: smooth_l1 or l1")
     label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="label smoothing of the targets; with train.mixup set "
                                                          "train.mixup.label_smoothing")
     focal_gamma: float = ranged(2.0, ge=0, doc="gamma of the focal loss")
@@ -201,8 +201,9 @@ class TrainConfig:
                                                          "3 for rare positives; null = 1")
     score_class: Optional[Union[int, str]] = ranged(None, ge=0, doc="multi-class: score (AUC), predict and submit "
                                                                     "this class (name or index); null = all")
-    monitor: str = keyed(AUTO, doc="auto = the task's metric: val_auc (binary) / val_acc (multi-class) / val_rmse "
-                                   "(regression); or val_loss: picks the best checkpoint")
+    monitor: str = keyed(AUTO, doc="auto = the task's metric: val_auc (binary) / val_acc (multi-class) / "
+                                   "val_mean_auc (multilabel) / val_rmse (regression); or val_loss: picks the best "
+                                   "checkpoint")
     accelerator: str = keyed(AUTO, doc="auto, gpu or cpu")
     devices: Union[int, str] = ranged(AUTO, ge=1, doc="auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy")
     strategy: str = keyed(AUTO, doc="auto; ddp (CLI/subprocess) or ddp_notebook (Colab/Kaggle notebooks) with "

@@ -8,6 +8,7 @@ with, per task (kitpkg/task.py), the canonical arrays `read_predictions` gives:
   multiclass  target (class index); prediction = argmax class, prob_0..prob_{C-1}     pred (N, C) = the prob_c
   score_class target (1 for the scored class, else 0); prediction = its probability, prob_0..prob_{C-1} beside it:
               scored as binary, pred (N,) = prediction
+  multilabel  target_<label>... (0/1), pred_<label>... (each label's probability)     pred (N, L)
   regression  one label column: target, prediction (N,); K columns: target_<label>..., pred_<label>... (N, K),
               values in the CSV's units
 The writer (`prediction_frame`) takes probabilities (the activation is the model's, kitpkg/train/outputs.py); the
@@ -34,12 +35,12 @@ def class_prob_columns(count: int) -> List[str]:
 
 
 def _values(task: Task) -> bool:
-    return not task.probabilities  # predictions are values, one column per label column (regression)
+    return task.per_label  # one prediction column per label column (regression values, multilabel probabilities)
 
 
 def target_columns(task: Task) -> List[str]:
     """The target column(s) of an OOF file: target, or target_<label> for each of several label columns."""
-    if _values(task) and len(task.labels) > 1:
+    if _values(task) and (len(task.labels) > 1 or task.kind == "multilabel"):
         return [f"{TARGET}_{label}" for label in task.labels]
     return [TARGET]
 
@@ -48,7 +49,7 @@ def prediction_columns(task: Task) -> List[str]:
     """The columns holding the scored predictions: prediction (scored as binary, or one value), pred_<label> (values
     of several label columns) or prob_0..prob_{C-1}."""
     if _values(task):
-        return [f"pred_{label}" for label in task.labels] if len(task.labels) > 1 else [PREDICTION]
+        return [f"pred_{label}" for label in task.labels] if len(target_columns(task)) > 1 else [PREDICTION]
     return [PREDICTION] if task.scored_binary else class_prob_columns(task.outputs)
 
 
@@ -62,7 +63,7 @@ def probability_columns(task: Task) -> List[str]:
 
 def one_dimensional(task: Task) -> bool:
     """Whether the task's canonical arrays are (N,): scored as binary, or one value per row."""
-    return task.scored_binary or (_values(task) and task.outputs == 1)
+    return task.scored_binary or (_values(task) and len(target_columns(task)) == 1)
 
 
 def canonical(task: Task, values: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What a run predicts and how it is scored: the `Task`, one home for every decision that depends on the kind of target.
 
-A Task says: the kind (binary, multiclass, regression; multilabel, ordinal and soft to follow), the label column(s), the
+A Task says: the kind (binary, multiclass, multilabel, regression; ordinal and soft to follow), the label column(s), the
 class names, how many outputs the network has, which class `train.score_class` scores, and the metric (a name and its
 direction). The torch side of a task (activation, loss, validation metric) lives in kitpkg/train/outputs.py and
 losses.py; the columns of its OOF and test prediction files in kitpkg/predictions.py. A run records its task in
@@ -12,6 +12,8 @@ Kinds today:
   binary      one 0/1 column, one logit (sigmoid); scored by AUC; submits P(positive)
   multiclass  one class column, one logit per class (softmax); scored by accuracy; submits the class index
   multiclass + score_class   trained on every class, scored (AUC) and submitted as one class's probability
+  multilabel  several 0/1 columns, one sigmoid output each; BCE (or focal) per column; scored by mean AUC over the
+              labels; refuses mixup, score_class and class weights
   regression  one or more float columns, one output each (no activation); mse / smooth_l1 / l1 on targets
               standardised by the fold's training rows (recipe.target_scale), predictions back in the CSV's units;
               scored by RMSE (or MAE); refuses the settings of classes (mixup, label smoothing, pos_weight, class
@@ -42,6 +44,7 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy", True, "accuracy", "val_acc"),
     Metric("rmse", False, "RMSE", "val_rmse"),
     Metric("mae", False, "MAE", "val_mae"),
+    Metric("mean_auc", True, "mean AUC", "val_mean_auc"),
 )}
 
 
@@ -56,6 +59,7 @@ class Kind:
     losses: Tuple[str, ...]
     probabilities: bool = True
     refuses: Tuple[str, ...] = ()
+    per_label: bool = False  # one output, target and prediction column per label column
 
 
 # settings that only mean something for classes (refused by the kinds that list them)
@@ -65,7 +69,10 @@ _CLASS_SETTINGS = ("train.mixup", "train.label_smoothing", "train.pos_weight", "
 KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("binary", ("auc",), ("bce", "focal")),
     Kind("multiclass", ("accuracy",), ("ce", "focal")),
-    Kind("regression", ("rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False, refuses=_CLASS_SETTINGS),
+    Kind("regression", ("rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False, refuses=_CLASS_SETTINGS,
+         per_label=True),
+    Kind("multilabel", ("mean_auc",), ("bce", "focal"), refuses=("train.mixup", "train.score_class",
+                                                                  "data.sampling.class_weights"), per_label=True),
 )}
 
 
@@ -88,6 +95,16 @@ class Task:
     def probabilities(self) -> bool:
         """Whether the predictions are probabilities (else values in the CSV's units: regression)."""
         return KINDS[self.kind].probabilities
+
+    @property
+    def per_label(self) -> bool:
+        """One output per label column, each with its own target and prediction column (regression, multilabel)."""
+        return KINDS[self.kind].per_label
+
+    @property
+    def sigmoid(self) -> bool:
+        """Independent sigmoid outputs: one logit (binary) or one per label (multilabel)."""
+        return self.kind in ("binary", "multilabel")
 
     @property
     def one_logit(self) -> bool:

@@ -28,7 +28,7 @@ def make_loss(kind: str, task: Task, label_smoothing: float = 0.0, gamma: float 
     `pos_weight` scales the positive term of a one-logit loss (as BCEWithLogitsLoss's pos_weight)."""
     if not task.probabilities:
         return _value_loss(kind, task)
-    binary = task.one_logit
+    binary = task.sigmoid  # one logit, or one per label: BCE on each
     if kind == "auto":
         kind = "bce" if binary else "ce"
     if kind not in ("bce", "ce", "focal"):

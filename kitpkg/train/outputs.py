@@ -18,7 +18,7 @@ def to_prob(task: Task, logits: torch.Tensor) -> torch.Tensor:
     they are (regression: already in the CSV's units, KitModule.predict_step)."""
     if not task.probabilities:
         return logits
-    return logits.sigmoid() if task.one_logit else logits.softmax(-1)
+    return logits.sigmoid() if task.sigmoid else logits.softmax(-1)
 
 
 def scores_to_prob(task: Task, scores: torch.Tensor, space: str) -> torch.Tensor:
@@ -52,6 +52,8 @@ def update_val_metric(task: Task, metric: Any, logits: torch.Tensor, target: tor
     CSV's units: `logits` already put back by the module) for a regression."""
     if not task.probabilities:
         metric.update(logits.float(), target.float())
+    elif task.kind == "multilabel":
+        metric.update(logits.float().sigmoid(), target.float())
     elif task.one_logit:
         metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
     elif task.score_index is not None:

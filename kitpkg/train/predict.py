@@ -85,10 +85,10 @@ def oof_rows(frame: pd.DataFrame, fold: int, task: Task, space: str) -> pd.DataF
     probs = scores_to_prob(task, torch.tensor(frame[cols].to_numpy()), space).numpy()
     if task.one_logit:
         target = frame["target"]
-    elif task.probabilities:
-        target = scored_target(task, frame["target"].astype(int))
-    else:  # values (regression): every target column as read
+    elif task.per_label:  # regression values, multilabel 0/1: every target column as read
         target = frame[target_cols(frame)].to_numpy()
+    else:
+        target = scored_target(task, frame["target"].astype(int))
     return prediction_frame(task, frame["id"], probs, fold=fold, target=target)
 
 

@@ -87,7 +87,7 @@ def _from_run(run_dir: str, shards: Optional[str], high: float, low: Optional[fl
         raise KitError(f"{run_dir}: no finished fold has test predictions ({FOLD_TEST}); finish its folds "
                        f"with `kitpkg cv` first")
     config, task = state.config, state.task
-    if not task.probabilities:
+    if task.kind not in ("binary", "multiclass"):
         raise KitError(f"{run_dir}: a {task.kind} run has no confident classes to pseudo-label with; pseudo-labels "
                        f"come from binary or multi-class runs")
     from .scoring import score_class_index
