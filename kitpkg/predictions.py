@@ -8,6 +8,8 @@ with, per task (kitpkg/task.py), the canonical arrays `read_predictions` gives:
   multiclass  target (class index); prediction = argmax class, prob_0..prob_{C-1}     pred (N, C) = the prob_c
   score_class target (1 for the scored class, else 0); prediction = its probability, prob_0..prob_{C-1} beside it:
               scored as binary, pred (N,) = prediction
+  ordinal     target (class index); prediction = the value on the class-index scale, prediction_class = the class
+              it rounds to                                                             pred (N,) = prediction
   multilabel  target_<label>... (0/1), pred_<label>... (each label's probability)     pred (N, L)
   regression  one label column: target, prediction (N,); K columns: target_<label>..., pred_<label>... (N, K),
               values in the CSV's units
@@ -27,6 +29,7 @@ import pandas as pd
 from .task import Task
 
 ID, FOLD, TARGET, PREDICTION, PROB = "id", "fold", "target", "prediction", "prob_"
+PREDICTED_CLASS = "prediction_class"  # ordinal: the class the value rounds to (submitted)
 
 
 def class_prob_columns(count: int) -> List[str]:
@@ -46,24 +49,29 @@ def target_columns(task: Task) -> List[str]:
 
 
 def prediction_columns(task: Task) -> List[str]:
-    """The columns holding the scored predictions: prediction (scored as binary, or one value), pred_<label> (values
-    of several label columns) or prob_0..prob_{C-1}."""
+    """The columns holding the scored predictions: prediction (scored as binary, or one value: regression, ordinal),
+    pred_<label> (one per label column) or prob_0..prob_{C-1}."""
     if _values(task):
         return [f"pred_{label}" for label in task.labels] if len(target_columns(task)) > 1 else [PREDICTION]
-    return [PREDICTION] if task.scored_binary else class_prob_columns(task.outputs)
+    return [PREDICTION] if task.scored_binary or task.kind == "ordinal" else class_prob_columns(task.outputs)
 
 
 def probability_columns(task: Task) -> List[str]:
     """The columns holding the prediction of every network output: prediction (one logit) or prob_0..prob_{C-1}
     (train.score_class too: its prediction column repeats one of them); a regression's values."""
-    if _values(task):
+    if _values(task) or task.kind == "ordinal":
         return prediction_columns(task)
     return [PREDICTION] if task.one_logit else class_prob_columns(task.outputs)
 
 
 def one_dimensional(task: Task) -> bool:
     """Whether the task's canonical arrays are (N,): scored as binary, or one value per row."""
-    return task.scored_binary or (_values(task) and len(target_columns(task)) == 1)
+    return task.scored_binary or task.kind == "ordinal" or (_values(task) and len(target_columns(task)) == 1)
+
+
+def ordinal_classes(task: Task, values: np.ndarray) -> np.ndarray:
+    """The classes ordinal values round to: cuts at k - 0.5 (round half up), clipped to 0..C-1."""
+    return np.clip(np.floor(np.asarray(values, dtype=np.float64) + 0.5), 0, task.num_classes - 1).astype(np.int64)
 
 
 def canonical(task: Task, values: np.ndarray) -> np.ndarray:
@@ -96,6 +104,10 @@ def prediction_frame(task: Task, ids: Sequence[Any], probs: np.ndarray, fold: Op
         return out
     if target is not None:
         out[TARGET] = target
+    if task.kind == "ordinal":
+        out[PREDICTION] = probs[:, 0]
+        out[PREDICTED_CLASS] = ordinal_classes(task, probs[:, 0])
+        return out
     if task.one_logit:
         out[PREDICTION] = probs[:, 0]
         return out
@@ -161,4 +173,4 @@ def score(task: Task, target: np.ndarray, pred: np.ndarray) -> float:
         return float(((pred.argmax(1) if pred.ndim == 2 else pred) == np.asarray(target)).mean())
     from .metrics import metric_from_spec
 
-    return metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.outputs).compute(target, pred)
+    return metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.num_classes).compute(target, pred)

@@ -1,6 +1,6 @@
 """What a run predicts and how it is scored: the `Task`, one home for every decision that depends on the kind of target.
 
-A Task says: the kind (binary, multiclass, multilabel, regression; ordinal and soft to follow), the label column(s), the
+A Task says: the kind (binary, multiclass, multilabel, regression, ordinal; soft to follow), the label column(s), the
 class names, how many outputs the network has, which class `train.score_class` scores, and the metric (a name and its
 direction). The torch side of a task (activation, loss, validation metric) lives in kitpkg/train/outputs.py and
 losses.py; the columns of its OOF and test prediction files in kitpkg/predictions.py. A run records its task in
@@ -14,6 +14,9 @@ Kinds today:
   multiclass + score_class   trained on every class, scored (AUC) and submitted as one class's probability
   multilabel  several 0/1 columns, one sigmoid output each; BCE (or focal) per column; scored by mean AUC over the
               labels; refuses mixup, score_class and class weights
+  ordinal     one column of classes in order (integers 0..C-1, or text classes in sorted order), one output regressing
+              the class index (trained as a regression: standardised, mse / smooth_l1 / l1); OOF keeps the value and
+              the class it rounds to (k - 0.5 cuts, clipped); scored by QWK (or rmse, mae); submits the class
   regression  one or more float columns, one output each (no activation); mse / smooth_l1 / l1 on targets
               standardised by the fold's training rows (recipe.target_scale), predictions back in the CSV's units;
               scored by RMSE (or MAE); refuses the settings of classes (mixup, label smoothing, pos_weight, class
@@ -45,6 +48,7 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("rmse", False, "RMSE", "val_rmse"),
     Metric("mae", False, "MAE", "val_mae"),
     Metric("mean_auc", True, "mean AUC", "val_mean_auc"),
+    Metric("qwk", True, "QWK", "val_qwk"),
 )}
 
 
@@ -73,6 +77,8 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
          per_label=True),
     Kind("multilabel", ("mean_auc",), ("bce", "focal"), refuses=("train.mixup", "train.score_class",
                                                                   "data.sampling.class_weights"), per_label=True),
+    Kind("ordinal", ("qwk", "rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False,
+         refuses=_CLASS_SETTINGS),
 )}
 
 
@@ -95,6 +101,11 @@ class Task:
     def probabilities(self) -> bool:
         """Whether the predictions are probabilities (else values in the CSV's units: regression)."""
         return KINDS[self.kind].probabilities
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the targets index (`classes`; else the outputs): an ordinal task has one output."""
+        return len(self.classes) if self.classes else self.outputs
 
     @property
     def per_label(self) -> bool:

@@ -157,8 +157,25 @@ def _run_task(config: Config, manifest: Manifest) -> Task:
                            config.train.score_class, score_index)
     if why is not None and is_rank_zero():
         print(f"kitpkg: train.task auto -> {kind}: {why} (set train.task to choose)", flush=True)
+    if kind == "ordinal":
+        return choose_task(kind, config.train.metric, 1, labels, _ordinal_classes(manifest), None, None)
     return choose_task(kind, config.train.metric, config.model.num_classes or len(labels), labels, None,
                        config.train.score_class, None)
+
+
+def _ordinal_classes(manifest: Manifest) -> List[str]:
+    """The classes of an ordinal label column in order: text classes sorted, or the integers 0..max."""
+    if manifest.class_column() is None:
+        raise KitError(f"train.task: ordinal needs one label column of classes; {manifest.root} has "
+                       f"{', '.join(manifest.label_columns())}")
+    names = manifest.classes()
+    if names is not None:
+        return names
+    values = [float(v) for v in manifest.class_counts]
+    if any(v < 0 or v != int(v) for v in values):
+        raise KitError(f"train.task: ordinal needs class indices 0, 1, 2, ... or text classes; {manifest.root}'s "
+                       f"labels are {', '.join(sorted(map(str, manifest.class_counts)))}")
+    return [str(i) for i in range(int(max(values)) + 1)]
 
 
 def _infer_classes(manifest: Manifest) -> int:

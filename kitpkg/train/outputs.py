@@ -44,7 +44,7 @@ def make_val_metric(task: Task) -> Any:
     from ..metrics import metric_from_spec
     from .val_metric import ValMetric
 
-    return ValMetric(metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.outputs))
+    return ValMetric(metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.num_classes))
 
 
 def update_val_metric(task: Task, metric: Any, logits: torch.Tensor, target: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ..errors import KitError
-from ..predictions import prediction_frame
+from ..predictions import PREDICTED_CLASS, prediction_frame
 from ..tables import read_csv, score_cols, score_columns, target_cols, target_score_columns, write_csv
 from ..task import Task
 from .outputs import scored_target, scores_to_prob
@@ -115,8 +115,9 @@ def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str)
         sub = pd.DataFrame({id_col: test["id"], **{label: test[c] for c, label in columns.items()}})
         write_csv(sub, path)
         return path
-    require_finite(test["id"], test["prediction"].to_numpy(), f"{path}: the submission's {pred_col}")
-    sub = pd.DataFrame({id_col: test["id"], pred_col: test["prediction"]})
+    column = PREDICTED_CLASS if PREDICTED_CLASS in test else "prediction"  # ordinal: the class, not the value
+    require_finite(test["id"], test[column].to_numpy(), f"{path}: the submission's {pred_col}")
+    sub = pd.DataFrame({id_col: test["id"], pred_col: test[column]})
     write_csv(sub, path)
     return path
 

@@ -71,7 +71,9 @@ def target_scale(inputs: Any, fold: Optional[int]) -> Tuple[Tuple[float, ...], T
     import numpy as np
 
     sets = [inputs.manifest, *inputs.extras_for(fold)]
-    rows = [v for m in sets for s in m.select("train") if fold is None or m is not inputs.manifest or s.fold != fold
+    index = {name: i for i, name in enumerate(inputs.task.classes or ())}  # ordinal text classes: their index
+    rows = [index.get(str(v), v) if index and inputs.task.kind == "ordinal" else v
+            for m in sets for s in m.select("train") if fold is None or m is not inputs.manifest or s.fold != fold
             for v in s.labels or ()]
     values = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
     std = values.std(axis=0)
