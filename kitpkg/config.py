@@ -189,13 +189,13 @@ class TrainConfig:
     deterministic: bool = keyed(False, doc="deterministic kernels (slower, bit-identical reruns)")
     task: str = keyed(AUTO, doc="what the label column(s) are: auto (from the manifest: one 0/1 column -> binary, "
                                 "classes -> multiclass, several 0/1 columns -> multilabel, fractional floats or "
-                                "several numeric columns -> regression; printed), or one of the kinds (ordinal: "
-                                "explicit only); kitpkg/task.py")
+                                "several numeric columns -> regression; printed), or one of the kinds (ordinal, "
+                                "soft: explicit only); kitpkg/task.py")
     metric: str = keyed(AUTO, doc="the CV metric: auto = the task's (binary: auc; multiclass: accuracy; "
                                   "train.score_class: auc; multilabel: mean_auc; regression: rmse, or mae; "
-                                  "ordinal: qwk, or rmse, mae)")
-    loss: str = keyed(AUTO, doc="auto = bce (binary, multilabel) / ce (multi-class) / mse (regression, ordinal); "
-                                "or focal; regression, ordinal: smooth_l1 or l1")
+                                  "ordinal: qwk, or rmse, mae; soft: kl)")
+    loss: str = keyed(AUTO, doc="auto = bce (binary, multilabel) / ce (multi-class) / mse (regression, ordinal) / "
+                                "kl (soft); or focal; regression, ordinal: smooth_l1 or l1; soft: soft_ce")
     label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="label smoothing of the targets; with train.mixup set "
                                                          "train.mixup.label_smoothing")
     focal_gamma: float = ranged(2.0, ge=0, doc="gamma of the focal loss")
@@ -274,7 +274,7 @@ CHOICES = {
     "train.precision": (AUTO, "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64"),
     "train.task": (AUTO, *KINDS),
     "train.metric": (AUTO, *METRICS),
-    "train.loss": (AUTO, "bce", "ce", "focal", "mse", "smooth_l1", "l1"),  # the losses of task.KINDS
+    "train.loss": (AUTO, "bce", "ce", "focal", "mse", "smooth_l1", "l1", "kl", "soft_ce"),  # the losses of task.KINDS
     "train.monitor": (AUTO, *(m.key for m in METRICS.values()), "val_loss"),
     "predict.average": ("prob", "logit"),
 }

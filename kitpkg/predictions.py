@@ -10,6 +10,7 @@ with, per task (kitpkg/task.py), the canonical arrays `read_predictions` gives:
               scored as binary, pred (N,) = prediction
   ordinal     target (class index); prediction = the value on the class-index scale, prediction_class = the class
               it rounds to                                                             pred (N,) = prediction
+  soft        target_<label>... (the distribution), pred_<label>... (softmax probabilities) pred (N, C)
   multilabel  target_<label>... (0/1), pred_<label>... (each label's probability)     pred (N, L)
   regression  one label column: target, prediction (N,); K columns: target_<label>..., pred_<label>... (N, K),
               values in the CSV's units

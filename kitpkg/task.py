@@ -1,6 +1,6 @@
 """What a run predicts and how it is scored: the `Task`, one home for every decision that depends on the kind of target.
 
-A Task says: the kind (binary, multiclass, multilabel, regression, ordinal; soft to follow), the label column(s), the
+A Task says: the kind (binary, multiclass, multilabel, regression, ordinal, soft), the label column(s), the
 class names, how many outputs the network has, which class `train.score_class` scores, and the metric (a name and its
 direction). The torch side of a task (activation, loss, validation metric) lives in kitpkg/train/outputs.py and
 losses.py; the columns of its OOF and test prediction files in kitpkg/predictions.py. A run records its task in
@@ -17,6 +17,8 @@ Kinds today:
   ordinal     one column of classes in order (integers 0..C-1, or text classes in sorted order), one output regressing
               the class index (trained as a regression: standardised, mse / smooth_l1 / l1); OOF keeps the value and
               the class it rounds to (k - 0.5 cuts, clipped); scored by QWK (or rmse, mae); submits the class
+  soft        a target distribution over classes given by several columns (rows summing to 1), one softmax output per
+              column; KL divergence (or soft cross-entropy) to it; scored by KL; submits one probability per column
   regression  one or more float columns, one output each (no activation); mse / smooth_l1 / l1 on targets
               standardised by the fold's training rows (recipe.target_scale), predictions back in the CSV's units;
               scored by RMSE (or MAE); refuses the settings of classes (mixup, label smoothing, pos_weight, class
@@ -49,6 +51,7 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("mae", False, "MAE", "val_mae"),
     Metric("mean_auc", True, "mean AUC", "val_mean_auc"),
     Metric("qwk", True, "QWK", "val_qwk"),
+    Metric("kl", False, "KL", "val_kl"),
 )}
 
 
@@ -79,6 +82,7 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
                                                                   "data.sampling.class_weights"), per_label=True),
     Kind("ordinal", ("qwk", "rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False,
          refuses=_CLASS_SETTINGS),
+    Kind("soft", ("kl",), ("kl", "soft_ce"), refuses=_CLASS_SETTINGS, per_label=True),
 )}
 
 

@@ -28,6 +28,8 @@ def make_loss(kind: str, task: Task, label_smoothing: float = 0.0, gamma: float 
     `pos_weight` scales the positive term of a one-logit loss (as BCEWithLogitsLoss's pos_weight)."""
     if not task.probabilities:
         return _value_loss(kind, task)
+    if task.kind == "soft":
+        return _distribution_loss(kind, task)
     binary = task.sigmoid  # one logit, or one per label: BCE on each
     if kind == "auto":
         kind = "bce" if binary else "ce"
@@ -83,5 +85,25 @@ def _value_loss(kind: str, task: Task) -> LossFn:
     def loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         outputs = outputs.float()
         return fn(outputs, target.float().reshape(outputs.shape))
+
+    return loss
+
+
+def _distribution_loss(kind: str, task: Task) -> LossFn:
+    """kl (auto) / soft_ce of B×C logits against B×C target distributions (a soft task): KL(target || softmax), a
+    zero target term counting 0, averaged over the batch; or the cross-entropy to the target (KL plus the target's
+    entropy: the same gradients)."""
+    losses = KINDS[task.kind].losses
+    kind = losses[0] if kind == "auto" else kind
+    if kind not in losses:
+        raise KitError(f"train.loss: {kind!r} does not train a {task.kind} task; use auto or one of "
+                       f"{', '.join(losses)}")
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(logits.float(), dim=-1)
+        target = target.float().reshape(log_p.shape)
+        if kind == "kl":
+            return F.kl_div(log_p, target, reduction="batchmean")
+        return torch.sum(-target * log_p, dim=-1).mean()
 
     return loss

@@ -154,7 +154,7 @@ class KitModule(pl.LightningModule):
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
         if not self.task.probabilities:
             return self.loss_fn(logits, self.standardise(target))
-        if target.ndim == 2 and not self.task.sigmoid:
+        if target.ndim == 2 and self.task.kind == "multiclass":  # mixed (train.mixup): soft targets
             return soft_cross_entropy(logits, target)
         return self.loss_fn(logits, target)
 

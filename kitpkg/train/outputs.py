@@ -54,6 +54,8 @@ def update_val_metric(task: Task, metric: Any, logits: torch.Tensor, target: tor
         metric.update(logits.float(), target.float())
     elif task.kind == "multilabel":
         metric.update(logits.float().sigmoid(), target.float())
+    elif task.kind == "soft":
+        metric.update(logits.float().softmax(-1), target.float())
     elif task.one_logit:
         metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
     elif task.score_index is not None:
