@@ -38,13 +38,11 @@ def class_prob_columns(count: int) -> List[str]:
     return [f"{PROB}{c}" for c in range(count)]
 
 
-def _values(task: Task) -> bool:
-    return task.per_label  # one prediction column per label column (regression values, multilabel probabilities)
 
 
 def target_columns(task: Task) -> List[str]:
     """The target column(s) of an OOF file: target, or target_<label> for each of several label columns."""
-    if _values(task) and (len(task.labels) > 1 or task.kind == "multilabel"):
+    if task.per_label and (len(task.labels) > 1 or task.kind == "multilabel"):
         return [f"{TARGET}_{label}" for label in task.labels]
     return [TARGET]
 
@@ -52,7 +50,7 @@ def target_columns(task: Task) -> List[str]:
 def prediction_columns(task: Task) -> List[str]:
     """The columns holding the scored predictions: prediction (scored as binary, or one value: regression, ordinal),
     pred_<label> (one per label column) or prob_0..prob_{C-1}."""
-    if _values(task):
+    if task.per_label:
         return [f"pred_{label}" for label in task.labels] if len(target_columns(task)) > 1 else [PREDICTION]
     return [PREDICTION] if task.scored_binary or task.kind == "ordinal" else class_prob_columns(task.outputs)
 
@@ -60,14 +58,14 @@ def prediction_columns(task: Task) -> List[str]:
 def probability_columns(task: Task) -> List[str]:
     """The columns holding the prediction of every network output: prediction (one logit) or prob_0..prob_{C-1}
     (train.score_class too: its prediction column repeats one of them); a regression's values."""
-    if _values(task) or task.kind == "ordinal":
+    if task.per_label or task.kind == "ordinal":
         return prediction_columns(task)
     return [PREDICTION] if task.one_logit else class_prob_columns(task.outputs)
 
 
 def one_dimensional(task: Task) -> bool:
     """Whether the task's canonical arrays are (N,): scored as binary, or one value per row."""
-    return task.scored_binary or task.kind == "ordinal" or (_values(task) and len(target_columns(task)) == 1)
+    return task.scored_binary or task.kind == "ordinal" or (task.per_label and len(target_columns(task)) == 1)
 
 
 def ordinal_classes(task: Task, values: np.ndarray) -> np.ndarray:
@@ -95,7 +93,7 @@ def prediction_frame(task: Task, ids: Sequence[Any], probs: np.ndarray, fold: Op
     out = pd.DataFrame({ID: ids})
     if fold is not None:
         out[FOLD] = fold
-    if _values(task):
+    if task.per_label:
         if target is not None:
             target = np.asarray(target, dtype=np.float64).reshape(len(out), -1)
             for j, column in enumerate(target_columns(task)):
@@ -137,7 +135,7 @@ class Predictions:
 
 
 def _target(frame: pd.DataFrame, task: Task) -> np.ndarray:
-    if _values(task):
+    if task.per_label:
         return canonical(task, frame[target_columns(task)].to_numpy(np.float64))
     return frame[TARGET].to_numpy(np.float64 if task.scored_binary else np.int64)
 

@@ -152,11 +152,13 @@ class KitModule(pl.LightningModule):
 
     def train_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss: soft-target cross entropy for mixed multi-class targets, else train.loss."""
-        if not self.task.probabilities:
-            return self.loss_fn(logits, self.standardise(target))
         if target.ndim == 2 and self.task.kind == "multiclass":  # mixed (train.mixup): soft targets
             return soft_cross_entropy(logits, target)
-        return self.loss_fn(logits, target)
+        return self.loss_fn(logits, self.loss_target(target))
+
+    def loss_target(self, target: torch.Tensor) -> torch.Tensor:
+        """The target as the loss takes it: standardised for a task predicting values, else as it is."""
+        return target if self.task.probabilities else self.standardise(target)
 
     def standardise(self, target: torch.Tensor) -> torch.Tensor:
         """Regression targets (B or B×K, the CSV's units) on the scale the network's outputs are trained on."""
@@ -207,7 +209,7 @@ class KitModule(pl.LightningModule):
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"], batch.get("meta"))
         target = batch["target"]
-        loss = self.train_loss(logits, target) if not self.task.probabilities else self.loss_fn(logits, target)
+        loss = self.loss_fn(logits, self.loss_target(target))
         n = len(batch["id"])
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
         update_val_metric(self.task, self.val_metric, self.in_units(logits), target)
