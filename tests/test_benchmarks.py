@@ -59,3 +59,15 @@ def test_augment_benchmark_prints_both_loaders_the_gpu_stage_and_the_ratio(tmp_p
     assert re.search(r"\(b\) plain Dataset \+ full 1st-place list on CPU: +[\d.]+ img/s", out), out
     assert re.search(r"\(c\) isic GPU stage on cpu: [\d.]+ ms per 8x48² batch", out), out
     assert re.search(r"\(a\)/\(b\): [\d.]+x \(target >= 5x\): (met|NOT met)", out), out
+
+
+def test_tasks_benchmark_prints_kit_and_reference_cv_and_reports_a_failing_kit_run(tmp_path):
+    score = r"[\d.]+ ± [\d.]+ \| [\d.]+"  # mean ± sd over folds | pooled OOF
+    small = ["--n", "120", "--test", "20", "--folds", "2", "--epochs", "1", "--size", "16"]
+    out = _run("tasks.py", "--work", str(tmp_path / "ok"), "--kinds", "binary", *small, cwd=tmp_path)
+    assert re.search(rf"binary +auc ↑ +{score} +{score} +\d+ +[\d.]+", out), out
+    assert re.search(rf"binary +pauc ↑ +{score} +{score}", out), out
+    # a kit run that fails is a row naming the kit's error, beside the reference on the same folds; never a crash
+    out = _run("tasks.py", "--work", str(tmp_path / "bad"), "--kinds", "multiclass", "--model", "no_such_net", *small,
+               cwd=tmp_path)
+    assert re.search(rf"multiclass +accuracy ↑ +not available yet: kitpkg cv: error: .*no_such_net.* {score}", out), out
