@@ -234,6 +234,10 @@ class OutputConfig:
     run_dir: Optional[str] = keyed(None, doc="null = runs/<name> beside the config file")
     id_col: str = keyed("image_name", doc="id column of the submission")
     pred_col: str = keyed("target", doc="prediction column of the submission")
+    sample_submission: Optional[str] = keyed(
+        None, doc="the competition's sample_submission.csv (relative to this config's folder): the submission gets "
+                  "exactly its columns, ids and row order (class names or ids, a probability per class, a column per "
+                  "label or space-separated tags); null = id_col,pred_col")
 
 
 @dataclass
@@ -285,7 +289,8 @@ CHOICES = {
 NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "data.cache_dir",
                    "model.init_from",
                    "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
-PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "model.init_from", "output.run_dir")
+PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "model.init_from", "output.run_dir",
+             "output.sample_submission")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -403,6 +408,10 @@ def validate(config: Config) -> Config:
             raise KitError(f"predict.tta[{i}]: unknown view {view!r}; use {', '.join(TTA_VIEWS)}")
     if not config.data.shards:
         raise KitError("data.shards: required (the output folder of `kitpkg convert`)")
+    sample = config.output.sample_submission
+    if sample and "://" not in sample and not Path(sample).is_file():  # refused before any training
+        raise KitError(f"output.sample_submission: {sample}: no such file; give the competition's "
+                       f"sample_submission.csv (relative to the config's folder) or null")
     return config
 
 

@@ -14,6 +14,8 @@ and Kaggle; `k` is a fold):
   fold{k}/parts/          per-rank prediction parts (predict.py; never copied by a merge)
   oof_fold{k}.csv         OOF rows of fold k (id, fold, target, prediction)  -> oof.csv when all folds are done
   test_fold{k}.csv        fold k's test scores                                -> submission.csv, test_predictions.csv
+  thresholds.json         decision thresholds / ordinal cuts fitted on the OOF (train/decisions.py): the test's,
+                          fitted on all OOF, and each fold's, fitted on the other folds (the nested CV's)
   report.md + *.png       report.py;  lr_find.json + .png: `kitpkg lr-find`;  augment_preview.png (its default place)
   lr_suggestion.json      the notebook's LR cache (notebook/steps.py)
   .merge-<owner>/         a merge's staging folder, laid out like a run directory (merge.py)
@@ -81,6 +83,11 @@ class RunDir:
     def test_predictions(self) -> Path:
         """test_predictions.csv: the fold-averaged test predictions, every column."""
         return self.root / "test_predictions.csv"
+
+    @property
+    def thresholds(self) -> Path:
+        """thresholds.json: thresholds or ordinal cuts fitted on the OOF (all OOF: the test's; per fold: nested)."""
+        return self.root / "thresholds.json"
 
     @property
     def report(self) -> Path:
@@ -285,9 +292,14 @@ class CVSummary:
     folds: Optional[List[int]] = None
     last_mean: Optional[float] = None
     left_out: Optional[List[int]] = None  # finished folds without a score, left out of the mean
+    # label decisions fitted on the OOF: how (e.g. "ordinal cuts fitted on the other folds (nested)"), and the file
+    # holding them (thresholds.json); the mean, std and oof above are then those of the nested decisions
+    decisions: Optional[str] = None
+    thresholds: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     KEY = "cv"  # its key in state.json
+    _OPTIONAL = ("decisions", "thresholds")  # written only when set: a run without fitted decisions reads as before
 
     @classmethod
     def from_json(cls, data: Any) -> Optional["CVSummary"]:
@@ -296,4 +308,4 @@ class CVSummary:
 
     def to_json(self) -> Dict[str, Any]:
         """The JSON object written as state.json's "cv" (every named key, null when unknown)."""
-        return _to_json(self, always=tuple(f.name for f in fields(self)))
+        return _to_json(self, always=tuple(f.name for f in fields(self) if f.name not in self._OPTIONAL))

@@ -17,8 +17,8 @@ multilabel (N, L) probabilities, regression (N,) or (N, K) values):
 A class is written as its name when the training CSV's labels were text (`names` given), else as its index.
 A sample that does not fit (ids other than the test predictions', columns that are no class or label) is refused in
 one line naming the file and what differs. Without a sample the file keeps the kit's own layout `id_col,pred_col`
-(binary: P(positive); multiclass, soft, ordinal: the class index), one column per label (multilabel) or per target
-column (regression with several). Non-finite predictions are refused; the file appears only when complete.
+(binary: P(positive); multiclass, ordinal: the class index), one column per label (multilabel), per class (soft: its
+probability, as the soft task always wrote) or per target column (regression with several). Non-finite predictions are refused; the file appears only when complete.
 """
 from __future__ import annotations
 
@@ -178,8 +178,9 @@ def _class_names(pred: np.ndarray, names: Optional[Sequence[str]]) -> List[str]:
 
 
 def _default_columns(kind: str, pred: np.ndarray, names: Optional[Sequence[str]], pred_col: str) -> List[str]:
-    """The kit's own layout: one prediction column, or one per label (multilabel) / target column (regression)."""
-    if kind == "multilabel" or (kind == "regression" and pred.ndim == 2):
+    """The kit's own layout: one prediction column, or one per label (multilabel), class column (soft: each its
+    probability) or target column (regression)."""
+    if kind in ("multilabel", "soft") or (kind == "regression" and pred.ndim == 2):
         if names is None:
             raise ValueError(f"{kind} submissions with several columns need their names")
         return [str(n) for n in names]
