@@ -19,6 +19,7 @@ from ..errors import KitError
 from ..rundir import FOLD_OOF, CVSummary, RunDir
 from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from ..task import AUTO, Task, choose_task, infer_kind, kind_of_outputs, task_of_outputs
+from . import decisions as D
 from . import predict as P
 from .checkpoint import BEST, RunCheckpoints, latest_intact, load_checkpoint, resumable
 from .divergence import DivergenceGuard
@@ -56,6 +57,7 @@ class CVResult:
     last_scores: Dict[int, Optional[float]] = field(default_factory=dict)
     last_mean: Optional[float] = None
     best_val_mean: Optional[float] = None  # the same validation metric at the picked epochs (no TTA either)
+    decisions: Optional[str] = None  # how the CV's label decisions were made when fitted on OOF (decisions.py)
 
     @property
     def left_out(self) -> List[int]:
@@ -69,7 +71,8 @@ class CVResult:
         if self.mean is not None:
             lines.append(f"CV {self.metric}: {self.mean:.4f} ± {self.std:.4f} over "
                          + (f"{scored} of {len(self.scores)} folds" if self.left_out else f"{scored} folds")
-                         + (f" (pooled OOF {self.oof_score:.4f})" if self.oof_score is not None else ""))
+                         + (f" (pooled OOF {self.oof_score:.4f})" if self.oof_score is not None else "")
+                         + (f"; decisions: {self.decisions}" if self.decisions else ""))
         elif self.scores:
             lines.append(f"CV {self.metric}: none of the {len(self.scores)} finished folds has a score")
         if self.last_mean is not None:
@@ -382,7 +385,9 @@ def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optiona
            train_only: bool = False) -> CVResult:
     """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report
     (train_only: leave that to another process, e.g. the parent of `--parallel-folds`)."""
-    inputs, state = open_run(config, run_dir)
+    inputs = load_inputs(config)
+    D.check_sample(config, inputs.task, P.fold_ids(inputs.manifest, "test"))  # refused before anything is written
+    inputs, state = open_run(config, run_dir, inputs=inputs)
     all_folds, selected = fold_selection(config, inputs, folds)
     check_free(state, [k for k in selected if not state.is_done(k)])  # a fold a live process trains: refused now
     for k in selected:
@@ -452,20 +457,30 @@ def finish(config: Config, inputs: RunInputs, state: RunState, all_folds: Sequen
     result.oof_path = state.paths.oof
     P.write_csv(oof, result.oof_path)
     pooled = fold_score(oof, inputs.task)
+    decisions = D.fit_decisions(inputs.task, oof, D.sample_of(config))  # thresholds fitted nested over the folds
+    if decisions is not None and decisions.scores is not None:  # the CV of the nested decisions
+        result.scores, pooled, result.decisions = decisions.scores, decisions.pooled, decisions.describe()
+        result.mean, result.std = _mean_std(result.scores.values())
     result.oof_score = pooled if pooled == pooled else None  # NaN (one class in every fold run) is no JSON
+    D.write_decisions(state.paths, decisions)
     tests = [state.paths.fold_test(k) for k in all_folds]
     if all(p.exists() for p in tests) and tests:
         result.submission_path = write_test_outputs([P.read_csv(p) for p in tests], config, inputs,
-                                                    state.paths.submission, state.paths.test_predictions)
+                                                    state.paths.submission, state.paths.test_predictions,
+                                                    None if decisions is None else decisions.params)
     state.set_cv(CVSummary(metric=monitor, mean=result.mean, std=result.std, oof=result.oof_score,
-                           folds=list(all_folds), last_mean=result.last_mean, left_out=result.left_out))
+                           folds=list(all_folds), last_mean=result.last_mean, left_out=result.left_out,
+                           decisions=result.decisions,
+                           thresholds=None if decisions is None else state.paths.thresholds.name))
     result.report_path = write_report(state.run_dir)
     return result
 
 
 def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Optional[os.PathLike] = None) -> Path:
     """Re-predict the test split with every finished fold's best checkpoint (predict.* may differ from the run's)."""
-    inputs, state = open_run(config, run_dir, allow_changed=("predict.",), reopen_lost=False)
+    inputs = load_inputs(config)
+    D.check_sample(config, inputs.task, P.fold_ids(inputs.manifest, "test"))  # refused before predicting
+    inputs, state = open_run(config, run_dir, allow_changed=("predict.",), reopen_lost=False, inputs=inputs)
     done = state.done_folds()
     if not done:
         raise KitError(f"{state.run_dir}: no finished fold; run `kitpkg cv` first")
@@ -491,12 +506,16 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
         return Path(out or state.paths.submission)
     path = Path(out) if out else state.paths.submission
     predictions = path.with_name(path.stem + "_predictions.csv") if out else state.paths.test_predictions
-    return write_test_outputs(parts, config, inputs, path, predictions)
+    thresholds = D.test_thresholds(inputs.task, state.paths, D.sample_of(config))  # the run's thresholds.json
+    return write_test_outputs(parts, config, inputs, path, predictions, thresholds)
 
 
-def write_test_outputs(parts: Sequence[Any], config: Config, inputs: RunInputs, submission: Path, predictions: Path
-                       ) -> Path:
-    """Average the folds' test scores; write the full predictions and the competition's submission file."""
+def write_test_outputs(parts: Sequence[Any], config: Config, inputs: RunInputs, submission: Path, predictions: Path,
+                       thresholds: Any = None) -> Path:
+    """Average the folds' test scores; write the full predictions and the competition's submission file (decided
+    with `thresholds`, fitted on all OOF, where the task decides labels by thresholds: decisions.py)."""
     test = P.average_test(parts, inputs.task, config.predict.average)
+    frame = D.submission_of(inputs.task, test, config, thresholds)  # a refusal leaves both files unwritten
     P.write_csv(test, predictions)
-    return P.write_submission(test, submission, config.output.id_col, config.output.pred_col)
+    P.write_csv(frame, submission)
+    return submission
