@@ -201,3 +201,55 @@ def test_regression_values_go_into_the_sample_s_column(tmp_path):
     assert sub["Pawpularity"].to_numpy() == pytest.approx(_test_frame(run).loc[SHUFFLED, "prediction"].to_numpy(),
                                                           abs=1e-12)
 
+
+
+# --- the decisions alone (no training): which metrics get thresholds, and how they are fitted -------------------------
+def _binary_oof(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    from kitpkg.predictions import prediction_frame
+    from kitpkg.task import Task
+
+    rng = np.random.default_rng(seed)
+    target = (rng.uniform(size=n) < 0.3).astype(int)
+    prob = np.clip(0.25 * target + rng.uniform(0, 0.75, n), 0, 1)  # a weak signal: the best threshold is not 0.5
+    task = Task(kind="binary", outputs=1)
+    return prediction_frame(task, [f"s{i}" for i in range(n)], prob[:, None], target=target).assign(
+        fold=np.arange(n) % 3)[["id", "fold", "target", "prediction"]]
+
+
+def test_binary_f1_thresholds_are_fitted_nested_with_f1_as_objective(tmp_path):
+    sklearn = pytest.importorskip("sklearn.metrics")
+    from kitpkg.rundir import RunDir
+    from kitpkg.task import Task
+    from kitpkg.train.decisions import fit_decisions, thresholds_for_test, write_decisions
+
+    oof = _binary_oof()
+    task = Task(kind="binary", outputs=1, metric="f1")
+    decisions = fit_decisions(task, oof)
+    f1 = lambda t, d: float(sklearn.f1_score(t, d, zero_division=0))  # noqa: E731
+    pred, target, folds = oof["prediction"].to_numpy(), oof["target"].to_numpy(), oof["fold"].to_numpy()
+    nested = fit_nested(pred, target, folds, lambda p, t: fit_thresholds(p, t, f1), apply_thresholds)
+    assert decisions.params == pytest.approx(nested.params) and decisions.params != 0.5
+    for k, score in decisions.scores.items():
+        assert score == pytest.approx(f1(target[folds == k], nested.labels[folds == k]))
+    assert decisions.pooled == pytest.approx(f1(target, nested.labels))
+    assert decisions.default_mean == pytest.approx(np.mean([f1(target[folds == k], pred[folds == k] >= 0.5)
+                                                            for k in range(3)]))
+    # `kitpkg predict` on a run without thresholds.json fits them from oof.csv, the same
+    run = RunDir(tmp_path)
+    oof.to_csv(run.oof, index=False)
+    assert thresholds_for_test(task, run, None) == pytest.approx(nested.params)
+    assert json.loads(run.thresholds.read_text())["params"] == pytest.approx(nested.params)
+    write_decisions(run, None)  # nothing fitted now: no stale thresholds.json left behind
+    assert not run.thresholds.exists()
+
+
+def test_metrics_of_scores_a_given_threshold_and_argmax_fit_nothing():
+    from kitpkg.task import Task
+    from kitpkg.train.decisions import fit_decisions
+
+    oof = _binary_oof()
+    assert fit_decisions(Task(kind="binary", outputs=1, metric="auc"), oof) is None
+    assert fit_decisions(Task(kind="binary", outputs=1, metric={"name": "f1", "threshold": 0.3}), oof) is None
+    multiclass = oof.assign(prob_0=1 - oof["prediction"], prob_1=oof["prediction"])
+    multiclass["prediction"] = (multiclass["prob_1"] >= 0.5).astype(int)
+    assert fit_decisions(Task(kind="multiclass", outputs=2, metric="accuracy"), multiclass) is None

@@ -506,7 +506,7 @@ def predict_test(config: Config, run_dir: Optional[os.PathLike] = None, out: Opt
         return Path(out or state.paths.submission)
     path = Path(out) if out else state.paths.submission
     predictions = path.with_name(path.stem + "_predictions.csv") if out else state.paths.test_predictions
-    thresholds = D.test_thresholds(inputs.task, state.paths, D.sample_of(config))  # the run's thresholds.json
+    thresholds = D.thresholds_for_test(inputs.task, state.paths, D.sample_of(config))  # the run's thresholds.json
     return write_test_outputs(parts, config, inputs, path, predictions, thresholds)
 
 

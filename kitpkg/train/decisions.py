@@ -9,7 +9,7 @@ only, and the CV reported is the metric of those decisions; the submission uses 
 (Planet's `tags`) needs decisions whatever the metric: with a metric that scores scores (mean_auc), each label's
 threshold maximises that label's F1 (the usual choice there; the CV stays the metric's). A metric given with its own
 `threshold` parameter keeps it: nothing is fitted. Multiclass and soft decide by argmax: nothing to fit.
-thresholds.json (RunDir.thresholds) records what was fitted and how; `kitpkg predict` reads it (`test_thresholds`).
+thresholds.json (RunDir.thresholds) records what was fitted and how; `kitpkg predict` reads it (`thresholds_for_test`).
 """
 from __future__ import annotations
 
@@ -111,11 +111,11 @@ def fit_decisions(task: Task, oof: pd.DataFrame, sample: Optional[Sample] = None
     elif kind == "ordinal":
         objective = _objective(metric[0], kind, metric[1], metric[2])
         fit = lambda p, t: fit_cuts(p, t, task.num_classes, objective)  # noqa: E731
-        name = metric[0]
+        name = _described(metric)
     else:
         objective = _objective(metric[0], kind, metric[1], metric[2])
         fit = lambda p, t: fit_thresholds(p, t, objective)  # noqa: E731
-        name = metric[0]
+        name = _described(metric)
     apply = apply_cuts if kind == "ordinal" else apply_thresholds
     fitted = fit_nested(rows.pred, rows.target, rows.fold, fit, apply)
     record_kind = ORDINAL_CUTS if kind == "ordinal" else THRESHOLDS
@@ -127,6 +127,11 @@ def fit_decisions(task: Task, oof: pd.DataFrame, sample: Optional[Sample] = None
         record["nested_cv"] = {"folds": {str(k): _null(v) for k, v in decisions.scores.items()},
                                "pooled": _null(decisions.pooled)}
     return decisions
+
+
+def _described(metric: Tuple[str, Dict[str, Any], float]) -> str:
+    """The objective in words: the metric's name and its parameters (fbeta {'beta': 2, 'average': 'macro'})."""
+    return metric[0] + (f" {metric[1]}" if metric[1] else "")
 
 
 def _score_nested(decisions: Decisions, fitted: NestedFit, rows: Any, kind: str, metric: Tuple[str, Dict, float],
@@ -164,7 +169,7 @@ def write_decisions(run: RunDir, decisions: Optional[Decisions]) -> None:
     atomic_write_text(run.thresholds, json.dumps(decisions.record, indent=2) + "\n")
 
 
-def test_thresholds(task: Task, run: RunDir, sample: Optional[Sample]) -> Any:
+def thresholds_for_test(task: Task, run: RunDir, sample: Optional[Sample]) -> Any:
     """The thresholds the test predictions are decided with: thresholds.json's (fitted on all OOF) when the run's
     decisions need them (fitted now from oof.csv, and written, when the run has none yet); None otherwise."""
     if decision_metric(task) is None and not is_tags(sample, task):
