@@ -1,5 +1,6 @@
 """Labelled, training-only shard sets made from a shard set's test split (pseudo-labels): the confidently predicted
-records are copied (same image bytes, same columns) with their label added and `fold = -1`, one set per labelling
+records are copied (same image bytes, same columns) with their label added and `fold = -1` (a class index in the one
+label column; a soft set's floats in every label column, named as the test shards'), one set per labelling
 (`OUT/fold{k}` for a CV run's fold k, or OUT itself), each manifest recording where its labels come from under
 `options["pseudo"]` (written by kitpkg/train/pseudo.py, read by kitpkg/train/extras.py).
 
@@ -29,19 +30,24 @@ from .writer import ShardWriter
 
 PSEUDO_KEY = "pseudo"  # the manifest option a pseudo-label set's provenance is stored under
 PSEUDO_FOLD = TRAIN_ONLY_FOLD
-# {set (a teacher fold, None: one set in OUT itself): ({sample id: label}, the manifest options recording provenance)}
-LabelledSets = Dict[Optional[int], Tuple[Dict[str, int], Dict[str, Any]]]
+# {set (a teacher fold, None: one set in OUT itself): ({sample id: label}, the manifest options recording provenance)};
+# a label is a class index, or (soft) a tuple of floats, one per label column
+LabelledSets = Dict[Optional[int], Tuple[Dict[str, Any], Dict[str, Any]]]
 
 
-def write_labelled_sets(out_dir: Path, test: Manifest, sets: LabelledSets) -> Dict[Optional[int], Manifest]:
+def write_labelled_sets(out_dir: Path, test: Manifest, sets: LabelledSets, soft: bool = False
+                        ) -> Dict[Optional[int], Manifest]:
     """Write each set's labelled test records of `test` as a training-only shard set (OUT/fold{k}, or OUT for the
-    set None), all appearing together or not at all; return {set: its manifest}."""
+    set None), all appearing together or not at all; return {set: its manifest}. `soft`: the labels are floats, one
+    per label column of `test` (stored as float columns of the same names)."""
     _check_out(out_dir)
-    if len(test.label_columns()) > 1:  # a pseudo-label is one class index; several columns would need one each
+    cols = test.label_columns()
+    if len(cols) > 1 and not soft:  # a hard pseudo-label is one class index; several columns need one value each
         raise KitError(f"{test.root}: pseudo-labels are one class per sample, but this shard set has the label columns "
-                       f"{', '.join(test.label_columns())}; train on it without `kitpkg pseudo`")
-    label_col = test.label_col or "target"
-    schema = {**test.schema, label_col: "int64", "fold": "int64"}
+                       f"{', '.join(cols)}; make them from a run with `kitpkg pseudo --run RUN --soft`")
+    label_cols = (cols or ["target"]) if soft else [test.label_col or "target"]
+    label_col = label_cols[0] if len(label_cols) == 1 else None
+    schema = {**test.schema, **{c: "float" if soft else "int64" for c in label_cols}, "fold": "int64"}
     folders = {k: Path() if k is None else Path(f"fold{k}") for k in sets}
     infos: Dict[Optional[int], List[ShardInfo]] = {k: [] for k in sets}
     with _staged(out_dir) as staging:  # the new sets appear under `out` whole, manifests and shards together
@@ -50,13 +56,15 @@ def write_labelled_sets(out_dir: Path, test: Manifest, sets: LabelledSets) -> Di
                 targets = {k: (staging / folders[k] / f"pseudo-{len(infos[k]):05d}"
                                f"{shard_format(test.format).extension}", labels)
                            for k, (labels, _) in sets.items()}
-                for k, info in _copy_shard(test, index, targets, label_col, schema).items():
+                for k, info in _copy_shard(test, index, targets, label_cols, schema).items():
                     infos[k].append(info)
         for k, (_, options) in sets.items():
             (staging / folders[k]).mkdir(exist_ok=True)
             Manifest(format=test.format, schema=schema, shards=infos[k], id_col=test.id_col, label_col=label_col,
-                     image_key=test.image_key, image_size=test.image_size, aspect=test.aspect, num_folds=None,
-                     class_counts=label_counts(infos[k]), options=options).save(str(staging / folders[k]))
+                     label_cols=label_cols if label_col is None else None, image_key=test.image_key,
+                     image_size=test.image_size, aspect=test.aspect, num_folds=None,
+                     class_counts=None if soft else label_counts(infos[k]), options=options
+                     ).save(str(staging / folders[k]))
     return {k: load_manifest(str(out_dir / folders[k])) for k in sets}
 
 
@@ -146,22 +154,31 @@ def _only_size(shards: str) -> int:
     return int(sizes[0])
 
 
-def _copy_shard(test: Manifest, index: int, targets: Dict[Optional[int], Tuple[Path, Dict[str, int]]],
-                label_col: str, schema: Dict[str, str]) -> Dict[Optional[int], ShardInfo]:
-    """Copy the confidently predicted records of one test shard, read once, into one new shard per set ({set: (path,
-    labels)}); return the shards written (a set none of whose labelled records is in this shard gets none)."""
+def _copy_shard(test: Manifest, index: int, targets: Dict[Optional[int], Tuple[Path, Dict[str, Any]]],
+                label_cols: List[str], schema: Dict[str, str]) -> Dict[Optional[int], ShardInfo]:
+    """Copy the labelled records of one test shard, read once, into one new shard per set ({set: (path, labels)});
+    return the shards written (a set none of whose labelled records is in this shard gets none)."""
     with contextlib.ExitStack() as files:
         writers = {k: ShardWriter(files.enter_context(atomic_write(path)), test.format, schema,
                                   image_key=test.image_key) for k, (path, _) in targets.items()}
         for record in iter_manifest_shard(test, index):
             for k, (_, labels) in targets.items():
                 if record.id in labels:
-                    label = int(labels[record.id])
+                    values, label = _label_fields(labels[record.id], label_cols)
                     writers[k].add(sample_key(record.id), record.id, record.image,
-                                   {**record.fields, label_col: label, "fold": PSEUDO_FOLD}, label)
+                                   {**record.fields, **values, "fold": PSEUDO_FOLD}, label)
         infos = {k: writers[k].finish(path.name, "train", PSEUDO_FOLD) for k, (path, _) in targets.items()}
     for k, info in list(infos.items()):
         if not info.ids:  # still in the staging folder: removing it leaves no trace
             targets[k][0].unlink()
             del infos[k]
     return infos
+
+
+def _label_fields(label: Any, label_cols: List[str]) -> Tuple[Dict[str, Any], Any]:
+    """({label column: value}, the shard's label: one value, or a list for several columns) of one pseudo-label: a
+    class index, or a tuple of floats (soft), one per label column."""
+    if not isinstance(label, tuple):
+        return {label_cols[0]: int(label)}, int(label)
+    values = [float(v) for v in label]
+    return dict(zip(label_cols, values)), values[0] if len(values) == 1 else values

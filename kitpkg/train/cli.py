@@ -99,9 +99,12 @@ def _pseudo(args: argparse.Namespace) -> int:
     from .pseudo import make_pseudo_labels
 
     sets = make_pseudo_labels(args.out, run_dir=args.run, predictions=args.predictions, shards=args.shards,
-                              high=args.threshold, low=args.low)
+                              high=args.threshold, low=args.low, soft=args.soft)
     for fold, manifest in sorted(sets.items(), key=lambda item: -1 if item[0] is None else item[0]):
-        counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest.class_counts.items()))
+        if args.soft:
+            counts = f"soft targets: {', '.join(manifest.label_columns())}"
+        else:
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest.class_counts.items()))
         where = manifest.root if fold is None else f"{manifest.root} (labelled by fold {fold}'s model)"
         print(f"pseudo-labels: {manifest.num_samples('train')} samples ({counts}) in {where}")
     trains = "every fold trains on it" if None in sets else "fold k trains only on the set fold k's model labelled"
@@ -165,13 +168,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="--run: one set per finished fold of the run, labelled by that fold's model alone "
                                    "(OUT/fold{k}); a later run's fold k trains only on fold k's set, so no fold "
                                    "learns from a model that saw its labels. --predictions: one set (OUT) that every "
-                                   "fold trains on, for predictions of models that never saw these training labels.")
+                                   "fold trains on, for predictions of models that never saw these training labels. "
+                                   "Binary and multiclass runs give confident classes (--threshold, --low); "
+                                   "multilabel, soft, regression and ordinal runs give every test sample their "
+                                   "probabilities or values as float targets (--soft, with --run).")
     p.add_argument("--run", default=None, help=f"a run directory of `kitpkg cv` (its {FOLD_TEST} files and "
                                                "shards are used)")
     p.add_argument("--predictions", default=None, help="a CSV with id and prediction columns (instead of --run)")
     p.add_argument("--shards", default=None, help="the test shards (manifest folder/json; default: the run's)")
-    p.add_argument("--threshold", type=float, default=0.9, help="keep p >= threshold as positive (binary) or "
-                                                                  "max class prob >= threshold (multi-class)")
+    p.add_argument("--threshold", type=float, default=None, help="keep p >= threshold as positive (binary) or "
+                                                                   "max class prob >= threshold (multi-class); "
+                                                                   "default 0.9")
     p.add_argument("--low", type=float, default=None, help="keep p <= low as negative (default: 1 - threshold)")
+    p.add_argument("--soft", action="store_true", help="multilabel, soft, regression and ordinal runs (with --run): "
+                                                       "every test sample, its label columns holding the teacher's "
+                                                       "probabilities or values as floats")
     p.add_argument("--out", required=True, help="output folder of the pseudo-label shard set(s)")
     p.set_defaults(func=_pseudo)

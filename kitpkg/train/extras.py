@@ -29,7 +29,7 @@ from .runstate import manifest_fingerprint
 class Provenance:
     """Where a pseudo-label set's labels come from (its manifest's `options["pseudo"]`)."""
 
-    threshold: float
+    threshold: Optional[float]  # None: a --soft set (every test sample, the teacher's values)
     low: Optional[float]
     source_predictions: int  # prediction rows the labels were chosen from
     teacher_run: Optional[str] = None  # config hash of the CV run whose fold model labelled the set
@@ -37,10 +37,15 @@ class Provenance:
     trained_on_folds: Optional[List[int]] = None  # the folds whose labels that model trained on
     split: Optional[str] = None  # split_fingerprint of the teacher's shards: which samples those folds are
     score_class: Optional[int] = None  # the teacher's train.score_class as a class index
+    soft_kind: Optional[str] = None  # --soft: the teacher's task kind whose values the label columns hold
 
     def options(self) -> Dict[str, Any]:
-        """The manifest options that record this provenance."""
-        return {PSEUDO_KEY: asdict(self)}
+        """The manifest options that record this provenance (soft_kind only for a --soft set: a hard set's
+        manifest is written as before it existed)."""
+        record = asdict(self)
+        if self.soft_kind is None:
+            del record["soft_kind"]
+        return {PSEUDO_KEY: record}
 
     @classmethod
     def of(cls, manifest: Manifest) -> Optional["Provenance"]:
