@@ -173,8 +173,8 @@ def _synthetic_teacher(run_dir, manifest, task, values):
     return run_dir, ids
 
 
-def test_an_ordinal_teacher_gives_its_values_on_the_class_scale(tfrecord_manifest, tmp_path):
-    from kitpkg.train.cv import load_inputs
+def test_an_ordinal_teacher_gives_its_values_on_the_class_scale(tfrecord_manifest, tmp_path, monkeypatch):
+    from kitpkg.train.cv import load_inputs, run_cv
 
     rng = np.random.default_rng(0)
     n = tfrecord_manifest.num_samples("test")
@@ -190,10 +190,14 @@ def test_an_ordinal_teacher_gives_its_values_on_the_class_scale(tfrecord_manifes
         _close(_stored(pseudo), expected[k])
     config = config_from_dict({"data": {"shards": tfrecord_manifest.root, "image_size": 64, "batch_size": 8,
                                         "num_workers": 0, "extra_train": [str(out)]},
-                               "model": {"name": "test_resnet", "pretrained": False}, "train": {"task": "ordinal"}})
+                               "model": {"name": "test_resnet", "pretrained": False}, "predict": {"tta": []},
+                               "train": {"task": "ordinal", "epochs": 1, "metric": "rmse"}})
     data = load_inputs(config)
     for k in values:  # the student's own labels stay classes; the pseudo ones are the teacher's values
         _close(_batch_targets(config, data, k, set(ids)), expected[k])
+    monkeypatch.setattr("kitpkg.train.report.write_report", lambda run_dir: None)
+    run_cv(config, tmp_path / "student", folds=[0])  # an ordinal student regresses them (float targets) and finishes
+    assert RunState.read(tmp_path / "student").done_folds() == [0]
 
 
 def test_a_soft_teacher_gives_its_probabilities_per_column(kind_shards, tmp_path):
