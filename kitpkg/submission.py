@@ -18,7 +18,8 @@ A class is written as its name when the training CSV's labels were text (`names`
 A sample that does not fit (ids other than the test predictions', columns that are no class or label) is refused in
 one line naming the file and what differs. Without a sample the file keeps the kit's own layout `id_col,pred_col`
 (binary: P(positive); multiclass, ordinal: the class index), one column per label (multilabel), per class (soft: its
-probability, as the soft task always wrote) or per target column (regression with several). Non-finite predictions are refused; the file appears only when complete.
+probability, as the soft task always wrote) or per target column (regression with several). Non-finite predictions
+are refused; the file appears only when complete.
 """
 from __future__ import annotations
 

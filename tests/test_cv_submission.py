@@ -253,3 +253,12 @@ def test_metrics_of_scores_a_given_threshold_and_argmax_fit_nothing():
     multiclass = oof.assign(prob_0=1 - oof["prediction"], prob_1=oof["prediction"])
     multiclass["prediction"] = (multiclass["prob_1"] >= 0.5).astype(int)
     assert fit_decisions(Task(kind="multiclass", outputs=2, metric="accuracy"), multiclass) is None
+
+
+def test_a_run_of_one_fold_keeps_the_default_thresholds_with_a_warning():
+    from kitpkg.task import Task
+    from kitpkg.train.decisions import fit_decisions
+
+    oof = _binary_oof()
+    with pytest.warns(RuntimeWarning, match="one fold"):
+        assert fit_decisions(Task(kind="binary", outputs=1, metric="f1"), oof[oof["fold"] == 1]) is None

@@ -1,6 +1,8 @@
 """train.task ordinal: one output regressing the class index, rounded to a class, scored by quadratic kappa."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from kitpkg.config import load_config
 from kitpkg.errors import KitError
 from kitpkg.predictions import prediction_frame, read_predictions
 from kitpkg.task import make_task
+from kitpkg.thresholds import apply_cuts
 from kitpkg.train.cv import run_cv
 
 from tiny_tables import noise_shards, tiny_config
@@ -38,12 +41,16 @@ def test_an_integer_grade_column_trains_as_ordinal(tmp_path):
     assert oof["target"].tolist() == [truth[i] for i in oof["id"]]
     assert (oof["prediction_class"] == np.clip(np.floor(oof["prediction"] + 0.5), 0, 3)).all()
     sklearn = pytest.importorskip("sklearn.metrics")
+    # qwk decides by cuts fitted on the OOF (train/decisions.py): fold k cut by those fitted on the other folds
+    cuts = json.loads((tmp_path / "run" / "thresholds.json").read_text())
     for k, part in oof.groupby("fold"):
-        expected = sklearn.cohen_kappa_score(part["target"], part["prediction_class"], weights="quadratic")
+        decided = apply_cuts(part["prediction"], cuts["folds"][k]["params"])
+        expected = sklearn.cohen_kappa_score(part["target"], decided, weights="quadratic")
         assert result.scores[k] == pytest.approx(expected, rel=1e-6, abs=1e-9) or (np.isnan(expected) and
                                                                                    np.isnan(result.scores[k]))
     sub = pd.read_csv(result.submission_path)
     test = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
-    assert list(sub.columns) == ["image_name", "grade"] and sub["grade"].tolist() == test["prediction_class"].tolist()
+    assert list(sub.columns) == ["image_name", "grade"]
+    assert sub["grade"].tolist() == apply_cuts(test["prediction"], cuts["params"]).tolist()  # cuts fitted on all OOF
     with pytest.raises(KitError, match="train.label_smoothing: makes no sense for a ordinal task"):
         run_cv(load_config(path, overrides=["train.label_smoothing=0.1"]), tmp_path / "run2")

@@ -8,7 +8,8 @@ only, and the CV reported is the metric of those decisions; the submission uses 
 (in-sample: never a score). A multi-label submission whose sample holds one column of space-separated labels
 (Planet's `tags`) needs decisions whatever the metric: with a metric that scores scores (mean_auc), each label's
 threshold maximises that label's F1 (the usual choice there; the CV stays the metric's). A metric given with its own
-`threshold` parameter keeps it: nothing is fitted. Multiclass and soft decide by argmax: nothing to fit.
+`threshold` parameter keeps it, and a run of one fold keeps the defaults (with a warning): nothing is fitted.
+Multiclass and soft decide by argmax: nothing to fit.
 thresholds.json (RunDir.thresholds) records what was fitted and how; `kitpkg predict` reads it (`thresholds_for_test`).
 """
 from __future__ import annotations
@@ -104,6 +105,13 @@ def fit_decisions(task: Task, oof: pd.DataFrame, sample: Optional[Sample] = None
     if metric is None and not is_tags(sample, task):
         return None
     rows = read_predictions(oof, task)
+    if len(np.unique(rows.fold)) < 2:
+        import warnings
+
+        warnings.warn("kitpkg: the run has one fold, so thresholds cannot be fitted on other folds than the ones they "
+                      "decide: its CV and submission use the default ones (0.5; ordinal: k - 0.5 cuts)",
+                      RuntimeWarning, stacklevel=2)
+        return None
     if metric is None:  # tags of a run scored by scores: each label's F1
         objective = _objective(TAGS_OBJECTIVE, "binary", {"average": "macro"}, 1.0)
         fit = lambda p, t: fit_thresholds(p, t, objective, per_label=True)  # noqa: E731
