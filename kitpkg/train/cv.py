@@ -449,6 +449,7 @@ def finish(config: Config, inputs: RunInputs, state: RunState, all_folds: Sequen
         return result
     from .report import fold_score, write_report
 
+    D.check_sample(config, inputs.task, P.fold_ids(inputs.manifest, "test"))  # merge, --parallel-folds: before writing
     oof = P.pd.concat([P.read_csv(state.paths.fold_oof(k)) for k in all_folds], ignore_index=True)
     expected = [i for k in all_folds for i in P.fold_ids(inputs.manifest, "val", k)]
     if list(oof["id"]) != expected:

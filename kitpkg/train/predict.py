@@ -1,5 +1,5 @@
 """Predictions: a split through `trainer.predict` (TTA inside the module), per-rank parts merged by rank 0, OOF rows,
-fold-averaged test predictions and the submission file.
+fold-averaged test predictions (the submission: train/decisions.py and kitpkg/submission.py).
 
 Averaging (`predict.average`): `prob` = arithmetic mean of probabilities over TTA views and then over folds; `logit` =
 mean of logits over views and folds, then sigmoid/softmax. Part files hold scores in that space (columns s0..s{C-1}).
@@ -107,8 +107,10 @@ def average_test(parts: Sequence[pd.DataFrame], task: Task, space: str) -> pd.Da
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
-    """The competition's file: `id_col,pred_col` (one row per test id), or with several predicted label columns
-    (pred_<label>) `id_col` and one column per label; KitError for a non-finite prediction."""
+    """The kit's own layout of a test frame, `kitpkg blend`'s writer: `id_col,pred_col` (one row per test id), or with
+    several predicted label columns (pred_<label>) `id_col` and one column per label; KitError for a non-finite
+    prediction. `kitpkg cv` and `kitpkg predict` write through train/decisions.py's `submission_of`
+    (kitpkg/submission.py: the sample's layout, fitted thresholds), which blend should move to with its runs' task."""
     if "prediction" not in test:
         columns = {c: c[len("pred_"):] for c in test.columns if c.startswith("pred_")}
         require_finite(test["id"], test[list(columns)].to_numpy(), f"{path}: the submission's predictions")
