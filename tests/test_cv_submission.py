@@ -262,3 +262,24 @@ def test_a_run_of_one_fold_keeps_the_default_thresholds_with_a_warning():
     oof = _binary_oof()
     with pytest.warns(RuntimeWarning, match="one fold"):
         assert fit_decisions(Task(kind="binary", outputs=1, metric="f1"), oof[oof["fold"] == 1]) is None
+
+
+def test_multilabel_fbeta_samples_thresholds_are_fitted_on_the_whole_metric():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    from kitpkg.predictions import prediction_frame
+    from kitpkg.task import Task
+    from kitpkg.train.decisions import fit_decisions
+
+    rng = np.random.default_rng(5)
+    target = (rng.uniform(size=(45, 3)) < 0.4).astype(int)
+    pred = np.clip(0.3 * target + rng.uniform(0, 0.7, target.shape), 0, 1)
+    task = Task(kind="multilabel", outputs=3, labels=("a", "b", "c"),
+                metric={"name": "fbeta", "beta": 2, "average": "samples"})
+    oof = prediction_frame(task, [f"s{i}" for i in range(45)], pred, fold=0, target=target)
+    oof["fold"] = np.arange(45) % 3
+    decisions = fit_decisions(task, oof)
+    f2 = lambda t, d: float(sklearn.fbeta_score(t, d, beta=2, average="samples", zero_division=0))  # noqa: E731
+    nested = fit_nested(pred, target, oof["fold"].to_numpy(), lambda p, t: fit_thresholds(p, t, f2),
+                        apply_thresholds)
+    assert decisions.params == pytest.approx(nested.params) and decisions.record["labels"] == ["a", "b", "c"]
+    assert decisions.pooled == pytest.approx(f2(target, nested.labels))
