@@ -19,7 +19,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import KitError
 from .ranges import keyed, out_of_range, range_of, ranged
-from .task import KINDS, METRICS
+from .metrics import metric_keys
+from .task import KINDS
 
 AUTO = "auto"
 TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose")
@@ -191,9 +192,12 @@ class TrainConfig:
                                 "classes -> multiclass, several 0/1 columns -> multilabel, fractional floats or "
                                 "several numeric columns -> regression; printed), or one of the kinds (ordinal, "
                                 "soft: explicit only); kitpkg/task.py")
-    metric: str = keyed(AUTO, doc="the CV metric: auto = the task's (binary: auc; multiclass: accuracy; "
-                                  "train.score_class: auc; multilabel: mean_auc; regression: rmse, or mae; "
-                                  "ordinal: qwk, or rmse, mae; soft: kl)")
+    metric: Union[str, Dict[str, Any]] = keyed(
+        AUTO, doc="the CV metric, which also picks the best epoch and stops early: auto = the task's (binary, "
+                  "train.score_class: auc; multiclass: accuracy; multilabel: mean_auc; regression: rmse; ordinal: qwk; "
+                  "soft: kl), a name of kitpkg/metrics.py (pauc, balanced_accuracy, f1, logloss, mae, ...), a mapping "
+                  "with its parameters ({name: pauc, min_tpr: 0.8}), or your Kaggle metric file (my_metric.py:score, "
+                  "relative to this config's folder, with higher_is_better)")
     loss: str = keyed(AUTO, doc="auto = bce (binary, multilabel) / ce (multi-class) / mse (regression, ordinal) / "
                                 "kl (soft); or focal; regression, ordinal: smooth_l1 or l1; soft: soft_ce")
     label_smoothing: float = ranged(0.0, ge=0, lt=1, doc="label smoothing of the targets; with train.mixup set "
@@ -203,9 +207,8 @@ class TrainConfig:
                                                          "3 for rare positives; null = 1")
     score_class: Optional[Union[int, str]] = ranged(None, ge=0, doc="multi-class: score (AUC), predict and submit "
                                                                     "this class (name or index); null = all")
-    monitor: str = keyed(AUTO, doc="auto = the task's metric: val_auc (binary) / val_acc (multi-class) / "
-                                   "val_mean_auc (multilabel) / val_rmse (regression); or val_loss: picks the best "
-                                   "checkpoint")
+    monitor: str = keyed(AUTO, doc="picks the best checkpoint: auto = train.metric's key (val_auc, val_acc, "
+                                   "val_<name>), or val_loss, or another built-in metric's val_<name>")
     accelerator: str = keyed(AUTO, doc="auto, gpu or cpu")
     devices: Union[int, str] = ranged(AUTO, ge=1, doc="auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy")
     strategy: str = keyed(AUTO, doc="auto; ddp (CLI/subprocess) or ddp_notebook (Colab/Kaggle notebooks) with "
@@ -277,9 +280,8 @@ def config_keys(cls: type = Config, prefix: str = "") -> Iterator[Tuple[str, dat
 CHOICES = {
     "train.precision": (AUTO, "32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64"),
     "train.task": (AUTO, *KINDS),
-    "train.metric": (AUTO, *METRICS),
     "train.loss": (AUTO, "bce", "ce", "focal", "mse", "smooth_l1", "l1", "kl", "soft_ce"),  # the losses of task.KINDS
-    "train.monitor": (AUTO, *(m.key for m in METRICS.values()), "val_loss"),
+    "train.monitor": (AUTO, *metric_keys(), "val_loss"),
     "predict.average": ("prob", "logit"),
 }
 # Keys that change how a run is executed but not its numbers: excluded from the config hash so a run can be resumed with
@@ -493,7 +495,31 @@ def config_from_dict(data: Dict[str, Any], base_dir: Union[str, Path] = ".", nam
     config = _from_dict(Config, data)
     config.name = config.name or name
     _resolve_paths(config, Path(base_dir))
-    return validate(config)
+    validate(config)
+    check_metric(config.train, base_dir)
+    return config
+
+
+def check_metric(train: TrainConfig, base_dir: Union[str, Path]) -> None:
+    """Refuse a train.metric that is unknown, has wrong parameters, or (train.task set) cannot score the task, and a
+    metric file that is missing or unusable (loading it runs it): one line naming train.metric. With train.task auto
+    the kind is known only from the manifest: the run checks it then (kitpkg/task.py make_task)."""
+    from .metrics import METRICS, is_metric_file, metric_from_spec
+
+    spec = train.metric
+    if spec == AUTO:
+        return
+    if isinstance(spec, dict) and spec.get("name") == AUTO:
+        raise KitError("train.metric: auto takes no parameters; give a metric's name with them ({name: pauc, ...})")
+    kind = train.task if train.task != AUTO else None
+    if kind is not None:
+        metric_from_spec(spec, base_dir, "score_class" if train.score_class is not None else kind)
+        return
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    scores = METRICS[name.strip()].kinds if isinstance(name, str) and name.strip() in METRICS else ("binary",)
+    # the parameters checked for a kind the metric scores; a metric file loaded and checked (its kind comes later);
+    # anything else gets the registry's one-line refusal (unknown name, not a metric)
+    metric_from_spec(spec, base_dir, sorted(scores)[0])
 
 
 def override(key: str, value: Any) -> str:

@@ -176,7 +176,8 @@ def _qwk(target, pred, kind):
 def _tensors(*arrays, dtype=np.float64):
     import torch
 
-    return tuple(torch.as_tensor(np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)) for a in arrays)
+    # copies: an array may be read-only (a view of a tensor), which torch warns about
+    return tuple(torch.as_tensor(np.array(a) if dtype is None else np.array(a, dtype=dtype)) for a in arrays)
 
 
 # --- the registry ----------------------------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ def metric_from_spec(spec: Union[None, str, Mapping[str, Any]], base_dir: Union[
     ordinal decisions are clipped to (default: the largest target seen + 1); `columns`: a `metric_file.FrameColumns`
     naming the frames a user's metric is given (default: id, target...)."""
     name, params = _split_spec(default_metric(kind) if spec is None else spec)
-    if name.endswith(".py") or ".py:" in name:
+    if is_metric_file(name):
         from .metric_file import load_user_metric
 
         return load_user_metric(name, base_dir, _checked_kind(kind), params, columns)
@@ -303,6 +304,46 @@ def metric_from_spec(spec: Union[None, str, Mapping[str, Any]], base_dir: Union[
         raise KitError(f"train.metric: {name} does not score a {kind} task (it scores {scores}); "
                        f"for {kind} use one of {', '.join(metrics_for(kind))}")
     return BuiltinMetric(name, kind, _checked_params(name, entry, kind, params), num_classes)
+
+
+def is_metric_file(name: str) -> bool:
+    """Whether a train.metric name is a user's metric file (`my_metric.py` or `my_metric.py:score`)."""
+    return name.strip().endswith(".py") or ".py:" in name
+
+
+# names in tables and reports; a metric not listed shows its name
+_LABELS = {"auc": "AUC", "pauc": "pAUC", "mean_auc": "mean AUC", "rmse": "RMSE", "mae": "MAE", "qwk": "QWK",
+           "kl": "KL", "f1": "F1", "fbeta": "F-beta", "logloss": "log loss", "balanced_accuracy": "balanced accuracy"}
+_KEYS = {"accuracy": "val_acc"}  # logged keys older runs and checkpoints hold; the others are val_<name>
+
+
+def metric_label(name: str) -> str:
+    """A metric's name in tables and reports ("AUC"; a user's file: its file name and function, my_metric.py:score)."""
+    if is_metric_file(name):
+        file, sep, function = name.partition(":")
+        return Path(file).name + sep + function
+    return _LABELS.get(name, name)
+
+
+def metric_key(name: str) -> str:
+    """The validation key a metric is logged and monitored as: val_<name> (accuracy: val_acc; a user's file
+    my_metric.py:score: val_my_metric, another function f of it: val_my_metric_f)."""
+    if is_metric_file(name):
+        file, _, function = name.partition(":")
+        stem = Path(file).stem + ("" if function.strip() in ("", "score") else "_" + function.strip())
+        return "val_" + "".join(c if c.isalnum() else "_" for c in stem)
+    return _KEYS.get(name, f"val_{name}")
+
+
+def metric_keys() -> List[str]:
+    """The validation keys of every built-in metric (what train.monitor may name besides val_loss)."""
+    return [metric_key(name) for name in METRICS]
+
+
+def mode_of_key(key: str) -> Optional[str]:
+    """"max" or "min": the direction of the built-in metric logged as `key`; None for a key that is none of theirs."""
+    name = next((n for n in METRICS if metric_key(n) == key), None)
+    return None if name is None else ("max" if METRICS[name].higher_is_better else "min")
 
 
 def _split_spec(spec: Union[str, Mapping[str, Any]]) -> Tuple[str, Dict[str, Any]]:

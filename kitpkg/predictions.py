@@ -27,6 +27,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import KitError
 from .task import Task
 
 ID, FOLD, TARGET, PREDICTION, PROB = "id", "fold", "target", "prediction", "prob_"
@@ -130,8 +131,10 @@ class Predictions:
     class_probs: Optional[np.ndarray] = None
 
     def score(self, task: Task) -> float:
-        """The task's metric of these rows (the class given in the file decides accuracy, as written)."""
-        return score(task, self.target, self.pred if self.labels is None else self.labels)
+        """The task's metric of these rows (the class given in the file decides accuracy, as written; every other
+        metric scores the canonical predictions)."""
+        as_written = self.labels is not None and task.scorer().name == "accuracy"
+        return score(task, self.target, self.labels if as_written else self.pred)
 
 
 def _target(frame: pd.DataFrame, task: Task) -> np.ndarray:
@@ -161,15 +164,11 @@ def read_predictions(frame: pd.DataFrame, task: Task) -> Predictions:
 
 
 def score(task: Task, target: np.ndarray, pred: np.ndarray) -> float:
-    """The task's metric of canonical arrays: AUC (NaN with one class in `target`), or accuracy of `pred`'s argmax
-    (N × C probabilities) or of `pred` itself (N class indices)."""
-    if task.metric == "auc":
-        from .metrics import auc
-
-        return auc(target, pred)
-    if task.metric == "accuracy":
-        pred = np.asarray(pred)
-        return float(((pred.argmax(1) if pred.ndim == 2 else pred) == np.asarray(target)).mean())
-    from .metrics import metric_from_spec
-
-    return metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.num_classes).compute(target, pred)
+    """The task's metric (the registry's, task.scorer()) of canonical arrays; NaN when they cannot be scored (an AUC
+    of one class). A multiclass `pred` of N class indices (not N × C probabilities) is scored by accuracy only."""
+    pred = np.asarray(pred)
+    if task.kind == "multiclass" and task.score_class is None and pred.ndim == 1:
+        if task.scorer().name != "accuracy":
+            raise KitError(f"{task.scoring.label} scores class probabilities, not class indices")
+        return float((pred == np.asarray(target)).mean())
+    return task.scorer().compute(np.asarray(target), pred)

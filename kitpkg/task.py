@@ -6,7 +6,8 @@ direction). The torch side of a task (activation, loss, validation metric) lives
 losses.py; the columns of its OOF and test prediction files in kitpkg/predictions.py. A run records its task in
 state.json ("task"); a run directory made before that is read with the task its num_classes and train.score_class imply
 (`task_of_outputs`). Adding a task kind is one entry in `KINDS` (and its torch side in outputs.py); a metric one entry
-in `METRICS`.
+in kitpkg/metrics.py's registry (the one home of metrics: `Task.metric` holds the `train.metric` spec, `Task.scorer()`
+its registry `Metric`, `Task.scoring` the view of it tables, monitors and reports use).
 
 Kinds today:
   binary      one 0/1 column, one logit (sigmoid); scored by AUC; submits P(positive)
@@ -27,42 +28,40 @@ Kinds today:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import KitError
 
 AUTO = "auto"
 
 
+MetricSpec = Union[str, Dict[str, Any]]  # a train.metric value: a name, {name: ..., params}, or file.py:function
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A CV metric by name: its direction, its name in tables and reports, and its logged validation key."""
+    """A view of a registry metric (kitpkg/metrics.py): its name, direction, its name in tables and reports, and its
+    logged validation key."""
 
     name: str
     higher_is_better: bool
     label: str  # in tables and reports ("AUC")
     key: str  # the validation key logged per epoch and monitored ("val_auc")
 
-
-METRICS: Dict[str, Metric] = {m.name: m for m in (
-    Metric("auc", True, "AUC", "val_auc"),
-    Metric("accuracy", True, "accuracy", "val_acc"),
-    Metric("rmse", False, "RMSE", "val_rmse"),
-    Metric("mae", False, "MAE", "val_mae"),
-    Metric("mean_auc", True, "mean AUC", "val_mean_auc"),
-    Metric("qwk", True, "QWK", "val_qwk"),
-    Metric("kl", False, "KL", "val_kl"),
-)}
+    @property
+    def mode(self) -> str:
+        """Lightning's mode (ModelCheckpoint, EarlyStopping): max when higher is better, else min."""
+        return "max" if self.higher_is_better else "min"
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A task kind: the metrics that can score it (the first is train.metric: auto's), the losses that train it
-    (the first is train.loss: auto's), whether its predictions are probabilities, and the settings that make no sense
-    for it (refused by name: `refused_setting`)."""
+    """A task kind: the losses that train it (the first is train.loss: auto's), whether its predictions are
+    probabilities, and the settings that make no sense for it (refused by name: `refused_setting`). The metrics that
+    score it are the registry's (kitpkg.metrics.metrics_for; train.metric auto: default_metric)."""
 
     name: str
-    metrics: Tuple[str, ...]
     losses: Tuple[str, ...]
     probabilities: bool = True
     refuses: Tuple[str, ...] = ()
@@ -74,15 +73,15 @@ _CLASS_SETTINGS = ("train.mixup", "train.label_smoothing", "train.pos_weight", "
                    "train.score_class")
 
 KINDS: Dict[str, Kind] = {k.name: k for k in (
-    Kind("binary", ("auc",), ("bce", "focal")),
-    Kind("multiclass", ("accuracy",), ("ce", "focal")),
-    Kind("regression", ("rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False, refuses=_CLASS_SETTINGS,
+    Kind("binary", ("bce", "focal")),
+    Kind("multiclass", ("ce", "focal")),
+    Kind("regression", ("mse", "smooth_l1", "l1"), probabilities=False, refuses=_CLASS_SETTINGS,
          per_label=True),
-    Kind("multilabel", ("mean_auc",), ("bce", "focal"), refuses=("train.mixup", "train.score_class",
+    Kind("multilabel", ("bce", "focal"), refuses=("train.mixup", "train.score_class",
                                                                   "data.sampling.class_weights"), per_label=True),
-    Kind("ordinal", ("qwk", "rmse", "mae"), ("mse", "smooth_l1", "l1"), probabilities=False,
+    Kind("ordinal", ("mse", "smooth_l1", "l1"), probabilities=False,
          refuses=_CLASS_SETTINGS),
-    Kind("soft", ("kl",), ("kl", "soft_ce"), refuses=_CLASS_SETTINGS, per_label=True),
+    Kind("soft", ("kl", "soft_ce"), refuses=_CLASS_SETTINGS, per_label=True),
 )}
 
 
@@ -91,7 +90,8 @@ class Task:
     """What a run predicts (see the module docstring). `outputs`: the network's outputs (logits); `labels`: the label
     column(s) of the manifest; `classes`: the class names (None: integer labels or no classes); `score_class` /
     `score_index`: train.score_class as given and as a target index (None when unset; the index may be None in a run
-    directory read without its manifest); `metric`: a name of METRICS."""
+    directory read without its manifest); `metric`: the train.metric spec (a registry name, a mapping of a name and
+    its parameters, or a user's metric file by absolute path: see `resolve_metric`)."""
 
     kind: str
     outputs: int
@@ -99,7 +99,7 @@ class Task:
     classes: Optional[Tuple[str, ...]] = None
     score_class: Optional[str] = None
     score_index: Optional[int] = None
-    metric: str = "auc"
+    metric: MetricSpec = "auc"
 
     @property
     def probabilities(self) -> bool:
@@ -152,21 +152,50 @@ class Task:
         return replace(self, score_index=score_index)
 
     @property
+    def metric_kind(self) -> str:
+        """The kind the registry scores this task's prediction files as (train.score_class: score_class)."""
+        return "score_class" if self.score_class is not None else self.kind
+
+    def scorer(self) -> Any:
+        """The registry's `kitpkg.metrics.Metric` of `metric` (built once per Task: a user's file is imported once)."""
+        cached = self.__dict__.get("_scorer")
+        if cached is None:
+            from .metrics import metric_from_spec
+
+            cached = metric_from_spec(self.metric, ".", self.metric_kind, num_classes=self.num_classes)
+            object.__setattr__(self, "_scorer", cached)
+        return cached
+
+    @property
     def scoring(self) -> Metric:
-        """The CV metric (name, direction, label, validation key)."""
-        return METRICS[self.metric]
+        """The CV metric (name, direction, label, validation key): a view of the registry's."""
+        from .metrics import metric_key, metric_label
+
+        scorer = self.scorer()
+        return Metric(scorer.name, scorer.higher_is_better, metric_label(scorer.name), metric_key(scorer.name))
 
     def monitor(self, monitor: str = AUTO) -> Tuple[str, str]:
-        """(metric key, "max"/"min") that picks the best checkpoint: train.monitor, auto = the task's metric."""
-        if monitor == AUTO:
-            metric = self.scoring
-            return metric.key, "max" if metric.higher_is_better else "min"
-        return monitor, ("min" if monitor == "val_loss" else "max")
+        """(metric key, "max"/"min") that picks the best checkpoint: train.monitor, auto = the task's metric; val_loss
+        is minimised, a metric's key follows that metric's direction."""
+        if monitor == AUTO or monitor == self.scoring.key:
+            return self.scoring.key, self.scoring.mode
+        if monitor == "val_loss":
+            return monitor, "min"
+        from .metrics import mode_of_key
+
+        return monitor, mode_of_key(monitor) or "max"
+
+    def __getstate__(self) -> Dict[str, Any]:  # the cached scorer is rebuilt where the Task is unpickled
+        return {k: v for k, v in self.__dict__.items() if k != "_scorer"}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def record(self) -> Dict[str, Any]:
         """The task as plain JSON data (state.json "task")."""
         data = asdict(self)
         data["labels"], data["classes"] = list(self.labels), None if self.classes is None else list(self.classes)
+        data["metric"] = dict(self.metric) if isinstance(self.metric, Mapping) else self.metric
         return data
 
     @classmethod
@@ -188,21 +217,35 @@ def kind_of_outputs(num_classes: int) -> str:
 
 def make_task(kind: str, outputs: int, labels: Sequence[str] = ("target",), classes: Optional[Sequence[str]] = None,
               score_class: Union[None, int, str] = None, score_index: Optional[int] = None,
-              metric: str = AUTO) -> Task:
-    """A checked Task: a known kind, a metric that can score what is scored (auto: the first of the kind's)."""
+              metric: Any = AUTO, base_dir: Union[None, str, Path] = None) -> Task:
+    """A checked Task: a known kind, a metric of the registry that can score what is scored (auto: the kind's
+    default; a user's metric file resolved against `base_dir`, the config's folder). KitError naming train.metric."""
     if kind not in KINDS:
         raise KitError(f"train.task: unknown task {kind!r}; use auto or one of {', '.join(KINDS)}")
     if score_class is not None and "train.score_class" in KINDS[kind].refuses:
         raise KitError(f"train.score_class: makes no sense for a {kind} task; remove it")
-    scored = KINDS["binary" if score_class is not None else kind]  # one class of many is scored as binary
-    metric = scored.metrics[0] if metric == AUTO else metric
-    if metric not in scored.metrics:
-        what = f"{scored.name} task" + (" (one class of many: train.score_class)" if score_class is not None else "")
-        raise KitError(f"train.metric: {metric!r} cannot score a {what}; use auto or one of "
-                       f"{', '.join(scored.metrics)}")
-    return Task(kind=kind, outputs=int(outputs), labels=tuple(labels), classes=None if classes is None else
+    task = Task(kind=kind, outputs=int(outputs), labels=tuple(labels), classes=None if classes is None else
                 tuple(classes), score_class=None if score_class is None else str(score_class),
-                score_index=score_index, metric=metric)
+                score_index=score_index)
+    task = replace(task, metric=resolve_metric(metric, task.metric_kind, base_dir))
+    task.scorer()  # refuses a metric the kind cannot use (and a user's file that cannot be loaded), one line
+    return task
+
+
+def resolve_metric(metric: Any, metric_kind: str, base_dir: Union[None, str, Path]) -> MetricSpec:
+    """The spec a Task keeps of a train.metric value: auto -> the kind's default name; a user's metric file's path made
+    absolute (relative to `base_dir`, the config's folder), so the run reads it from wherever it is opened."""
+    from .metrics import default_metric, is_metric_file
+
+    if metric in (AUTO, None):
+        return default_metric(metric_kind)
+    name = metric.get("name") if isinstance(metric, Mapping) else metric
+    if isinstance(name, str) and is_metric_file(name):
+        file, sep, function = name.strip().partition(":")
+        path = (Path(base_dir or ".") / file).resolve()
+        name = f"{path}{sep}{function}"
+        return {**metric, "name": name} if isinstance(metric, Mapping) else name
+    return dict(metric) if isinstance(metric, Mapping) else metric
 
 
 def task_of_outputs(num_classes: int, score_class: Union[None, int, str] = None, score_index: Optional[int] = None
@@ -216,8 +259,9 @@ def task_of_outputs(num_classes: int, score_class: Union[None, int, str] = None,
                      score_index=score_index)
 
 
-def choose_task(task: str, metric: str, num_classes: int, labels: Sequence[str], classes: Optional[Sequence[str]],
-                score_class: Union[None, int, str], score_index: Optional[int]) -> Task:
+def choose_task(task: str, metric: Any, num_classes: int, labels: Sequence[str], classes: Optional[Sequence[str]],
+                score_class: Union[None, int, str], score_index: Optional[int],
+                base_dir: Union[None, str, Path] = None) -> Task:
     """The run's Task of kind `task` (auto: binary or multiclass by the number of outputs one label column implies)
     and train.metric."""
     kind = kind_of_outputs(num_classes) if task == AUTO else task
@@ -225,7 +269,7 @@ def choose_task(task: str, metric: str, num_classes: int, labels: Sequence[str],
         raise KitError(f"train.task: {kind} needs " + ("one output (model.num_classes 1)" if kind == "binary" else
                        "model.num_classes >= 2") + f", here {num_classes}; set train.task: auto or fix "
                        f"model.num_classes")
-    return make_task(kind, num_classes, labels, classes, score_class, score_index, metric)
+    return make_task(kind, num_classes, labels, classes, score_class, score_index, metric, base_dir)
 
 
 def infer_kind(label_columns: Sequence[str], has_classes: bool) -> Tuple[str, str]:

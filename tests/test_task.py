@@ -37,8 +37,9 @@ def test_auto_chooses_binary_for_one_output_and_multiclass_for_classes():
     assert (one.kind, one.scored_kind, one.metric, one.score_index) == ("multiclass", "binary", "auc", 1)
     with pytest.raises(KitError, match=r"train.task: binary needs one output .* here 4"):
         choose_task("binary", "auto", 4, ["diagnosis"], None, None, None)
-    with pytest.raises(KitError, match=r"train.metric: 'accuracy' cannot score a binary task \(one class of many"):
-        choose_task("auto", "accuracy", 4, ["diagnosis"], None, "b", 1)
+    # the registry (kitpkg/metrics.py) says what scores one class of many: its probability, not a regression's error
+    with pytest.raises(KitError, match=r"train.metric: rmse does not score a score_class task"):
+        choose_task("auto", "rmse", 4, ["diagnosis"], None, "b", 1)
 
 
 def test_a_task_record_round_trips_and_an_unknown_kind_is_refused():

@@ -1,8 +1,9 @@
 """Blends of finished runs that share their folds, on their OOF predictions: `kitpkg blend RUN … --out DIR`.
 
 Methods: `mean` (of probabilities), `rank` (mean of each run's ranks scaled to [0, 1]; binary only) and `fit`
-(non-negative weights summing to 1 on the probabilities, fitted to maximise the mean fold AUC by a deterministic
-coordinate search from equal weights; binary only). The fitted blend's CV is nested: fold k is scored with weights
+(non-negative weights summing to 1 on the probabilities, fitted to improve the mean fold score of the runs' metric --
+train.metric: AUC, pAUC, log loss, a user's file... in its direction -- by a deterministic coordinate search from equal
+weights; binary only). The fitted blend's CV is nested: fold k is scored with weights
 fitted on the other folds only, so a run of noise cannot raise it; the test predictions use weights fitted on all OOF.
 
 Outputs in DIR: oof.csv (a run's columns; `fit`: the nested predictions), test_predictions.csv + submission.csv (a
@@ -112,7 +113,8 @@ def rank01(values: np.ndarray) -> np.ndarray:
 
 
 def fold_scores(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, task: Task) -> Dict[int, float]:
-    """{fold: the task's metric (AUC, accuracy)} of blended probabilities (rows × prediction columns)."""
+    """{fold: the task's metric (its registry metric: train.metric)} of blended probabilities (rows × prediction
+    columns)."""
     out = {}
     for k in np.unique(folds):
         sel = folds == k
@@ -137,20 +139,14 @@ def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive[order]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def fit_weights(preds: np.ndarray, target: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Non-negative weights (sum 1) over runs maximising the mean fold AUC of `preds @ w` (rows × runs).
+def fit_weights(preds: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Optional[Task] = None) -> np.ndarray:
+    """Non-negative weights (sum 1) over runs that best score `preds @ w` (rows × runs): the mean fold score of the
+    task's metric in its direction (None or AUC: the mean fold AUC, by the fast rank statistic).
 
     Coordinate search from equal weights: raise or lower one run's weight by a step, keep the change only when the
     score strictly improves, halve the step when no change helps. Deterministic: the same inputs give the same weights.
     """
-    positive = np.asarray(target) > 0.5
-    groups = [(folds == k) for k in np.unique(folds)]
-    groups = [g for g in groups if 0 < positive[g].sum() < g.sum()]  # AUC needs both classes
-
-    def score(w: np.ndarray) -> float:
-        blended = preds @ w
-        return float(np.mean([rank_auc(positive[g], blended[g]) for g in groups]))
-
+    score = _weights_objective(preds, target, folds, task)
     m = preds.shape[1]
     weights = np.full(m, 1.0 / m)
     best = score(weights)
@@ -166,12 +162,38 @@ def fit_weights(preds: np.ndarray, target: np.ndarray, folds: np.ndarray) -> np.
                         continue
                     trial /= trial.sum()
                     value = score(trial)
-                    if value > best + 1e-12:
+                    if value > best + 1e-12:  # the objective is signed: higher is better
                         weights, best, improved = trial, value, True
             if not improved:
                 break
         step /= 2
     return weights
+
+
+def _weights_objective(preds: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Optional[Task]
+                       ) -> Callable[[np.ndarray], float]:
+    """weights -> the mean fold score of `preds @ weights`, negated for a lower-is-better metric (folds the metric
+    cannot score, e.g. one class for an AUC, left out)."""
+    positive = np.asarray(target) > 0.5
+    groups = [(folds == k) for k in np.unique(folds)]
+    if task is None or task.scorer().name == "auc":
+        groups = [g for g in groups if 0 < positive[g].sum() < g.sum()]  # AUC needs both classes
+
+        def mean_auc(w: np.ndarray) -> float:
+            blended = preds @ w
+            return float(np.mean([rank_auc(positive[g], blended[g]) for g in groups]))
+
+        return mean_auc
+    metric = task.scorer()
+    sign = 1.0 if metric.higher_is_better else -1.0
+
+    def objective(w: np.ndarray) -> float:
+        blended = preds @ w
+        values = [metric.compute(target[g], blended[g]) for g in groups]
+        kept = [v for v in values if v == v]
+        return sign * float(np.mean(kept)) if kept else -np.inf
+
+    return objective
 
 
 @dataclass
@@ -208,9 +230,10 @@ def blend_oof(method: str, probs: np.ndarray, target: np.ndarray, folds: np.ndar
     fold_weights = {}
     for k in np.unique(folds):
         held = folds == k
-        fold_weights[int(k)] = fit_weights(p[~held], target[~held], folds[~held])
+        fold_weights[int(k)] = fit_weights(p[~held], target[~held], folds[~held], task)
         pred[held, 0] = p[held] @ fold_weights[int(k)]
-    return Blend(method, pred, fold_scores(target, pred, folds, task), fit_weights(p, target, folds), fold_weights)
+    return Blend(method, pred, fold_scores(target, pred, folds, task), fit_weights(p, target, folds, task),
+                 fold_weights)
 
 
 def blend_test(blend: Blend, probs: np.ndarray) -> np.ndarray:
@@ -235,13 +258,15 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
     check_members(members)
     task = members[0].run.task.scored()  # one class of many blends as a binary task of that class
     if len(target_columns(task)) > 1:
-        raise KitError(f"blend: runs of several target columns ({', '.join(task.labels)}) are not blended yet")
+        raise KitError(f"blend: runs of several target columns ({', '.join(task.labels)}: {task.kind}) are not blended "
+                       f"yet; blend their prediction files by hand")
     binary = task.scored_binary
     method = method or ("fit" if binary else "mean")
     if method not in METHODS:
         raise KitError(f"--method {method}: choose one of {', '.join(METHODS)}")
     if not binary and method in BINARY_ONLY:
-        raise KitError(f"--method {method}: needs binary runs (AUC); {task.kind} runs blend with --method mean")
+        raise KitError(f"--method {method}: needs binary runs (one probability); {task.kind} runs blend with "
+                       f"--method mean")
     first = read_predictions(members[0].oof, task)
     cols = prediction_columns(task)
     probs = _aligned(members, lambda m: m.oof, cols)

@@ -257,7 +257,7 @@ def folds_difference(a: Run, b: Run) -> Optional[str]:
     if ta.score_class != tb.score_class:
         return f"another target (train.score_class: {ta.score_class} vs {tb.score_class})"
     if ta.metric != tb.metric:
-        return f"another metric ({ta.metric} vs {tb.metric})"
+        return f"another metric ({ta.scoring.label} vs {tb.scoring.label})"
     if a.fingerprints.get("manifest") == b.fingerprints.get("manifest"):
         return None  # one manifest: one split, one label column
     common = set(a.done) & set(b.done)
@@ -344,7 +344,8 @@ def _share(value: Optional[float]) -> str:
 
 
 def compare(runs: Sequence[Run]) -> List[Row]:
-    """Rows against the first run (the reference), best mean CV first; runs with no finished fold last."""
+    """Rows against the first run (the reference), best mean CV first in the direction of the reference's metric
+    (lowest first for an error such as RMSE); runs with no finished fold last."""
     if not runs:
         raise KitError("no runs to compare")
     ref = runs[0]
@@ -358,4 +359,14 @@ def compare(runs: Sequence[Run]) -> List[Row]:
             run.problems.append(f"cannot be shown ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
             continue
         rows.append(row)
-    return sorted(rows, key=lambda row: (row.run.mean is None, -(row.run.mean or 0.0)))
+    higher = _higher_is_better(ref)
+    return sorted(rows, key=lambda row: (row.run.mean is None, -(row.run.mean or 0.0) if higher else
+                                         (row.run.mean or 0.0)))
+
+
+def _higher_is_better(run: Run) -> bool:
+    """The direction of a run's metric (higher when it cannot be read: a hand-edited or moved run)."""
+    try:
+        return run.task.scoring.higher_is_better
+    except (KitError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True

@@ -157,13 +157,20 @@ def _run_task(config: Config, manifest: Manifest) -> Task:
         kind = kind_of_outputs(num_classes) if kind == "classes" else kind
         score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
         return choose_task(kind, config.train.metric, num_classes, labels, manifest.classes(),
-                           config.train.score_class, score_index)
+                           config.train.score_class, score_index, metric_dir(config))
     if why is not None and is_rank_zero():
         print(f"kitpkg: train.task auto -> {kind}: {why} (set train.task to choose)", flush=True)
     if kind == "ordinal":
-        return choose_task(kind, config.train.metric, 1, labels, _ordinal_classes(manifest), None, None)
+        return choose_task(kind, config.train.metric, 1, labels, _ordinal_classes(manifest), None, None,
+                           metric_dir(config))
     return choose_task(kind, config.train.metric, config.model.num_classes or len(labels), labels, None,
-                       config.train.score_class, None)
+                       config.train.score_class, None, metric_dir(config))
+
+
+def metric_dir(config: Config) -> Path:
+    """The folder a train.metric file is relative to: the config's (the working directory for a config not read
+    from a file)."""
+    return Path(config.source).parent if config.source else Path(".")
 
 
 def _ordinal_classes(manifest: Manifest) -> List[str]:
@@ -415,7 +422,7 @@ def fold_selection(config: Config, inputs: RunInputs, folds: Optional[Sequence[i
 def fold_result(inputs: RunInputs, state: RunState, all_folds: Sequence[int]) -> CVResult:
     """The scores of the finished folds among `all_folds` (mean ± std over those with a score, NaN for one without;
     last-epoch scores beside them), the others pending; nothing written."""
-    result = CVResult(state.run_dir, inputs.task.metric)
+    result = CVResult(state.run_dir, inputs.task.scorer().name)  # the name: auc, pauc, my_metric.py:score
     records = {k: state.fold(k) for k in all_folds if state.is_done(k)}
     result.scores = {k: _number(r.score) for k, r in records.items()}
     result.last_scores = {k: r.last_score for k, r in records.items()}

@@ -32,33 +32,25 @@ def scored_target(task: Task, target: Any) -> Any:
 
 
 def make_val_metric(task: Task) -> Any:
-    """The torchmetrics metric of the task's validation key (task.scoring.key)."""
-    if task.metric == "auc":
-        from .scoring import FoldAUROC
-
-        return FoldAUROC()  # NaN, not 0, for a validation split of one class
-    if task.metric == "accuracy":
-        from torchmetrics.classification import MulticlassAccuracy
-
-        return MulticlassAccuracy(num_classes=task.outputs, average="micro")
-    from ..metrics import metric_from_spec
+    """The fold's validation metric: the task's registry metric (task.scorer()) on every sample of the validation
+    fold (ValMetric: whole-fold, DDP-safe), logged as task.scoring.key."""
     from .val_metric import ValMetric
 
-    return ValMetric(metric_from_spec(task.metric, ".", task.scored_kind, num_classes=task.num_classes))
+    return ValMetric(task.scorer())
 
 
 def update_val_metric(task: Task, metric: Any, logits: torch.Tensor, target: torch.Tensor) -> None:
-    """Feed one validation batch to `metric`: P(positive) for AUC, the argmax class for accuracy, the values (in the
-    CSV's units: `logits` already put back by the module) for a regression."""
+    """Feed one validation batch to `metric` as the canonical arrays of the task's kind (kitpkg/metrics.py):
+    probabilities from logits (P(positive) for one logit or train.score_class's class, a row per sample over classes
+    or labels), or the values (in the CSV's units: `logits` already put back by the module) of a regression."""
+    logits = logits.float()
     if not task.probabilities:
-        metric.update(logits.float(), target.float())
-    elif task.kind == "multilabel":
-        metric.update(logits.float().sigmoid(), target.float())
-    elif task.kind == "soft":
-        metric.update(logits.float().softmax(-1), target.float())
+        metric.update(logits, target.float())
+    elif task.kind in ("multilabel", "soft"):
+        metric.update(to_prob(task, logits), target.float())
     elif task.one_logit:
-        metric.update(logits.float().view(-1).sigmoid(), target.view(-1).long())
+        metric.update(logits.view(-1).sigmoid(), target.view(-1).long())
     elif task.score_index is not None:
-        metric.update(logits.float().softmax(-1)[:, task.score_index], scored_target(task, target.view(-1).long()))
+        metric.update(logits.softmax(-1)[:, task.score_index], scored_target(task, target.view(-1).long()))
     else:
-        metric.update(logits.float().argmax(-1), target.view(-1).long())
+        metric.update(logits.softmax(-1), target.view(-1).long())

@@ -1,4 +1,6 @@
-"""The run report: report.md + PNGs (ROC per fold, training curves, per-fold scores, LR-finder curve) from run files.
+"""The run report: report.md + PNGs (per-fold scores, training curves, LR-finder curve, and the plot the task's
+predictions mean something in: ROC per fold for a binary score (binary, train.score_class), a confusion matrix for
+classes (multiclass, ordinal, soft: its argmax), predicted against true values for a regression) from run files.
 
 Everything is read back from the run directory (state.json, oof.csv, fold*/metrics.csv, lr_find.json), so the report
 can be rebuilt at any time with `write_report(run_dir)`. Figures are drawn and saved by kitpkg/plots.py.
@@ -13,16 +15,16 @@ import numpy as np
 import pandas as pd
 
 from ..fsutil import atomic_write_text
-from ..metrics import auc, roc_curve
+from ..metrics import auc, label_decisions, metric_keys, roc_curve
 from ..plots import pyplot, save_figure
 from ..predictions import Predictions, read_predictions
 from ..rundir import RunDir
 from ..tables import read_csv
-from ..task import METRICS, Task
+from ..task import Task
 
 
 def fold_score(oof: pd.DataFrame, task: Task) -> float:
-    """The CV metric of OOF rows (the task's: AUC, NaN when they hold one class; accuracy)."""
+    """The CV metric of OOF rows: the task's registry metric (NaN when they cannot be scored: an AUC of one class)."""
     return read_predictions(oof, task).score(task)
 
 
@@ -60,6 +62,44 @@ def plot_roc(oof: Predictions, path: Path) -> str:
     return save_figure(fig, path)
 
 
+def plot_confusion(oof: Predictions, task: Task, path: Path) -> str:
+    """The confusion matrix of the pooled OOF rows: counts of each true class (rows) decided as each class (columns;
+    argmax, or an ordinal value cut at k - 0.5), the class names on the axes when the task has them."""
+    target, decided = label_decisions(task.kind, oof.target, oof.pred, None, task.num_classes)
+    n = max(task.num_classes, int(max(target.max(initial=0), decided.max(initial=0))) + 1)
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (target, decided), 1)
+    names = list(task.classes) if task.classes and len(task.classes) == n else [str(c) for c in range(n)]
+    plt = pyplot()
+    size = min(4 + 0.4 * n, 12)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), count in np.ndenumerate(counts):
+        if n <= 20:  # a number per cell while they stay readable
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if count > counts.max() / 2 else "black")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.set(xlabel="predicted class", ylabel="true class", title="OOF confusion matrix")
+    return save_figure(fig, path)
+
+
+def plot_predicted_vs_true(oof: Predictions, labels: List[str], path: Path) -> str:
+    """Predicted against true values of the pooled OOF rows, one panel per target column, the diagonal dashed."""
+    target, pred = oof.target.reshape(len(oof.target), -1), oof.pred.reshape(len(oof.pred), -1)
+    columns = target.shape[1]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, columns, figsize=(4 * min(columns, 4), 4), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        ax.scatter(target[:, j], pred[:, j], s=6, alpha=0.5)
+        low, high = float(min(target[:, j].min(), pred[:, j].min())), float(max(target[:, j].max(),
+                                                                                 pred[:, j].max()))
+        ax.plot([low, high], [low, high], ls="--", color="grey", lw=0.8)
+        name = labels[j] if j < len(labels) else f"target {j}"
+        ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title="OOF predicted vs true")
+    return save_figure(fig, path)
+
+
 def plot_curves(histories: Dict[int, pd.DataFrame], path: Path, key: Optional[str] = None) -> str:
     """Train/val loss and the val metric per epoch for every fold."""
     return save_figure(curves_figure(histories, key), path)
@@ -67,7 +107,7 @@ def plot_curves(histories: Dict[int, pd.DataFrame], path: Path, key: Optional[st
 
 def curves_figure(histories: Dict[int, pd.DataFrame], key: Optional[str] = None):
     """The figure of `plot_curves`: whole epochs on the x-axes (a 2-epoch run has no "0.5" tick); `key`: the
-    validation metric's column (the task's; None: the first metric key of kitpkg/task.py's METRICS found)."""
+    validation metric's column (the task's; None: the first built-in metric's key found, kitpkg/metrics.py)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -78,7 +118,7 @@ def curves_figure(histories: Dict[int, pd.DataFrame], key: Optional[str] = None)
             ax_loss.plot(h["epoch"], h["train_loss"], ls="--", color=color, label=f"fold {k} train")
         if "val_loss" in h:
             ax_loss.plot(h["epoch"], h["val_loss"], color=color, label=f"fold {k} val")
-        metric = key if key in h else next((m.key for m in METRICS.values() if m.key in h), None)
+        metric = key if key in h else next((m for m in metric_keys() if m in h), None)
         if metric:
             ax_metric.plot(h["epoch"], h[metric], marker="o", color=color, label=f"fold {k}")
             ax_metric.set_ylabel(metric)
@@ -123,6 +163,21 @@ def _histories(run_dir: Path) -> Dict[int, pd.DataFrame]:
     return {k: pd.read_csv(path) for k, path in RunDir(run_dir).histories().items()}
 
 
+def _prediction_plots(oof: Predictions, task: Task, files: RunDir) -> List[str]:
+    """The report's section of the plot the task's OOF predictions mean something in (none for multilabel)."""
+    if task.scored_binary:
+        if len(np.unique(oof.target)) > 1:  # else no fold has a curve
+            return ["## ROC", "", f"![ROC per fold]({plot_roc(oof, files.figure('roc'))})", ""]
+        return []
+    if task.kind in ("multiclass", "ordinal", "soft"):
+        path = plot_confusion(oof, task, files.figure("confusion"))
+        return ["## Confusion matrix", "", f"![confusion matrix]({path})", ""]
+    if task.kind == "regression":
+        path = plot_predicted_vs_true(oof, list(task.labels), files.figure("predicted_vs_true"))
+        return ["## Predicted vs true", "", f"![predicted vs true]({path})", ""]
+    return []
+
+
 def write_report(run_dir: Path) -> Path:
     """Write report.md and its PNGs into the run directory; return the report path."""
     run_dir = Path(run_dir)
@@ -156,10 +211,8 @@ def write_report(run_dir: Path) -> Path:
         if cv is not None and cv.oof is not None:
             lines += [f"Pooled OOF {metric}: {cv.oof:.4f}.", ""]
         lines += [f"![per-fold scores]({plot_scores(scores, metric, files.figure('scores'))})", ""]
-    if files.oof.exists() and task.scored_binary:
-        oof = read_predictions(read_csv(files.oof), task)
-        if len(np.unique(oof.target)) > 1:  # else no fold has a curve
-            lines += ["## ROC", "", f"![ROC per fold]({plot_roc(oof, files.figure('roc'))})", ""]
+    if files.oof.exists():
+        lines += _prediction_plots(read_predictions(read_csv(files.oof), task), task, files)
     histories = _histories(run_dir)
     if histories:
         curves = plot_curves(histories, files.figure("curves"), task.scoring.key)
