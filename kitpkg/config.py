@@ -624,8 +624,31 @@ def result_dict(config: Config) -> Dict[str, Any]:
     out while at their default)."""
     flat = _flatten(to_dict(config))
     defaults = _flatten(to_dict(Config()))
-    return {k: v for k, v in flat.items() if not _under(k, NON_RESULT_KEYS)
-            and not (_under(k, ADDED_KEYS) and k in defaults and v == defaults[k])}
+    result = {k: v for k, v in flat.items() if not _under(k, NON_RESULT_KEYS)
+              and not (_under(k, ADDED_KEYS) and k in defaults and v == defaults[k])}
+    digest = metric_file_digest(config)
+    if digest is not None:  # the user's metric picks epochs and stops folds: its code is part of the result
+        result[METRIC_FILE_KEY] = digest
+    return result
+
+
+METRIC_FILE_KEY = "train.metric.file_sha256"  # in the result dict only when train.metric is a metric file
+
+
+def metric_file_digest(config: Config) -> Optional[str]:
+    """sha256 of the content of train.metric's file (relative to the config's folder), None without one or when it
+    cannot be read (then the run refuses it when it loads the metric)."""
+    from .metrics import is_metric_file
+
+    spec = config.train.metric
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str) or not is_metric_file(name):
+        return None
+    path = (Path(config.source).parent if config.source else Path(".")) / name.strip().partition(":")[0]
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def config_hash(config: Config) -> str:

@@ -216,3 +216,18 @@ def test_report_draws_a_confusion_matrix_for_ordinal_and_soft_classes(tmp_path):
                             ("soft", soft, make_task("soft", 3, ["a", "b", "c"]))):
         plot_confusion(oof, task, tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_the_metric_file_s_content_counts_in_the_config_hash(tmp_path):
+    from kitpkg.config import config_hash, diff_keys, result_dict
+
+    (tmp_path / "my_metric.py").write_text(USER_METRIC)
+    path = tiny_config(tmp_path, tmp_path, train={"task": "binary", "metric": "my_metric.py:score"})
+    before = result_dict(load_config(path))  # as a run records it when it opens (state.json "config")
+    hash_before = config_hash(load_config(path))
+    (tmp_path / "my_metric.py").write_text(USER_METRIC.replace("np.mean", "np.median"))
+    after = load_config(path)
+    assert config_hash(after) != hash_before  # an edited metric file is another run, named in the refusal
+    assert [line.split(":")[0] for line in diff_keys(before, result_dict(after))] == ["train.metric.file_sha256"]
+    plain = load_config(tiny_config(tmp_path, tmp_path, name="plain", train={"task": "binary", "metric": "pauc"}))
+    assert not any("sha256" in key for key in result_dict(plain))
