@@ -55,18 +55,6 @@ class Decisions:
         return f"{what} fitted on the other folds (nested; the test's on all OOF: thresholds.json){default}"
 
 
-def metric_kind(task: Task) -> str:
-    """The kind the registry scores the run's predictions as (train.score_class: one class, scored as binary)."""
-    return "score_class" if task.score_class is not None else task.kind
-
-
-def _scorer(task: Task) -> Any:
-    from ..metrics import metric_from_spec
-
-    # the task's metric as the registry builds it (task.metric: the train.metric spec)
-    return metric_from_spec(task.metric, ".", metric_kind(task), num_classes=task.num_classes)
-
-
 def _objective(name: str, kind: str, params: Dict[str, Any], sign: float):
     """objective(target, labels) -> higher is better: the registry formula of `name` on decided labels."""
     from ..metrics import METRICS
@@ -83,9 +71,9 @@ def _labels_of(kind: str, target: np.ndarray) -> np.ndarray:
 
 def decision_metric(task: Task) -> Optional[Tuple[str, Dict[str, Any], float]]:
     """(name, parameters, sign) of the run's metric when thresholds are fitted for it (module docstring), else None."""
-    scorer = _scorer(task)
+    scorer = task.scorer()
     params = dict(getattr(scorer, "params", {}))
-    if scorer.needs != "decisions" or metric_kind(task) not in THRESHOLD_KINDS or params.pop("threshold", None) \
+    if scorer.needs != "decisions" or task.metric_kind not in THRESHOLD_KINDS or params.pop("threshold", None) \
             is not None:
         return None
     return scorer.name, params, 1.0 if scorer.higher_is_better else -1.0
@@ -100,7 +88,7 @@ def is_tags(sample: Optional[Sample], task: Task) -> bool:
 def fit_decisions(task: Task, oof: pd.DataFrame, sample: Optional[Sample] = None) -> Optional[Decisions]:
     """Thresholds fitted nested over the folds of `oof` (oof.csv's frame) when the run's decisions need them, else
     None (module docstring)."""
-    kind = metric_kind(task)
+    kind = task.metric_kind
     metric = decision_metric(task)
     if metric is None and not is_tags(sample, task):
         return None
