@@ -207,8 +207,8 @@ class TrainConfig:
                                                          "3 for rare positives; null = 1")
     score_class: Optional[Union[int, str]] = ranged(None, ge=0, doc="multi-class: score (AUC), predict and submit "
                                                                     "this class (name or index); null = all")
-    monitor: str = keyed(AUTO, doc="picks the best checkpoint: auto = train.metric's key (val_auc, val_acc, "
-                                   "val_<name>), or val_loss, or another built-in metric's val_<name>")
+    monitor: str = keyed(AUTO, doc="picks the best checkpoint and stops early: auto = train.metric's key "
+                                   "(val_auc, val_acc, val_<name>) in its direction; or val_loss (lowest)")
     accelerator: str = keyed(AUTO, doc="auto, gpu or cpu")
     devices: Union[int, str] = ranged(AUTO, ge=1, doc="auto = one device; 2 on Kaggle's 2xT4 with a ddp strategy")
     strategy: str = keyed(AUTO, doc="auto; ddp (CLI/subprocess) or ddp_notebook (Colab/Kaggle notebooks) with "

@@ -340,12 +340,6 @@ def metric_keys() -> List[str]:
     return [metric_key(name) for name in METRICS]
 
 
-def mode_of_key(key: str) -> Optional[str]:
-    """"max" or "min": the direction of the built-in metric logged as `key`; None for a key that is none of theirs."""
-    name = next((n for n in METRICS if metric_key(n) == key), None)
-    return None if name is None else ("max" if METRICS[name].higher_is_better else "min")
-
-
 def _split_spec(spec: Union[str, Mapping[str, Any]]) -> Tuple[str, Dict[str, Any]]:
     if isinstance(spec, str) and spec.strip():
         return spec.strip(), {}

@@ -175,15 +175,14 @@ class Task:
         return Metric(scorer.name, scorer.higher_is_better, metric_label(scorer.name), metric_key(scorer.name))
 
     def monitor(self, monitor: str = AUTO) -> Tuple[str, str]:
-        """(metric key, "max"/"min") that picks the best checkpoint: train.monitor, auto = the task's metric; val_loss
-        is minimised, a metric's key follows that metric's direction."""
+        """(metric key, "max"/"min") that picks the best checkpoint and stops early: train.monitor, auto = the task's
+        metric in its direction, or val_loss (minimised); KitError for any other key (a run logs only those two)."""
         if monitor == AUTO or monitor == self.scoring.key:
             return self.scoring.key, self.scoring.mode
         if monitor == "val_loss":
             return monitor, "min"
-        from .metrics import mode_of_key
-
-        return monitor, mode_of_key(monitor) or "max"
+        raise KitError(f"train.monitor: {monitor} is not logged by this run (it logs val_loss and {self.scoring.key}, "
+                       f"train.metric's); use auto, val_loss, or set train.metric to the metric you want")
 
     def __getstate__(self) -> Dict[str, Any]:  # the cached scorer is rebuilt where the Task is unpickled
         return {k: v for k, v in self.__dict__.items() if k != "_scorer"}

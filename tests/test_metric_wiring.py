@@ -231,3 +231,14 @@ def test_the_metric_file_s_content_counts_in_the_config_hash(tmp_path):
     assert [line.split(":")[0] for line in diff_keys(before, result_dict(after))] == ["train.metric.file_sha256"]
     plain = load_config(tiny_config(tmp_path, tmp_path, name="plain", train={"task": "binary", "metric": "pauc"}))
     assert not any("sha256" in key for key in result_dict(plain))
+
+
+def test_monitor_follows_the_metric_s_direction_and_refuses_a_key_never_logged():
+    from kitpkg.task import make_task
+
+    assert make_task("regression", 1, ["size"], metric="mae").monitor() == ("val_mae", "min")
+    assert make_task("binary", 1, metric="logloss").monitor("val_logloss") == ("val_logloss", "min")
+    assert make_task("multiclass", 3, metric="balanced_accuracy").monitor() == ("val_balanced_accuracy", "max")
+    assert make_task("binary", 1).monitor("val_loss") == ("val_loss", "min")
+    with pytest.raises(KitError, match=r"train.monitor: val_mae is not logged by this run .*val_auc"):
+        make_task("binary", 1).monitor("val_mae")

@@ -309,6 +309,7 @@ def check_components(config: Config, task: Task) -> None:
         raise KitError(refused)
     loss_of(config.train, task)
     build_mixing(config.train.mixup, task, config.train.loss)
+    task.monitor(config.train.monitor)  # a key the run never logs would never pick a best checkpoint
     optimizer = build_optimizer(torch.nn.Linear(1, 1), config)
     if config.sched.name != "none":
         build_scheduler(optimizer, config, 1 if config.sched.per_update else 0)
