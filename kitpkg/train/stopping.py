@@ -15,7 +15,7 @@ from ..config import Config
 
 class EarlyStopping(_LightningEarlyStopping):
     """Lightning's EarlyStopping, except that a validation whose monitored score is NaN -- an AUC of a validation
-    split holding one class (scoring.py FoldAUROC) -- neither improves nor uses up patience: no score, no decision.
+    split holding one class (val_metric.py ValMetric) -- neither improves nor uses up patience: no score, no decision.
     Same class name, so the state key in checkpoints stays Lightning's and older checkpoints resume their count."""
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:

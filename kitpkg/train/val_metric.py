@@ -4,7 +4,7 @@ Most metrics (AUC, kappa, KL, a user's Kaggle code) are not averages of per-batc
 fold's predictions and targets and scores them once at the end. Its states reduce by concatenation: under DDP every
 rank scores all the fold's samples (the kit's eval loader gives each sample to exactly one rank, no padding), so all
 ranks hold the same value. A fold that cannot be scored (one class for an AUC) is NaN, not 0 and not an error: the
-fold then keeps its last epoch as best, early stopping skips it and the CV mean leaves it out (as scoring.FoldAUROC).
+fold then keeps its last epoch as best, early stopping skips it and the CV mean leaves it out.
 
 States are kept flat in the metric's float dtype and reshaped by the task kind at the end: a rank that saw no sample
 then sends the empty tensor torchmetrics makes for it, of the same dtype and rank, and the gather still works.
