@@ -23,12 +23,12 @@ TTA) and the kind's default metric. The reference is fitted on the 64 raw pixels
 assigned: LogisticRegression (binary; multiclass; multilabel: one per label; ordinal: its most likely grade; soft:
 fitted to the target distribution as sample weights), Ridge (regression). Both are scored by kitpkg.metrics.
 
-    nice -n 10 .venv/bin/python benchmarks/tasks.py                      # every kind, ≈ 10 min on 2 free cores
+    nice -n 10 .venv/bin/python benchmarks/tasks.py                      # every kind: minutes (2 cores, shared: ~9)
     nice -n 10 .venv/bin/python benchmarks/tasks.py --kinds binary,soft  # some kinds (re-run as kinds land)
 
 Columns: task; metric (↑ higher is better, ↓ lower); kit CV: the metric per fold of the kit's OOF predictions, mean ±
 sd over folds | pooled over all OOF rows; reference: the same for the reference model; kit s: wall seconds of
-`kitpkg cv`; ref s: the reference's fits and predictions. A kind the kit cannot train (yet) shows "not available yet:"
+`kitpkg cv` (on a shared machine mostly the others' load); ref s: the reference's fits and predictions. A kind the kit cannot train (yet) shows "not available yet:"
 and the kit's one-line error instead of its scores. The kit's output per kind is in WORK/<kind>/cv.log.
 """
 from __future__ import annotations
