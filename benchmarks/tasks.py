@@ -19,17 +19,19 @@ loop: the digits usually written with a closed loop (4, written open or closed, 
 
 Per kind: `kitpkg convert` (its own shard set, kit-assigned folds), `kitpkg init --from demo`, and `kitpkg cv` with a
 small timm model (--model) trained from scratch (model.pretrained false; no flips, as digits have a left and an up; no
-TTA) and the kind's default metric. The reference is fitted on the 64 raw pixels of the 8×8 scans, on the folds the kit's manifest
-assigned: LogisticRegression (binary; multiclass; multilabel: one per label; ordinal: its most likely grade; soft:
-fitted to the target distribution as sample weights), Ridge (regression). Both are scored by kitpkg.metrics.
+TTA) and the kind's default metric. The reference is fitted on the 64 raw pixels of the 8×8 scans, on the folds the
+kit's manifest assigned: LogisticRegression (binary; multiclass; multilabel: one per label; ordinal: its most likely
+grade; soft: fitted to the target distribution as sample weights), Ridge (regression). Both are scored by
+kitpkg.metrics.
 
     nice -n 10 .venv/bin/python benchmarks/tasks.py                      # every kind: minutes (2 cores, shared: ~9)
     nice -n 10 .venv/bin/python benchmarks/tasks.py --kinds binary,soft  # some kinds (re-run as kinds land)
 
 Columns: task; metric (↑ higher is better, ↓ lower); kit CV: the metric per fold of the kit's OOF predictions, mean ±
 sd over folds | pooled over all OOF rows; reference: the same for the reference model; kit s: wall seconds of
-`kitpkg cv` (on a shared machine mostly the others' load); ref s: the reference's fits and predictions. A kind the kit cannot train (yet) shows "not available yet:"
-and the kit's one-line error instead of its scores. The kit's output per kind is in WORK/<kind>/cv.log.
+`kitpkg cv` (on a shared machine mostly the others' load); ref s: the reference's fits and predictions. A kind the kit
+cannot train (yet) shows "not available yet:" and the kit's one-line error instead of its scores. The kit's output per
+kind is in WORK/<kind>/cv.log.
 """
 from __future__ import annotations
 
