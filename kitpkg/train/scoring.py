@@ -3,35 +3,14 @@ the probability of one of them -- the SIIM-ISIC 2020 1st place trained on the 9 
 melanoma probability. OOF rows then look like a binary run's: target = 1 for that class, prediction = its probability
 (prob_0..prob_{C-1} kept beside them), and the metric is that class's AUC.
 
-An AUC needs both classes: a validation split of one class has none. `FoldAUROC` scores it NaN (torchmetrics' own
-BinaryAUROC warns and returns 0, which the best-checkpoint choice would take for a real score), so the fold keeps its
-last epoch as best, early stopping skips it (stopping.py) and the CV mean leaves it out (cv.py).
+An AUC needs both classes: a validation split of one class has none; the validation metric (val_metric.py) scores it
+NaN, so the fold keeps its last epoch as best, early stopping skips it (stopping.py) and the CV mean leaves it out.
 """
 from __future__ import annotations
 
 from typing import List, Optional, Union
 
-import torch
-from torchmetrics.classification import BinaryAUROC
-
 from ..errors import KitError
-
-
-class FoldAUROC(BinaryAUROC):
-    """BinaryAUROC that is NaN (and silent) when the targets seen hold one class or none."""
-
-    def compute(self) -> torch.Tensor:
-        """The AUC of the samples seen (all ranks'), or NaN without both classes among them."""
-        if self.thresholds is None:
-            from torchmetrics.utilities import dim_zero_cat
-
-            target = dim_zero_cat(self.target) if len(self.target) else torch.zeros(0)
-            positives, negatives = int((target == 1).sum()), int((target == 0).sum())
-        else:  # binned: confmat[threshold] = [[tn, fp], [fn, tp]]
-            positives, negatives = int(self.confmat[0, 1].sum()), int(self.confmat[0, 0].sum())
-        if not positives or not negatives:
-            return torch.tensor(float("nan"))
-        return super().compute()
 
 
 def score_class_index(score_class: Union[None, int, str], classes: Optional[List[str]], num_classes: int,
