@@ -192,16 +192,16 @@ class _Entry:
 
 # adding a metric is one entry of METRICS (and, for a parameter no metric had, one check in _PARAM_CHECKS)
 _BINARY = frozenset({"binary", "score_class"})
-_LABELS = _BINARY | {"multiclass", "ordinal", "soft"}
+_CLASS_KINDS = _BINARY | {"multiclass", "ordinal", "soft"}
 _AVERAGE = {"average": "macro"}
 METRICS: Dict[str, _Entry] = {
     "auc": _Entry(lambda t, p, kind: auc(t, p), True, _BINARY, False),
     "pauc": _Entry(_pauc, True, _BINARY, False, {"min_tpr": 0.8}),
-    "accuracy": _Entry(_accuracy, True, _LABELS | {"multilabel"}, True),
-    "balanced_accuracy": _Entry(_balanced_accuracy, True, _LABELS, True),
-    "f1": _Entry(lambda t, p, kind, average: _fbeta(t, p, kind, 1.0, average), True, _LABELS | {"multilabel"}, True,
-                 _AVERAGE),
-    "fbeta": _Entry(_fbeta, True, _LABELS | {"multilabel"}, True, {"beta": _REQUIRED, **_AVERAGE}),
+    "accuracy": _Entry(_accuracy, True, _CLASS_KINDS | {"multilabel"}, True),
+    "balanced_accuracy": _Entry(_balanced_accuracy, True, _CLASS_KINDS, True),
+    "f1": _Entry(lambda t, p, kind, average: _fbeta(t, p, kind, 1.0, average), True,
+                 _CLASS_KINDS | {"multilabel"}, True, _AVERAGE),
+    "fbeta": _Entry(_fbeta, True, _CLASS_KINDS | {"multilabel"}, True, {"beta": _REQUIRED, **_AVERAGE}),
     "logloss": _Entry(_logloss, False, _BINARY | {"multiclass", "multilabel"}, False),
     "mean_auc": _Entry(_mean_auc, True, frozenset({"multiclass", "multilabel"}), False),
     "qwk": _Entry(_qwk, True, frozenset({"ordinal", "multiclass"}), True),
@@ -312,7 +312,7 @@ def is_metric_file(name: str) -> bool:
 
 
 # names in tables and reports; a metric not listed shows its name
-_LABELS = {"auc": "AUC", "pauc": "pAUC", "mean_auc": "mean AUC", "rmse": "RMSE", "mae": "MAE", "qwk": "QWK",
+_DISPLAY_NAMES = {"auc": "AUC", "pauc": "pAUC", "mean_auc": "mean AUC", "rmse": "RMSE", "mae": "MAE", "qwk": "QWK",
            "kl": "KL", "f1": "F1", "fbeta": "F-beta", "logloss": "log loss", "balanced_accuracy": "balanced accuracy"}
 _KEYS = {"accuracy": "val_acc"}  # logged keys older runs and checkpoints hold; the others are val_<name>
 
@@ -322,7 +322,7 @@ def metric_label(name: str) -> str:
     if is_metric_file(name):
         file, sep, function = name.partition(":")
         return Path(file).name + sep + function
-    return _LABELS.get(name, name)
+    return _DISPLAY_NAMES.get(name, name)
 
 
 def metric_key(name: str) -> str:
