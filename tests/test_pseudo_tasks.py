@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kitpkg.config import config_from_dict
+from kitpkg.config import config_from_dict, to_dict
 from kitpkg.errors import KitError
 from kitpkg.shards.manifest import load_manifest
 from kitpkg.shards.reader import iter_manifest_shard
@@ -192,6 +192,10 @@ def test_an_ordinal_teacher_gives_its_values_on_the_class_scale(tfrecord_manifes
                                         "num_workers": 0, "extra_train": [str(out)]},
                                "model": {"name": "test_resnet", "pretrained": False}, "predict": {"tta": []},
                                "train": {"task": "ordinal", "epochs": 1, "metric": "rmse"}})
+    binary = config_from_dict({**to_dict(config), "train": {"task": "binary", "epochs": 1}})
+    with pytest.raises(KitError, match=r"soft values \(kitpkg pseudo --soft\) of a teacher of kind ordinal, not "
+                                       r"labels a student of kind binary"):
+        load_inputs(binary)  # a student of another kind would take the values for class indices
     data = load_inputs(config)
     for k in values:  # the student's own labels stay classes; the pseudo ones are the teacher's values
         _close(_batch_targets(config, data, k, set(ids)), expected[k])

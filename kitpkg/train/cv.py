@@ -127,7 +127,7 @@ class RunInputs:
 
 def load_inputs(config: Config) -> RunInputs:
     """Load the config's manifest (for data.image_size) and extra training sets; infer num_classes."""
-    from .extras import is_fold_sets, load_extras
+    from .extras import check_soft_sets, is_fold_sets, load_extras
     from .init_from import source_identity
 
     pseudo = is_fold_sets(config.data.shards, config.data.image_size)  # per-fold sets: no manifest at the top
@@ -139,6 +139,7 @@ def load_inputs(config: Config) -> RunInputs:
         raise KitError(f"data.shards: {manifest.root} has no label column; convert with --label-col")
     extras, fold_sets = load_extras(config.data.extra_train, config.data.image_size, manifest)
     task = _run_task(config, manifest)
+    check_soft_sets(task.kind, extras, fold_sets)
     num_classes, score_index = task.outputs, task.score_index
     return RunInputs(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets,
                      task)

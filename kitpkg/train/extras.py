@@ -90,6 +90,19 @@ class FoldSets:
         return hashlib.sha256(json.dumps(prints).encode()).hexdigest()
 
 
+def check_soft_sets(kind: str, every: Sequence[Manifest], per_fold: Sequence["FoldSets"]) -> None:
+    """KitError naming the set when a `kitpkg pseudo --soft` set (values of a teacher's task kind) is added to a
+    student of another kind: an ordinal teacher's floats in a multiclass student's class column would reach the loss
+    as class indices."""
+    sets = list(every) + [m for fold_sets in per_fold for m in fold_sets.by_fold.values()]
+    for manifest in sets:
+        soft_kind = (manifest.options.get("pseudo") or {}).get("soft_kind")
+        if soft_kind is not None and soft_kind != kind:
+            raise KitError(f"data.extra_train: {manifest.root} holds the soft values (kitpkg pseudo --soft) of a "
+                           f"teacher of kind {soft_kind}, not labels a student of kind {kind} trains on; add it to a "
+                           f"train.task: {soft_kind} run, or make hard labels from a {kind} teacher")
+
+
 def load_extras(paths: Sequence[str], image_size: int, manifest: Manifest) -> Tuple[List[Manifest], List[FoldSets]]:
     """The `data.extra_train` sets: (those every fold trains on, the per-fold pseudo-label sets), the per-fold ones
     checked against `manifest`'s folds (KitError naming the set when a fold could learn its own labels from them)."""
