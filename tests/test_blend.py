@@ -105,7 +105,8 @@ def test_multiclass_blends_by_the_mean_and_refuses_fitting(tmp_path):
     data = FakeData([f"m{i}" for i in range(90)], np.arange(90) % 3, rng.integers(0, 3, 90))
     onehot = np.eye(3)[data.targets]
     runs = [make_run(tmp_path / f"r{i}", data, 0.4 * onehot + rng.dirichlet(np.ones(3), 90) * 0.6) for i in range(2)]
-    with pytest.raises(KitError, match="--method fit: needs binary runs"):
+    with pytest.raises(KitError, match=r"--method fit: needs binary, multilabel, regression or soft runs .*; "
+                                      r"multiclass runs blend with --method mean"):
         run_blend(runs, tmp_path / "out", method="fit")
     summary = run_blend(runs, tmp_path / "out")
     assert summary["method"] == "mean" and summary["metric"] == "accuracy"

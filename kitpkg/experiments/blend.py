@@ -1,13 +1,22 @@
 """Blends of finished runs that share their folds, on their OOF predictions: `kitpkg blend RUN … --out DIR`.
 
-Methods: `mean` (of probabilities), `rank` (mean of each run's ranks scaled to [0, 1]; binary only) and `fit`
-(non-negative weights summing to 1 on the probabilities, fitted to improve the mean fold score of the runs' metric --
-train.metric: AUC, pAUC, log loss, a user's file... in its direction -- by a deterministic coordinate search from equal
-weights; binary only). The fitted blend's CV is nested: fold k is scored with weights
+Methods: `mean` (of probabilities or values), `rank` (mean of each run's ranks scaled to [0, 1], column by column) and
+`fit` (one non-negative weight per run, summing to 1, fitted to improve the mean fold score of the runs' metric --
+train.metric: AUC, mean AUC, RMSE, KL, a user's file... over the whole prediction matrix, in its direction -- by a
+deterministic coordinate search from equal weights). The fitted blend's CV is nested: fold k is scored with weights
 fitted on the other folds only, so a run of noise cannot raise it; the test predictions use weights fitted on all OOF.
+Per task kind (`methods_for`; the first is the default):
+  binary (and train.score_class), multilabel   fit, mean, rank
+  regression, soft                              fit, mean (ranks would leave the values' units or the distribution)
+  multiclass, ordinal                           mean
+A soft blend's rows are renormalised to sum to 1 (a weighted mean of distributions is one, up to rounding).
 
-Outputs in DIR: oof.csv (a run's columns; `fit`: the nested predictions), test_predictions.csv + submission.csv (a
-run's ids, order and columns), blend.json (members, weights, scores) and report.md.
+Outputs in DIR: oof.csv (a run's columns; `fit`: the nested predictions), test_predictions.csv (a run's columns) and
+submission.csv, blend.json (members, weights, scores) and report.md. The submission is written as `kitpkg cv` writes
+a run's (train/decisions.py `submission_of`): the task's layout with the id/prediction column names of the first run's
+submission.csv, or the competition's sample (`--sample-submission`; state.json does not record a run's
+output.sample_submission, so the blend is given it); thresholds the metric's decisions need are fitted nested on the
+blend's OOF (decisions.fit_decisions) and recorded in blend.json.
 """
 from __future__ import annotations
 
@@ -15,14 +24,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config import Config, OutputConfig
 from ..errors import KitError
 from ..fsutil import atomic_write_text
 from ..predictions import canonical, prediction_columns, read_predictions, score, target_columns
 from ..rundir import is_run_dir
+from ..submission import Sample, read_sample
 from ..task import Task
 from .runs import Run, load_run, split_difference
 
@@ -30,7 +41,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 METHODS = ("fit", "mean", "rank")
-BINARY_ONLY = ("fit", "rank")
+REFUSED = {"fit": "needs binary, multilabel, regression or soft runs (a weighted mean of probabilities or values)",
+           "rank": "needs binary or multilabel runs (probabilities scored by their order, column by column)"}
 MIN_STEP = 1 / 128  # finest weight change the coordinate search tries
 MAX_PASSES = 200  # guard: passes over the runs per step size
 
@@ -42,7 +54,7 @@ class Member:
     run: Run
     oof: "pd.DataFrame"  # oof.csv
     test: Optional["pd.DataFrame"]  # test_predictions.csv (None without a test split)
-    submission_cols: Optional[Tuple[str, str]]  # (id_col, pred_col) of its submission.csv
+    submission_cols: Optional[Tuple[str, str]]  # the first two columns of its submission.csv (id_col, pred_col)
 
 
 def load_member(path: os.PathLike) -> Member:
@@ -75,18 +87,23 @@ def checked(run: Run, path: Path) -> "pd.DataFrame":
 
 
 def check_members(members: Sequence[Member]) -> None:
-    """Refuse runs that are not the same task on the same split and the same test ids, naming what differs."""
+    """Refuse runs that are not the same task (kind, outputs, label columns) on the same split and the same test ids,
+    naming what differs."""
     first = members[0]
+    targets = target_columns(first.run.task.scored())
     for m in members[1:]:
         pair = f"{first.run.path} and {m.run.path}"
         if (m.run.task.kind, m.run.task.outputs) != (first.run.task.kind, first.run.task.outputs):
             raise KitError(f"{pair}: other tasks ({first.run.task.describe()} vs {m.run.task.describe()}); "
                            f"blend runs of one task")
+        if m.run.task.labels != first.run.task.labels:
+            raise KitError(f"{pair}: other label columns ({', '.join(first.run.task.labels)} vs "
+                           f"{', '.join(m.run.task.labels)}); blend runs trained on the same label columns")
         diff = split_difference(dict(zip(first.oof["id"], first.oof["fold"])), dict(zip(m.oof["id"], m.oof["fold"])))
         if diff:
             raise KitError(f"{pair}: different folds ({diff}); blend only runs on the same fold split")
         aligned = m.oof.set_index("id").loc[first.oof["id"]]
-        if not np.allclose(aligned["target"].to_numpy(float), first.oof["target"].to_numpy(float)):
+        if not np.allclose(aligned[targets].to_numpy(float), first.oof[targets].to_numpy(float)):
             raise KitError(f"{pair}: the OOF targets differ; blend only runs on the same labels")
         if (first.test is None) != (m.test is None):
             raise KitError(f"{pair}: only one has test predictions (test_predictions.csv); run `kitpkg predict` "
@@ -110,6 +127,36 @@ def rank01(values: np.ndarray) -> np.ndarray:
 
     ranks = pd.DataFrame(values).rank(method="average").to_numpy()
     return (ranks - 1) / max(len(values) - 1, 1)
+
+
+def methods_for(task: Task) -> Tuple[str, ...]:
+    """The methods runs of `task` (as scored) blend by, the default first (module docstring)."""
+    if task.scored_binary or task.kind == "multilabel":
+        return METHODS
+    if task.kind in ("regression", "soft"):
+        return ("fit", "mean")
+    return ("mean",)
+
+
+def weighted(preds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted mean over runs of `preds`: rows × runs (-> rows) or rows × runs × columns (-> rows × columns),
+    one weight per run for every column."""
+    if preds.ndim == 2:
+        return preds @ weights
+    # C order: torchmetrics' regression metrics view their input flat, which a column-stacked array cannot be
+    return np.ascontiguousarray(np.stack([preds[:, :, j] @ weights for j in range(preds.shape[2])], axis=1))
+
+
+def as_task_rows(task: Task, pred: np.ndarray) -> np.ndarray:
+    """A blended prediction as the task's: a soft task's rows renormalised to sum to 1 (else as given)."""
+    if task.kind != "soft":
+        return pred
+    return pred / pred.sum(axis=1, keepdims=True)
+
+
+def rank_columns(probs: np.ndarray) -> np.ndarray:
+    """rows × runs × columns -> rows × columns: each column's rank mean (ranks of each run scaled into [0, 1])."""
+    return np.ascontiguousarray(np.stack([rank01(probs[:, :, j]).mean(axis=1) for j in range(probs.shape[2])], axis=1))
 
 
 def fold_scores(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, task: Task) -> Dict[int, float]:
@@ -140,8 +187,9 @@ def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
 
 
 def fit_weights(preds: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Optional[Task] = None) -> np.ndarray:
-    """Non-negative weights (sum 1) over runs that best score `preds @ w` (rows × runs): the mean fold score of the
-    task's metric in its direction (None or AUC: the mean fold AUC, by the fast rank statistic).
+    """Non-negative weights (sum 1) over runs that best score `weighted(preds, w)` (rows × runs, or rows × runs ×
+    columns against a rows × columns target): the mean fold score of the task's metric in its direction (None or AUC:
+    the mean fold AUC, by the fast rank statistic).
 
     Coordinate search from equal weights: raise or lower one run's weight by a step, keep the change only when the
     score strictly improves, halve the step when no change helps. Deterministic: the same inputs give the same weights.
@@ -188,7 +236,7 @@ def _weights_objective(preds: np.ndarray, target: np.ndarray, folds: np.ndarray,
     sign = 1.0 if metric.higher_is_better else -1.0
 
     def objective(w: np.ndarray) -> float:
-        blended = preds @ w
+        blended = as_task_rows(task, weighted(preds, w))
         values = [metric.compute(target[g], blended[g]) for g in groups]
         kept = [v for v in values if v == v]
         return sign * float(np.mean(kept)) if kept else -np.inf
@@ -217,36 +265,44 @@ class Blend:
         return float(np.std(list(self.scores.values())))
 
 
+def _fit_input(probs: np.ndarray) -> np.ndarray:
+    """What the weights are fitted on: rows × runs for one prediction column, else rows × runs × columns."""
+    return probs[:, :, 0] if probs.shape[2] == 1 else probs
+
+
 def blend_oof(method: str, probs: np.ndarray, target: np.ndarray, folds: np.ndarray, task: Task) -> Blend:
-    """Blend (rows × runs × classes) OOF probabilities with `method`; `fit` is scored nested (see module doc)."""
+    """Blend (rows × runs × columns) OOF predictions with `method`; `fit` is scored nested (see module doc)."""
     if method == "mean":
-        pred = probs.mean(axis=1)
+        pred = as_task_rows(task, probs.mean(axis=1))
         return Blend(method, pred, fold_scores(target, pred, folds, task))
     if method == "rank":
-        pred = rank01(probs[:, :, 0]).mean(axis=1)[:, None]
+        pred = rank_columns(probs)
         return Blend(method, pred, fold_scores(target, pred, folds, task))
-    p = probs[:, :, 0]
-    pred = np.zeros((len(p), 1))
+    p = _fit_input(probs)
+    pred = np.zeros((len(p), probs.shape[2]))
     fold_weights = {}
     for k in np.unique(folds):
         held = folds == k
         fold_weights[int(k)] = fit_weights(p[~held], target[~held], folds[~held], task)
-        pred[held, 0] = p[held] @ fold_weights[int(k)]
+        pred[held] = weighted(p[held], fold_weights[int(k)]).reshape(int(held.sum()), -1)
+    pred = as_task_rows(task, pred)
     return Blend(method, pred, fold_scores(target, pred, folds, task), fit_weights(p, target, folds, task),
                  fold_weights)
 
 
-def blend_test(blend: Blend, probs: np.ndarray) -> np.ndarray:
-    """Blend (rows × runs × classes) test probabilities the way `blend` blended the OOF."""
+def blend_test(blend: Blend, probs: np.ndarray, task: Task) -> np.ndarray:
+    """Blend (rows × runs × columns) test predictions the way `blend` blended the OOF."""
     if blend.method == "mean":
-        return probs.mean(axis=1)
+        return as_task_rows(task, probs.mean(axis=1))
     if blend.method == "rank":
-        return rank01(probs[:, :, 0]).mean(axis=1)[:, None]
-    return (probs[:, :, 0] @ blend.weights)[:, None]
+        return rank_columns(probs)
+    return as_task_rows(task, weighted(_fit_input(probs), blend.weights).reshape(len(probs), -1))
 
 
-def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[str] = None) -> Dict:
-    """Blend finished runs into `out` (oof.csv, submission.csv, test_predictions.csv, blend.json, report.md)."""
+def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[str] = None,
+              sample_submission: Optional[os.PathLike] = None) -> Dict:
+    """Blend finished runs into `out` (oof.csv, submission.csv, test_predictions.csv, blend.json, report.md);
+    `sample_submission`: the competition's sample the submission takes the layout of (None: the kit's layout)."""
     if len(runs) < 2:
         raise KitError("blend: give at least two run directories")
     out = Path(out)
@@ -254,27 +310,31 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
         raise KitError("blend: a run is given twice; give each run directory once")
     if is_run_dir(out):
         raise KitError(f"--out {out}: that is a run directory; write the blend into a folder of its own")
+    sample = read_sample(sample_submission) if sample_submission else None  # a missing file: refused before work
     members = [load_member(p) for p in runs]
     check_members(members)
+    if sample is not None and members[0].test is None:
+        raise KitError(f"--sample-submission {sample.path}: the runs have no test predictions (test_predictions.csv) "
+                       f"to submit; run `kitpkg predict` for each run first")
     task = members[0].run.task.scored()  # one class of many blends as a binary task of that class
-    if len(target_columns(task)) > 1:
-        raise KitError(f"blend: runs of several target columns ({', '.join(task.labels)}: {task.kind}) are not blended "
-                       f"yet; blend their prediction files by hand")
-    binary = task.scored_binary
-    method = method or ("fit" if binary else "mean")
+    allowed = methods_for(task)
+    method = method or allowed[0]
     if method not in METHODS:
         raise KitError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    if not binary and method in BINARY_ONLY:
-        raise KitError(f"--method {method}: needs binary runs (one probability); {task.kind} runs blend with "
-                       f"--method mean")
+    if method not in allowed:
+        raise KitError(f"--method {method}: {REFUSED[method]}; {task.kind} runs blend with --method "
+                       f"{' or '.join(allowed)}")
     first = read_predictions(members[0].oof, task)
     cols = prediction_columns(task)
     probs = _aligned(members, lambda m: m.oof, cols)
-    blends = {name: blend_oof(name, probs, first.target, first.fold, task)
-              for name in (METHODS if binary else ("mean",))}
+    target = np.ascontiguousarray(first.target)  # C order, as weighted() gives the predictions
+    blends = {name: blend_oof(name, probs, target, first.fold, task) for name in allowed}
     chosen = blends[method]
-    summary = _summary(members, probs, blends, chosen, first.target, task)
-    _write_outputs(members, chosen, cols, task, out)
+    summary = _summary(members, probs, blends, chosen, target, task)
+    outputs = _outputs(members, chosen, cols, task, sample)  # built whole first: a refusal writes nothing
+    if outputs.decisions is not None:
+        summary["thresholds"] = outputs.decisions.record
+    _write_outputs(outputs, out)
     atomic_write_text(out / "blend.json", json.dumps(summary, indent=1))
     summary["report"] = str(write_blend_report(summary, out))
     return summary
@@ -294,36 +354,73 @@ def _summary(members: Sequence[Member], probs: np.ndarray, blends: Dict[str, Ble
                for name, b in blends.items()}
     fit = blends.get("fit")
     if fit is not None:
-        in_sample = fold_scores(target, (probs[:, :, 0] @ fit.weights)[:, None], folds, task)
+        in_sample = fold_scores(target, blend_test(fit, probs, task), folds, task)
         methods["fit"]["in_sample_mean"] = float(np.mean(list(in_sample.values())))
         methods["fit"]["weights"] = [float(w) for w in fit.weights]
         methods["fit"]["fold_weights"] = {k: [float(x) for x in w] for k, w in fit.fold_weights.items()}
     return {"metric": task.scoring.label, "method": chosen.method, "runs": runs, "methods": methods}
 
 
-def _write_outputs(members: Sequence[Member], blend: Blend, cols: List[str], task: Task, out: Path) -> None:
-    """oof.csv, and test_predictions.csv + submission.csv when the runs have a test split, in the runs' formats."""
+@dataclass
+class Outputs:
+    """A blend's files as frames: oof.csv, and test_predictions.csv + submission.csv (None without a test split or
+    without a submission layout: no run's submission.csv and no sample); the decisions fitted for the submission."""
+
+    oof: "pd.DataFrame"
+    test: Optional["pd.DataFrame"] = None
+    submission: Optional["pd.DataFrame"] = None
+    decisions: Optional[Any] = None  # train.decisions.Decisions
+
+
+def _outputs(members: Sequence[Member], blend: Blend, cols: List[str], task: Task, sample: Optional[Sample]
+             ) -> Outputs:
+    """The blend's files in the runs' formats; the submission through decisions.submission_of (as `kitpkg cv`'s),
+    decided by thresholds fitted nested on the blend's OOF where the metric needs them."""
     import pandas as pd
 
-    from ..tables import score_columns, write_csv
-    from ..train import predict as P  # the OOF rows, test average and submission of a run, in the runs' formats
+    from ..tables import score_columns, target_score_columns
+    from ..train import decisions as D
+    from ..train import predict as P  # the OOF rows and test average of a run, in the runs' formats
 
     first = members[0].oof
     scores = pd.DataFrame(blend.oof, columns=score_columns(blend.oof.shape[1]))
-    scores.insert(0, "target", first["target"].to_numpy())
+    targets = first[target_columns(task)].to_numpy()
+    for j, column in reversed(list(enumerate(target_score_columns(targets.shape[1])))):
+        scores.insert(0, column, targets[:, j])
     scores.insert(0, "id", first["id"].to_numpy())
     parts = [P.oof_rows(scores[first["fold"].to_numpy() == k].reset_index(drop=True), int(k), task, "prob")
              for k in pd.unique(first["fold"])]
-    oof = pd.concat(parts, ignore_index=True).set_index("id").loc[first["id"]].reset_index()
-    write_csv(oof, out / "oof.csv")
-    if members[0].test is None or members[0].submission_cols is None:
-        return
-    test_probs = blend_test(blend, _aligned(members, lambda m: m.test, cols))
+    outputs = Outputs(pd.concat(parts, ignore_index=True).set_index("id").loc[first["id"]].reset_index())
+    columns = members[0].submission_cols  # the kit's layout is named as the first run's submission
+    if columns is None and sample is not None:
+        columns = (sample.id_col, sample.columns[0])  # unused: the sample's layout names every column
+    if members[0].test is None or columns is None:
+        return outputs
+    test_probs = blend_test(blend, _aligned(members, lambda m: m.test, cols), task)
     frame = pd.DataFrame(test_probs, columns=score_columns(test_probs.shape[1]))
     frame.insert(0, "id", members[0].test["id"].to_numpy())
-    test = P.average_test([frame], task, "prob")
-    write_csv(test, out / "test_predictions.csv")
-    P.write_submission(test, out / "submission.csv", *members[0].submission_cols)
+    outputs.test = P.average_test([frame], task, "prob")
+    outputs.decisions = D.fit_decisions(task, outputs.oof, sample)
+    outputs.submission = D.submission_of(task, outputs.test, _output_config(columns, sample),
+                                         None if outputs.decisions is None else outputs.decisions.params)
+    return outputs
+
+
+def _output_config(columns: Tuple[str, str], sample: Optional[Sample]) -> Config:
+    """A Config holding only what submission_of reads (output.*): the first run's submission column names and the
+    sample; a blend has no config of its own."""
+    return Config(output=OutputConfig(id_col=columns[0], pred_col=columns[1],
+                                      sample_submission=None if sample is None else str(sample.path)))
+
+
+def _write_outputs(outputs: Outputs, out: Path) -> None:
+    """oof.csv, and test_predictions.csv + submission.csv when there are (each atomically)."""
+    from ..tables import write_csv
+
+    write_csv(outputs.oof, out / "oof.csv")
+    if outputs.submission is not None:
+        write_csv(outputs.test, out / "test_predictions.csv")
+        write_csv(outputs.submission, out / "submission.csv")
 
 
 def write_blend_report(summary: Dict, out: Path) -> Path:

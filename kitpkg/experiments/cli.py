@@ -15,7 +15,7 @@ def _runs(args: argparse.Namespace) -> int:
 def _blend(args: argparse.Namespace) -> int:
     from .blend import run_blend
 
-    summary = run_blend(args.runs, args.out, args.method)
+    summary = run_blend(args.runs, args.out, args.method, args.sample_submission)
     metric = summary["metric"]
     for r in summary["runs"]:
         print(f"run {r['run']}: CV {metric} {r['mean']:.4f} ± {r['std']:.4f} (pooled OOF {r['oof']:.4f})")
@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories (same folds, same test ids)")
     p.add_argument("--out", required=True, help="folder for the blend's oof.csv, submission.csv and report.md")
     p.add_argument("--method", choices=("fit", "mean", "rank"), default=None,
-                   help="blend written to oof.csv/submission.csv (default: fit for binary, mean for multi-class); "
-                        "every method is scored in report.md")
+                   help="blend written to oof.csv/submission.csv (default: fit, or mean for multiclass and ordinal "
+                        "runs); every method the runs' kind allows is scored in report.md")
+    p.add_argument("--sample-submission", default=None, metavar="PATH",
+                   help="the competition's sample_submission.csv: the blend's submission takes its columns, ids and "
+                        "row order (as output.sample_submission does for a run; default: the kit's layout)")
     p.set_defaults(func=_blend)

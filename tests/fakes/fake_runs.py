@@ -12,6 +12,8 @@ import numpy as np
 
 from kitpkg.config import config_from_dict
 from kitpkg.shards.manifest import Manifest, ShardInfo
+from kitpkg.tables import target_score_columns
+from kitpkg.task import Task
 from kitpkg.train import predict as P
 from kitpkg.train.cv import RunInputs, finish, record_fold
 from kitpkg.train.runstate import RunState, relpath
@@ -23,7 +25,7 @@ class FakeData:
 
     ids: List[str]
     folds: np.ndarray
-    targets: np.ndarray
+    targets: np.ndarray  # (N,) classes, or (N, K) values of several label columns
     n_test: int = 0
     image_size: int = 64
     label_col: str = "target"  # the CSV column the labels came from (another one: other shards, other targets)
@@ -39,18 +41,23 @@ class FakeData:
         shards = []
         for k in np.unique(self.folds):
             ids = [self.ids[i] for i in np.flatnonzero(self.folds == k)]
-            labels = ",".join(str(int(self.targets[i])) for i in np.flatnonzero(self.folds == k))
+            labels = ",".join(str(self._label(i)) for i in np.flatnonzero(self.folds == k))
             content = hashlib.sha256(f"{self.image_size}:{','.join(ids)}:{self.label_col}:{labels}".encode()
                                      ).hexdigest()  # as a file's would: the labels are inside the shard records
             shards.append(ShardInfo(file=f"train{k}.tfrec", split="train", fold=int(k), samples=len(ids), bytes=0,
                                     sha256=content, offsets=list(range(len(ids))), ids=ids,
-                                    labels=[int(self.targets[i]) for i in np.flatnonzero(self.folds == k)]))
+                                    labels=[self._label(i) for i in np.flatnonzero(self.folds == k)]))
         if self.n_test:
             shards.append(ShardInfo(file="test.tfrec", split="test", fold=None, samples=self.n_test, bytes=0,
                                     sha256="t", offsets=list(range(self.n_test)), ids=self.test_ids))
-        counts = {str(c): int((self.targets == c).sum()) for c in np.unique(self.targets)}
+        counts = {} if self.targets.ndim > 1 else {str(c): int((self.targets == c).sum())
+                                                   for c in np.unique(self.targets)}
         return Manifest(format="tfrecord", schema={}, shards=shards, label_col=self.label_col,
                         image_size=self.image_size, class_counts=counts, num_folds=len(np.unique(self.folds)))
+
+    def _label(self, i: int):
+        """Sample i's label as a shard records it: a class, or a list of values (several label columns)."""
+        return [float(v) for v in self.targets[i]] if self.targets.ndim > 1 else int(self.targets[i])
 
 
 def fake_data(n: int, k: int = 5, seed: int = 0, n_test: int = 0, positives: float = 0.3) -> FakeData:
@@ -85,15 +92,17 @@ def write_best_checkpoint(run_dir: Path, k: int, best: Optional[float] = 0.75) -
 
 def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
              test: Optional[np.ndarray] = None, config: Optional[Dict] = None, done: Optional[Sequence[int]] = None,
-             shards_dir: Optional[Path] = None) -> Path:
+             shards_dir: Optional[Path] = None, task: Optional[Task] = None) -> Path:
     """Write a run directory: OOF probabilities `oof` (rows × classes, in `fake.ids` order) and per-fold test
-    probabilities `test` (folds × rows × classes); only the folds in `done` finish (default: all, then `finish`)."""
+    probabilities `test` (folds × rows × classes); only the folds in `done` finish (default: all, then `finish`).
+    `task` (recorded in state.json): a multilabel, regression or soft task of `fake`'s (N, K) targets; None: the
+    binary or multiclass task the columns of `oof` imply."""
     manifest, targets = fake.manifest, fake.targets
     oof = oof.reshape(len(fake.ids), -1)
     cfg = fake_config(run_dir, fake, config, shards_dir)
     num_classes = oof.shape[1] if oof.shape[1] > 1 else 1
-    data = RunInputs(manifest, [], num_classes)
-    state = RunState.open(run_dir, cfg, data.fingerprints())
+    data = RunInputs(manifest, [], num_classes, task=task)
+    state = RunState.open(run_dir, cfg, data.fingerprints(), task=task)
     if shards_dir is not None:
         manifest.save(str(shards_dir))
         state.set("shards", relpath(shards_dir, run_dir))
@@ -103,7 +112,9 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
         ids = P.fold_ids(manifest, "val", k)
         sel = [row[i] for i in ids]
         frame = P.pd.DataFrame(oof[sel], columns=P.score_columns(oof.shape[1]))
-        frame.insert(0, "target", targets[sel].astype(float))
+        columns = target_score_columns(1 if targets.ndim == 1 else targets.shape[1])
+        for j, column in reversed(list(enumerate(columns))):  # several label columns: target0..target{K-1}
+            frame.insert(0, column, targets[sel].reshape(len(sel), -1)[:, j].astype(float))
         frame.insert(0, "id", ids)
         tf = None
         if test is not None:
