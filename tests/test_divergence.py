@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from kitpkg.config import load_config
+from kitpkg.config import Config, OutputConfig, load_config
 from kitpkg.errors import KitError
 from kitpkg.task import task_of_outputs
 from kitpkg.train import predict as P
 from kitpkg.train.checkpoint import load_checkpoint, resumable
 from kitpkg.train.cv import run_cv
+from kitpkg.train.decisions import submission_of
 from kitpkg.train.divergence import DivergenceGuard
 from kitpkg.train.runstate import RunState
 
@@ -115,12 +116,13 @@ def test_training_steps_keep_the_epoch_loss_on_the_device_exactly():
 @pytest.mark.parametrize("write", ["oof", "test", "submission"])
 def test_writers_refuse_non_finite_values(tmp_path, write):
     frame = pd.DataFrame({"id": ["a", "b", "c"], "target": [1.0, 0.0, 1.0], "s0": [0.3, np.nan, 0.8]})
-    with pytest.raises(KitError, match=r"1 of 3 are not finite \(ids \['b'\]\)"):
+    with pytest.raises(KitError, match=r"1 of 3 (test predictions )?are not finite \(ids \['b'\]\)"):
         if write == "oof":
             P.oof_rows(frame, 0, task_of_outputs(1), space="prob")
         elif write == "test":
             P.average_test([frame.drop(columns="target")], task_of_outputs(1), space="prob")
-        else:
-            P.write_submission(pd.DataFrame({"id": ["a", "b", "c"], "prediction": [0.1, np.inf, 0.5]}),
-                               tmp_path / "submission.csv", "image_name", "target")
+        else:  # the submission of cv, predict and blend (train/decisions.py), refused before the file is written
+            output = Config(output=OutputConfig(id_col="image_name", pred_col="target"))
+            test = pd.DataFrame({"id": ["a", "b", "c"], "prediction": [0.1, np.inf, 0.5]})
+            P.write_csv(submission_of(task_of_outputs(1), test, output), tmp_path / "submission.csv")
     assert not (tmp_path / "submission.csv").exists()

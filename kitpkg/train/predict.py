@@ -107,10 +107,11 @@ def average_test(parts: Sequence[pd.DataFrame], task: Task, space: str) -> pd.Da
 
 
 def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
-    """The kit's own layout of a test frame, `kitpkg blend`'s writer: `id_col,pred_col` (one row per test id), or with
-    several predicted label columns (pred_<label>) `id_col` and one column per label; KitError for a non-finite
-    prediction. `kitpkg cv` and `kitpkg predict` write through train/decisions.py's `submission_of`
-    (kitpkg/submission.py: the sample's layout, fitted thresholds), which blend should move to with its runs' task."""
+    """The kit's own layout of a test frame as it was written before kitpkg/submission.py: `id_col,pred_col` (one row
+    per test id), or with several predicted label columns (pred_<label>) `id_col` and one column per label; KitError
+    for a non-finite prediction. No library caller: `kitpkg cv`, `kitpkg predict` and `kitpkg blend` write through
+    train/decisions.py's `submission_of`; kept as the reference tests/test_submission.py holds submission.py's layout
+    without a sample to (drop both together)."""
     if "prediction" not in test:
         columns = {c: c[len("pred_"):] for c in test.columns if c.startswith("pred_")}
         require_finite(test["id"], test[list(columns)].to_numpy(), f"{path}: the submission's predictions")
