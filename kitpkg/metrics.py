@@ -176,8 +176,9 @@ def _qwk(target, pred, kind):
 def _tensors(*arrays, dtype=np.float64):
     import torch
 
-    # copies: an array may be read-only (a view of a tensor), which torch warns about
-    return tuple(torch.as_tensor(np.array(a) if dtype is None else np.array(a, dtype=dtype)) for a in arrays)
+    # C-ordered copies: an array may be read-only (torch warns) or Fortran-ordered (a DataFrame's (N, K) values,
+    # which torchmetrics cannot view flat)
+    return tuple(torch.as_tensor(np.array(a, dtype=dtype, order="C")) for a in arrays)
 
 
 # --- the registry ----------------------------------------------------------------------------------------------------

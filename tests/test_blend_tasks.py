@@ -140,23 +140,8 @@ def test_a_tags_sample_gets_the_labels_over_thresholds_fitted_on_the_blend(multi
     assert (tmp_path / "cli" / "submission.csv").read_bytes() == (tmp_path / "blend" / "submission.csv").read_bytes()
 
 
-def _c_order_tensors(*arrays, dtype=np.float64):
-    import torch
-
-    return tuple(torch.as_tensor(np.array(a, dtype=dtype, order="C")) for a in arrays)
-
-
-@pytest.fixture
-def c_order_metrics(monkeypatch):
-    """kitpkg.metrics._tensors keeps a (N, K) array read from a prediction file in Fortran order, which torchmetrics'
-    RMSE cannot view flat: the kit's own fold scoring of a several-column regression run fails (a bug of metrics.py,
-    reported; the blend passes C-order arrays). Fake regression runs are written with its tensors in C order."""
-    monkeypatch.setattr("kitpkg.metrics._tensors", _c_order_tensors)
-    return monkeypatch
-
-
 @pytest.mark.parametrize("kind", ["regression", "soft"])
-def test_regression_and_soft_weights_are_fitted_nested_on_the_metric(tmp_path, kind, c_order_metrics):
+def test_regression_and_soft_weights_are_fitted_nested_on_the_metric(tmp_path, kind):
     rng = np.random.default_rng(2)
     labels = ("a", "b", "c")
     if kind == "regression":  # values in the CSV's units, scored by RMSE
@@ -170,7 +155,6 @@ def test_regression_and_soft_weights_are_fitted_nested_on_the_metric(tmp_path, k
     data = _data(y)
     task = make_task(kind, 3, labels=labels)
     runs = [make_run(tmp_path / f"r{i}", data, o, t, task=task) for i, (o, t) in enumerate(zip(oofs, tests))]
-    c_order_metrics.undo()  # the blend scores with the kit's metrics as they are
     summary = run_blend(runs, tmp_path / "blend")
     assert summary["method"] == "fit" and list(summary["methods"]) == ["fit", "mean"]
     pred_cols = [f"pred_{label}" for label in labels]
@@ -200,7 +184,7 @@ def test_regression_and_soft_weights_are_fitted_nested_on_the_metric(tmp_path, k
         run_blend(runs, tmp_path / "rank", method="rank")
 
 
-def test_refuses_runs_of_two_kinds_or_other_label_columns_in_one_line(multilabel_runs, tmp_path, c_order_metrics):
+def test_refuses_runs_of_two_kinds_or_other_label_columns_in_one_line(multilabel_runs, tmp_path):
     _, data, _, runs = multilabel_runs
     rng = np.random.default_rng(3)
     regression = make_run(tmp_path / "regression", data, rng.random((200, 3)), rng.random((4, 12, 3)),

@@ -84,3 +84,17 @@ def test_class_settings_are_refused_by_name(regression_shards, setting, key):
     with pytest.raises(KitError, match=key):
         run_cv(config, folder / "refused_run")
     assert not (folder / "refused_run" / "state.json").exists()
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae"])
+def test_several_target_columns_are_scored_from_their_prediction_file(tmp_path, metric):
+    from kitpkg.tables import read_csv, write_csv
+
+    rng = np.random.default_rng(3)
+    target, pred = rng.normal(50, 10, (40, 2)), rng.normal(50, 10, (40, 2))
+    task = make_task("regression", 2, labels=("a", "b"), metric=metric)
+    write_csv(prediction_frame(task, [f"s{i}" for i in range(40)], pred, fold=0, target=target), tmp_path / "oof.csv")
+    read = read_predictions(read_csv(tmp_path / "oof.csv"), task)  # a DataFrame's (N, 2) values: Fortran-ordered
+    error = read.pred - read.target
+    expected = np.sqrt((error ** 2).mean()) if metric == "rmse" else np.abs(error).mean()
+    assert read.score(task) == pytest.approx(expected, rel=1e-6)
