@@ -19,12 +19,13 @@ def _module(channels_last: bool, size: int):
     from types import SimpleNamespace
 
     from kitpkg.config import config_from_dict
+    from kitpkg.task import make_task
     from kitpkg.train.model import KitModule
     from kitpkg.train.recipe import build_recipe
 
     cfg = config_from_dict({"data": {"shards": "synthetic", "image_size": size},
                             "model": {"name": "efficientnet_b4", "pretrained": False}})
-    module = KitModule(build_recipe(cfg, SimpleNamespace(num_classes=1, score_index=None), None))
+    module = KitModule(build_recipe(cfg, SimpleNamespace(task=make_task("binary", 1)), None))
     module.channels_last = channels_last
     return module
 
