@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import SHARD_SIZE
+from tiny_tables import demo_csv_with
 from kitpkg.cli import main
 from kitpkg.data.datamodule import ShardDataModule
 from kitpkg.data.dataset import ShardDataset, TrainOptions
@@ -31,17 +32,11 @@ def label_csv(demo_source, tmp_path_factory):
     """The demo train CSV plus three float and three 0/1 label columns (written as text here, read back by the csv
     module as the reference)."""
     rng = np.random.default_rng(7)
-    with open(demo_source.train_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r.update({c: f"{rng.normal() * 10:.4f}" for c in FLOATS})
-        r.update({c: str(int(rng.uniform() < p)) for c, p in zip(BITS, (0.5, 0.3, 0.15))})
-    path = tmp_path_factory.mktemp("label_csv") / "train.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+
+    def columns(row):
+        return {**{c: f"{rng.normal() * 10:.4f}" for c in FLOATS},
+                **{c: str(int(rng.uniform() < p)) for c, p in zip(BITS, (0.5, 0.3, 0.15))}}
+    return demo_csv_with(demo_source, tmp_path_factory.mktemp("label_csv") / "train.csv", columns)
 
 
 def _csv_values(path, cols, kind=float):

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fakes.user_metric import MAE_METRIC_FILE  # noqa: E402
 from task_data import make_kind_data  # noqa: E402
 from tiny_tables import tiny_config  # noqa: E402
 
@@ -24,18 +25,6 @@ from kitpkg.train import cv  # noqa: E402
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
-USER_METRIC = '''\
-import numpy as np
-
-higher_is_better = False
-
-
-def score(solution, submission, row_id_column_name):
-    """Mean absolute gap between the target and the predicted probability (Kaggle's signature)."""
-    del solution[row_id_column_name]
-    del submission[row_id_column_name]
-    return float(np.mean(np.abs(solution.to_numpy() - submission.to_numpy())))
-'''
 
 
 def _run(tmp_path: Path, kind: str, metric, epochs: int = 3, **train) -> Path:
@@ -43,7 +32,7 @@ def _run(tmp_path: Path, kind: str, metric, epochs: int = 3, **train) -> Path:
     data = make_kind_data(tmp_path / "data", kind, n=24, n_test=4, folds=2)
     folder = tmp_path / "exp"
     folder.mkdir()
-    (folder / "my_metric.py").write_text(USER_METRIC)
+    (folder / "my_metric.py").write_text(MAE_METRIC_FILE)
     path = tiny_config(folder, data.manifest.root, data={"batch_size": 4}, optim={"name": "adamw", "lr": 0.01},
                        train={"epochs": epochs, "task": kind, "metric": metric, **train})
     run_dir = tmp_path / "run"
@@ -221,11 +210,11 @@ def test_report_draws_a_confusion_matrix_for_ordinal_and_soft_classes(tmp_path):
 def test_the_metric_file_s_content_counts_in_the_config_hash(tmp_path):
     from kitpkg.config import config_hash, diff_keys, result_dict
 
-    (tmp_path / "my_metric.py").write_text(USER_METRIC)
+    (tmp_path / "my_metric.py").write_text(MAE_METRIC_FILE)
     path = tiny_config(tmp_path, tmp_path, train={"task": "binary", "metric": "my_metric.py:score"})
     before = result_dict(load_config(path))  # as a run records it when it opens (state.json "config")
     hash_before = config_hash(load_config(path))
-    (tmp_path / "my_metric.py").write_text(USER_METRIC.replace("np.mean", "np.median"))
+    (tmp_path / "my_metric.py").write_text(MAE_METRIC_FILE.replace("np.mean", "np.median"))
     after = load_config(path)
     assert config_hash(after) != hash_before  # an edited metric file is another run, named in the refusal
     assert [line.split(":")[0] for line in diff_keys(before, result_dict(after))] == ["train.metric.file_sha256"]

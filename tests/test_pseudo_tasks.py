@@ -3,7 +3,6 @@
 trains on teacher fold k's values; a kind asked for what it cannot give is refused naming the option."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,11 @@ LABELS = {"multilabel": BITS, "regression": ["size"]}
 def kinds_csv(demo_source, tmp_path_factory):
     """The demo train CSV plus three 0/1 columns (multilabel) and a fractional float column (regression)."""
     rng = np.random.default_rng(3)
-    with open(demo_source.train_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r.update({c: str(int(rng.uniform() < p)) for c, p in zip(BITS, (0.5, 0.4, 0.5))})
-        r["size"] = f"{rng.uniform(0, 10):.3f}5"  # never whole: auto reads it as a regression target
-    path = tmp_path_factory.mktemp("kinds_csv") / "train.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+
+    def columns(row):  # size never whole: auto reads it as a regression target
+        return {**{c: str(int(rng.uniform() < p)) for c, p in zip(BITS, (0.5, 0.4, 0.5))},
+                "size": f"{rng.uniform(0, 10):.3f}5"}
+    return demo_csv_with(demo_source, tmp_path_factory.mktemp("kinds_csv") / "train.csv", columns)
 
 
 @pytest.fixture(scope="module")

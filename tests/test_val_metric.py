@@ -14,23 +14,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from fakes.user_metric import MAE_METRIC_FILE
 from kitpkg.metrics import metric_from_spec
 from kitpkg.train.val_metric import ValMetric
 
 N = 13
 
-USER_METRIC = '''\
-import numpy as np
-
-higher_is_better = False
-
-
-def score(solution, submission, row_id_column_name):
-    # a Kaggle-style metric of frames: the mean absolute error of the one value column
-    del solution[row_id_column_name]
-    del submission[row_id_column_name]
-    return float(np.mean(np.abs(solution.to_numpy() - submission.to_numpy())))
-'''
 
 # case -> (spec, kind, which samples rank 0 gets; rank 1 the rest)
 CASES = {
@@ -103,7 +92,7 @@ def _rank_main(rank, world, port, folder):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_each_score_all_the_folds_samples(tmp_path):
-    (tmp_path / "my_metric.py").write_text(USER_METRIC)
+    (tmp_path / "my_metric.py").write_text(MAE_METRIC_FILE)
     mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for case in CASES:
@@ -127,17 +116,6 @@ def test_batches_accumulate_to_the_metric_of_all_samples(case):
                                       else target_batch))
     value, expected = float(metric.compute()), _expected(case, ".")
     assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(expected, rel=1e-6)
-
-
-def test_the_validation_auc_of_one_class_is_nan_without_warnings():
-    metric = ValMetric(metric_from_spec("auc", ".", "binary"))
-    metric.update(torch.tensor([0.2, 0.7, 0.4]), torch.tensor([0, 0, 0]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert math.isnan(float(metric.compute()))
-    metric.reset()
-    metric.update(torch.tensor([0.2, 0.7, 0.4]), torch.tensor([0, 1, 0]))
-    assert float(metric.compute()) == 1.0, "reset forgets the earlier batches"
 
 
 def test_a_fold_with_no_samples_is_nan_and_the_direction_is_the_metrics():

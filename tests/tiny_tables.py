@@ -30,6 +30,15 @@ def noise_shards(folder: Path, rows: List[Dict[str, object]], label_col: str = "
                    group_col=None, shard_samples=32, workers=1, progress=False, test_csv=test_table)
 
 
+def demo_csv_with(demo_source, path: Path, columns) -> Path:
+    """The demo train CSV plus the columns `columns(row)` returns for each row (a dict of text values), at `path`."""
+    with open(demo_source.train_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row.update(columns(row))
+    return _write_csv(path, rows)
+
+
 def _write_csv(path: Path, rows: Sequence[Dict[str, object]]):
     if not rows:
         return None
