@@ -98,3 +98,19 @@ def test_several_target_columns_are_scored_from_their_prediction_file(tmp_path, 
     error = read.pred - read.target
     expected = np.sqrt((error ** 2).mean()) if metric == "rmse" else np.abs(error).mean()
     assert read.score(task) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_float_columns_train_as_one_regression_and_are_scored_over_both(tmp_path, capsys):
+    rows = [{"image_name": f"img{i:03d}", "width": round(10 + np.sin(i), 3) + 0.25,
+             "height": round(500 + 20 * np.cos(i), 3) + 0.5} for i in range(40)]
+    shards = noise_shards(tmp_path, rows, label_col="width,height", test_rows=TEST)[32].root
+    result = run_cv(load_config(tiny_config(tmp_path, shards, train={"epochs": 1})), tmp_path / "run")
+    assert "train.task auto -> regression" in capsys.readouterr().out and result.metric == "rmse"
+    oof = pd.read_csv(result.oof_path, dtype={"id": str})
+    assert list(oof.columns) == ["id", "fold", "target_width", "target_height", "pred_width", "pred_height"]
+    for k, part in oof.groupby("fold"):
+        error = part[["pred_width", "pred_height"]].to_numpy() - part[["target_width", "target_height"]].to_numpy()
+        assert result.scores[k] == pytest.approx(np.sqrt(np.mean(error ** 2)), rel=1e-6)
+    assert abs(oof["pred_height"].mean() - 500) < 60, "each column back in its own units"
+    assert list(pd.read_csv(result.submission_path).columns) == ["image_name", "width", "height"]
