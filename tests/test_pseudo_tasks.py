@@ -16,6 +16,7 @@ from kitpkg.shards.reader import iter_manifest_shard
 from kitpkg.task import make_task
 from kitpkg.train.pseudo import make_pseudo_labels
 from kitpkg.train.runstate import RunState
+from tiny_tables import demo_csv_with
 
 SIDE = 32
 BITS = ["y0", "y1", "y2"]  # multilabel columns
