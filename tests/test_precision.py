@@ -9,6 +9,7 @@ import torch
 
 from kitpkg.config import config_from_dict
 from kitpkg.task import task_of_outputs
+from kitpkg.train import gpus
 from kitpkg.train import trainer as T
 from kitpkg.train.recipe import build_recipe
 
@@ -33,6 +34,9 @@ def test_auto_choice_follows_the_gpu_generation(name, capability, precision, cha
 
 
 def _fake_gpu(monkeypatch, name, capability):
+    monkeypatch.setattr(gpus, "driver_gpus", lambda: None)  # no nvidia-smi/NVML: the capability comes from torch
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: "sm_50 sm_60 sm_61 sm_70 sm_75 sm_80 sm_86 sm_90".split())
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Set
 
 from ..config import AUTO, Config
 from ..env import env_flag
+from .gpus import check_gpus, cuda_available, current_gpus
 from .runstate import is_rank_zero
 
 if TYPE_CHECKING:
@@ -68,19 +69,15 @@ def _recipe(precision: str, channels_last: bool) -> str:
 
 
 def _on_gpu(config: Config) -> bool:
-    import torch
-
-    return config.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return config.train.accelerator in ("auto", "gpu", "cuda") and cuda_available()
 
 
-def detect_device(on_gpu: bool) -> DeviceChoice:
-    """The `auto` choice for the current CUDA device (on_gpu) or the CPU."""
+def detect_device(on_gpu: bool, strategy: str = "auto") -> DeviceChoice:
+    """The `auto` choice for the first visible GPU (on_gpu) or the CPU; creates no CUDA context (see gpus.py)."""
     if not on_gpu:
         return gpu_choice(None, None)
-    import torch
-
-    index = torch.cuda.current_device()
-    return gpu_choice(torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)))
+    gpu = current_gpus(strategy)[0]
+    return gpu_choice(gpu.name, gpu.capability)
 
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
@@ -92,8 +89,11 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
 
 def resolve_device(config: Config) -> DeviceChoice:
     """precision + channels_last for this config on this machine; explicit values kept, the reason says which."""
-    auto = detect_device(_on_gpu(config))
     train = config.train
+    gpus = current_gpus(str(train.strategy)) if _on_gpu(config) else []
+    # a GPU the installed torch cannot drive stops here with one line, not mid-fold with a CUDA error
+    check_gpus(gpus, bool(train.compile))
+    auto = gpu_choice(gpus[0].name, gpus[0].capability) if gpus else gpu_choice(None, None)
     precision = auto.precision if train.precision == AUTO else _PRECISION_ALIASES.get(train.precision, train.precision)
     channels_last = auto.channels_last if train.channels_last == AUTO else bool(train.channels_last)
     if (precision, channels_last) == auto[:2]:
