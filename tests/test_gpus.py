@@ -69,7 +69,7 @@ def _torch_must_not_touch_the_gpu(monkeypatch):
     for fn in ("is_available", "device_count", "current_device", "get_device_capability", "get_device_name",
                "get_device_properties", "_lazy_init", "init", "set_device"):
         monkeypatch.setattr(torch.cuda, fn, refuse)
-    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)  # a CUDA build, even where tests run on a CPU one
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)  # a CUDA build, even under a CPU one
 
 
 @pytest.fixture
@@ -132,6 +132,14 @@ def test_without_nvidia_smi_or_nvml_torch_answers_in_the_training_process(monkey
     assert G.current_gpus("auto") == [G.Gpu("Tesla T4", (7, 5))]
     assert G.cuda_available() is True
     assert calls and calls[0][0] == "nvidia-smi"
+
+
+def test_mig_instances_are_asked_of_torch(monkeypatch, no_nvml):
+    _fake_smi(monkeypatch, "NVIDIA A100-SXM4-40GB, 8.0, GPU-aaaa\n")
+    _fake_torch_gpu(monkeypatch, "NVIDIA A100-SXM4-40GB MIG 1g.5gb", (8, 0))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-0f1e2d3c-0000-0000-0000-000000000000")
+    assert G.cuda_available() is True
+    assert G.current_gpus() == [G.Gpu("NVIDIA A100-SXM4-40GB MIG 1g.5gb", (8, 0))]
 
 
 def test_without_them_a_fork_strategy_asks_torch_in_a_child_process(monkeypatch, no_nvml):

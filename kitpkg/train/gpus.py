@@ -123,6 +123,15 @@ def _torch_gpu(strategy: str) -> Gpu:
     return Gpu(torch.cuda.get_device_name(index), (major, minor))
 
 
+def _driver_visible() -> Optional[List[Gpu]]:
+    """The visible GPUs from the driver's list; None when it cannot tell (no tool answered, MIG instances)."""
+    found = driver_gpus()
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if found is None or (cvd is not None and "MIG-" in cvd):  # MIG instances are not rows of nvidia-smi's GPU list
+        return None
+    return visible(found, cvd)
+
+
 def cuda_available() -> bool:
     """Whether torch can train on a GPU here, asked of the driver first: torch.cuda.is_available() initialises CUDA's
     driver in this process (PyTorch's "poison fork"), which a forked ddp_notebook worker then cannot use."""
@@ -130,19 +139,15 @@ def cuda_available() -> bool:
 
     if not torch.backends.cuda.is_built():
         return False
-    found = driver_gpus()
-    if found is not None:
-        return bool(visible(found, os.environ.get("CUDA_VISIBLE_DEVICES")))
-    return torch.cuda.is_available()
+    shown = _driver_visible()
+    return bool(shown) if shown is not None else torch.cuda.is_available()
 
 
 def current_gpus(strategy: str = "auto") -> List[Gpu]:
     """The GPUs this process will train on, first the one a single-device run uses; torch only as a fallback."""
-    found = driver_gpus()
-    if found is not None:
-        shown = visible(found, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        if shown and _ordered_like_cuda(shown):
-            return shown
+    shown = _driver_visible()
+    if shown and _ordered_like_cuda(shown):
+        return shown
     return [_torch_gpu(strategy)]
 
 
