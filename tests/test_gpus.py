@@ -18,8 +18,8 @@ TWO_T4 = ("Tesla T4, 7.5, GPU-aaaa1111-0000-0000-0000-000000000000\n"
 MIXED = ("NVIDIA A100-SXM4-40GB, 8.0, GPU-aaaa\n"
          "NVIDIA GeForce GTX 1080, 6.1, GPU-bbbb\n"
          "Tesla V100-SXM2-16GB, 7.0, GPU-cccc\n")
-CU126 = "sm_50 sm_60 sm_61 sm_70 sm_75 sm_80 sm_86 sm_90".split()  # a build that still has Pascal kernels
-CU128 = "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120".split()  # one without
+CU126 = "sm_50 sm_60 sm_70 sm_75 sm_80 sm_86 sm_90".split()  # PyTorch's CUDA 12.6 wheels: Pascal via sm_60
+CU128 = "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120".split()  # its CUDA 12.8+ wheels: Turing and newer
 
 
 def test_parser_reads_every_gpu_in_the_drivers_order():
@@ -158,7 +158,8 @@ def test_without_them_a_fork_strategy_asks_torch_in_a_child_process(monkeypatch,
 
 
 @pytest.mark.parametrize("capability, arch_list, supported", [
-    ((6, 1), CU126, True),
+    ((6, 1), CU126, True),  # the 12.6 build has sm_60, not sm_61
+    ((6, 0), CU126, True),
     ((6, 1), CU128, False),
     ((6, 1), ["sm_60", "sm_70"], True),  # an sm_60 cubin runs on 6.1 (same major, higher minor)
     ((6, 0), ["sm_61", "sm_70"], False),  # but not the other way round
@@ -183,6 +184,9 @@ def test_a_gtx_1080_under_a_build_without_pascal_is_refused_with_one_line(monkey
     assert "\n" not in message
     for part in ("NVIDIA GeForce GTX 1080 (sm 6.1)", torch.__version__, "sm_75 sm_80", "whl/cu126"):
         assert part in message, message
+    assert "torch==2.9.1 torchvision --index-url" in G.unsupported_gpu_message(G.Gpu("P100", (6, 0)), CU128,
+                                                                                 "2.9.1+cu128")
+    assert "'torch<2.15' torchvision" in G.unsupported_gpu_message(G.Gpu("P100", (6, 0)), CU128, "2.16.0+cu132")
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CU126)
     assert T.resolve_device(_config()).precision == "32-true"
 

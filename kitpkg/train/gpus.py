@@ -18,8 +18,10 @@ from ..errors import KitError
 NVIDIA_SMI_TIMEOUT_S = 10
 FORK_STRATEGIES = ("ddp_notebook", "ddp_fork")  # Lightning launches these by fork: the parent must keep CUDA untouched
 TRITON_MIN_CAPABILITY = (7, 0)
-# torch 2.8's release notes: its CUDA 12.8/12.9 wheels dropped sm 5.0–6.1, its CUDA 12.6 wheels keep them
-PASCAL_INSTALL = ("pip install torch==2.8.0 torchvision==0.23.0 --index-url https://download.pytorch.org/whl/cu126")
+# Since torch 2.8 only the CUDA 12.6 wheels have Maxwell/Pascal kernels (TORCH_CUDA_ARCH_LIST 5.0;6.0;7.0;…: sm_60 also
+# runs 6.1); 2.14 keeps cu126 as "legacy", 2.15 plans to drop it (pytorch/pytorch#157517, #190385).
+LAST_TORCH_WITH_CU126 = (2, 14)
+CU126_INDEX = "https://download.pytorch.org/whl/cu126"
 
 
 class Gpu(NamedTuple):
@@ -175,11 +177,21 @@ def unsupported_gpu_message(gpu: Gpu, arch_list: Sequence[str], torch_version: s
     if arch_supported(gpu.capability, arch_list):
         return None
     major, minor = gpu.capability
-    advice = (f"install a build that has them, e.g. {PASCAL_INSTALL}" if major == 6 else
-              "install a torch build whose torch.cuda.get_arch_list() covers it (https://pytorch.org/get-started/"
-              "previous-versions/)")
+    advice = (f"install PyTorch's CUDA 12.6 build, the one with Maxwell/Pascal kernels: {_cu126_install(torch_version)}"
+              if major in (5, 6) else "install a torch build whose torch.cuda.get_arch_list() covers it "
+                                      "(https://pytorch.org/get-started/previous-versions/)")
     return (f"{gpu.name} (sm {major}.{minor}) has no kernels in the installed torch {torch_version} (built for "
             f"{' '.join(arch_list)}); {advice}")
+
+
+def _cu126_install(torch_version: str) -> str:
+    base = torch_version.split("+")[0]
+    try:
+        same = tuple(int(p) for p in base.split(".")[:2]) <= LAST_TORCH_WITH_CU126
+    except ValueError:
+        same = False
+    pin = f"torch=={base}" if same else f"'torch<{LAST_TORCH_WITH_CU126[0]}.{LAST_TORCH_WITH_CU126[1] + 1}'"
+    return f"pip install {pin} torchvision --index-url {CU126_INDEX}"
 
 
 def compile_refusal(gpu: Gpu) -> Optional[str]:
