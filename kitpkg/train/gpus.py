@@ -115,7 +115,7 @@ def _torch_gpu(strategy: str) -> Gpu:
         done = subprocess.run([sys.executable, "-c", _CHILD_QUERY], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise KitError(f"could not read the GPU's compute capability (nvidia-smi, pynvml and a torch child "
-                           f"process all failed): {done.stderr.strip().splitlines()[-1:]}")
+                           f"process all failed): {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
         name, cap = json.loads(done.stdout)
         return Gpu(name, (cap[0], cap[1]))
     import torch
