@@ -63,16 +63,17 @@ def test_pure_function_and_exact_resume():
         assert sorted(resumed) == sorted(i for i in full if i[0] >= 2)
 
 
-def test_dataset_oversamples_positives_from_the_manifest_labels(tfrecord_manifest):
-    config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {1: 4}}}})
+@pytest.mark.parametrize("weight", [4, 0], ids=["oversampled", "left-out"])
+def test_class_weights_repeat_or_leave_out_the_class_from_the_manifest_labels(tfrecord_manifest, weight):
+    config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {1: weight}}}})
     plain = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1)
-    over = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1,
-                        train_options=TrainOptions(class_weights=config.data.sampling.class_weights))
+    weighted = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1,
+                            train_options=TrainOptions(class_weights=config.data.sampling.class_weights))
     pos = sum(y == 1 for s in plain.sources for y in s.shard.labels)
-    assert pos > 0 and over.epoch_samples == plain.epoch_samples + 3 * pos
-    targets = Counter(int(t) for b in ShardLoader(over) for t in b["target"])
-    assert targets[1] == 4 * pos and targets[0] == plain.epoch_samples - pos
-    val = ShardDataset(tfrecord_manifest, "val", 0, train_options=TrainOptions(class_weights={1: 4}))
+    assert pos > 0 and weighted.epoch_samples == plain.epoch_samples + (weight - 1) * pos
+    targets = Counter(int(t) for b in ShardLoader(weighted) for t in b["target"])
+    assert targets[1] == weight * pos and targets[0] == plain.epoch_samples - pos  # weight 0: the class is left out
+    val = ShardDataset(tfrecord_manifest, "val", 0, train_options=TrainOptions(class_weights={1: weight}))
     assert val.partition.weights is None, "eval: never"
 
 
@@ -102,13 +103,3 @@ def test_loader_resume_with_oversampling_is_exact(tfrecord_manifest):
     second = loader()
     second.load_state_dict(first.state_dict())
     assert taken + [b["id"] for b in second] == reference
-
-
-def test_a_weight_of_zero_leaves_that_class_out_of_the_epoch(tfrecord_manifest):
-    config = config_from_dict({"data": {"shards": "x", "sampling": {"class_weights": {1: 0}}}})
-    plain = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1)
-    without = ShardDataset(tfrecord_manifest, "train", 0, batch_size=4, seed=1,
-                           train_options=TrainOptions(class_weights=config.data.sampling.class_weights))
-    pos = sum(y == 1 for s in plain.sources for y in s.shard.labels)
-    assert pos > 0 and without.epoch_samples == plain.epoch_samples - pos
-    assert {int(t) for b in ShardLoader(without) for t in b["target"]} == {0}
