@@ -87,6 +87,14 @@ def task_of_columns(frame: pd.DataFrame) -> Task:
     return task_of_outputs(max(1, sum(c.startswith(PROB) for c in frame.columns)))
 
 
+def non_finite_ids(ids: Sequence[Any], values: np.ndarray) -> List[str]:
+    """The ids (as text) of the rows of `values` (N, or N×C) holding NaN or inf: what every writer of OOF, test
+    predictions and submissions refuses (a diverged fold, a non-finite input)."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    return [str(i) for i, fine in zip(ids, ok) if not fine]
+
+
 def prediction_frame(task: Task, ids: Sequence[Any], probs: np.ndarray, fold: Optional[int] = None,
                      target: Any = None) -> pd.DataFrame:
     """Rows of a prediction file from probabilities (N × outputs): id[, fold, target], then the task's prediction

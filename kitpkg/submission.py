@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import KitError
+from .predictions import non_finite_ids
 from .tables import write_csv
 from .thresholds import DEFAULT_THRESHOLD, apply_cuts, apply_thresholds, default_cuts
 
@@ -118,10 +119,9 @@ def _checked_pred(kind: str, ids: List[str], pred: np.ndarray, names: Optional[S
         raise ValueError("multilabel submissions need the label names")
     if len(set(ids)) < len(ids):
         raise KitError(f"{where}: the test predictions hold an id more than once; re-run `kitpkg predict`")
-    ok = np.isfinite(pred).reshape(len(pred), -1).all(axis=1)
-    if not ok.all():
-        bad = [i for i, fine in zip(ids, ok) if not fine]
-        raise KitError(f"{where}: {len(bad)} of {len(ok)} test predictions are not finite (ids {bad[:3]}); a fold "
+    bad = non_finite_ids(ids, pred)
+    if bad:
+        raise KitError(f"{where}: {len(bad)} of {len(pred)} test predictions are not finite (ids {bad[:3]}); a fold "
                        f"diverged or an input is non-finite: retrain it; nothing was written")
     return pred
 

@@ -203,10 +203,11 @@ def test_a_missing_sample_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("kind,pred", [("binary", np.array([0.25, 0.5, 1e-9, 0.75])),
                                        ("multiclass", np.eye(3)[[2, 0, 1, 1]] * 0.7 + 0.1)])
 def test_without_a_sample_the_file_is_todays_id_prediction(tmp_path, kind, pred):
-    from kitpkg.train.predict import write_submission as todays
+    from kitpkg.tables import write_csv
 
-    test = pd.DataFrame({"id": IDS, "prediction": pred if kind == "binary" else pred.argmax(1)})
-    todays(test, tmp_path / "today.csv", "image_name", "target")
+    # the kit's own layout: id_col, pred_col (binary: P(positive); multiclass: the class index)
+    write_csv(pd.DataFrame({"image_name": IDS, "target": pred if kind == "binary" else pred.argmax(1)}),
+              tmp_path / "today.csv")
     ours = write_submission(tmp_path / "ours.csv", kind, IDS, pred, names=["a", "b", "c"] if kind != "binary" else None,
                             id_col="image_name", pred_col="target")
     assert ours.read_text() == (tmp_path / "today.csv").read_text()

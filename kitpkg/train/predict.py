@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ..errors import KitError
-from ..predictions import PREDICTED_CLASS, prediction_frame
+from ..predictions import non_finite_ids, prediction_frame
 from ..tables import read_csv, score_cols, score_columns, target_cols, target_score_columns, write_csv
 from ..task import Task
 from .outputs import scored_target, scores_to_prob
@@ -106,33 +106,12 @@ def average_test(parts: Sequence[pd.DataFrame], task: Task, space: str) -> pd.Da
     return prediction_frame(task, parts[0]["id"].astype(str), probs)
 
 
-def write_submission(test: pd.DataFrame, path: Path, id_col: str, pred_col: str) -> Path:
-    """The kit's own layout of a test frame as it was written before kitpkg/submission.py: `id_col,pred_col` (one row
-    per test id), or with several predicted label columns (pred_<label>) `id_col` and one column per label; KitError
-    for a non-finite prediction. No library caller: `kitpkg cv`, `kitpkg predict` and `kitpkg blend` write through
-    train/decisions.py's `submission_of`; kept as the reference tests/test_submission.py holds submission.py's layout
-    without a sample to (drop both together)."""
-    if "prediction" not in test:
-        columns = {c: c[len("pred_"):] for c in test.columns if c.startswith("pred_")}
-        require_finite(test["id"], test[list(columns)].to_numpy(), f"{path}: the submission's predictions")
-        sub = pd.DataFrame({id_col: test["id"], **{label: test[c] for c, label in columns.items()}})
-        write_csv(sub, path)
-        return path
-    column = PREDICTED_CLASS if PREDICTED_CLASS in test else "prediction"  # ordinal: the class, not the value
-    require_finite(test["id"], test[column].to_numpy(), f"{path}: the submission's {pred_col}")
-    sub = pd.DataFrame({id_col: test["id"], pred_col: test[column]})
-    write_csv(sub, path)
-    return path
-
-
 def require_finite(ids: Sequence[Any], values: np.ndarray, what: str) -> None:
     """KitError naming `what` and the first ids when a row of `values` (N, or N×C) holds NaN or inf: a diverged fold
     (or a non-finite input) must never reach an OOF, a test prediction or a submission."""
-    values = np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-    if not ok.all():
-        bad = [str(i) for i, fine in zip(ids, ok) if not fine]
-        raise KitError(f"{what}: {len(bad)} of {len(ok)} are not finite (ids {bad[:3]}); a fold diverged or an input "
+    bad = non_finite_ids(ids, values)
+    if bad:
+        raise KitError(f"{what}: {len(bad)} of {len(values)} are not finite (ids {bad[:3]}); a fold diverged or an input "
                        f"is non-finite: retrain it (delete its folder) and check optim.lr and the model.meta columns")
 
 
