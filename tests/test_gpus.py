@@ -85,12 +85,13 @@ def _config(**train):
 
 
 def test_a_t4_gets_its_precision_without_cuda_in_this_process(monkeypatch, no_nvml):
-    _fake_smi(monkeypatch, TWO_T4)
+    calls = _fake_smi(monkeypatch, TWO_T4)
     _torch_must_not_touch_the_gpu(monkeypatch)
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CU128)
     choice = T.resolve_device(_config(strategy="ddp_notebook", devices=2))
     assert (choice.precision, choice.channels_last) == ("16-mixed", True)
     assert choice.reason.startswith("T4 (sm 7.5): 16-mixed + channels_last"), choice.reason
+    assert len(calls) == 1, "the driver is asked once per device choice"
 
 
 def test_a_cpu_build_of_torch_or_no_visible_gpu_trains_on_the_cpu(monkeypatch, no_nvml):
@@ -129,8 +130,7 @@ def _fake_torch_gpu(monkeypatch, name, capability):
 def test_without_nvidia_smi_or_nvml_torch_answers_in_the_training_process(monkeypatch, no_nvml, failure):
     calls = _fake_smi(monkeypatch, **failure)
     _fake_torch_gpu(monkeypatch, "Tesla T4", (7, 5))
-    assert G.current_gpus("auto") == [G.Gpu("Tesla T4", (7, 5))]
-    assert G.cuda_available() is True
+    assert G.training_gpus("auto") == [G.Gpu("Tesla T4", (7, 5))]
     assert calls and calls[0][0] == "nvidia-smi"
 
 
@@ -138,8 +138,7 @@ def test_mig_instances_are_asked_of_torch(monkeypatch, no_nvml):
     _fake_smi(monkeypatch, "NVIDIA A100-SXM4-40GB, 8.0, GPU-aaaa\n")
     _fake_torch_gpu(monkeypatch, "NVIDIA A100-SXM4-40GB MIG 1g.5gb", (8, 0))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-0f1e2d3c-0000-0000-0000-000000000000")
-    assert G.cuda_available() is True
-    assert G.current_gpus() == [G.Gpu("NVIDIA A100-SXM4-40GB MIG 1g.5gb", (8, 0))]
+    assert G.training_gpus() == [G.Gpu("NVIDIA A100-SXM4-40GB MIG 1g.5gb", (8, 0))]
 
 
 def test_without_them_a_fork_strategy_asks_torch_in_a_child_process(monkeypatch, no_nvml):
@@ -153,7 +152,7 @@ def test_without_them_a_fork_strategy_asks_torch_in_a_child_process(monkeypatch,
         return subprocess.CompletedProcess(cmd, 0, json.dumps(["Tesla T4", [7, 5]]) + "\n", "")
 
     monkeypatch.setattr(G.subprocess, "run", run)
-    assert G.current_gpus("ddp_notebook") == [G.Gpu("Tesla T4", (7, 5))]
+    assert G.training_gpus("ddp_notebook") == [G.Gpu("Tesla T4", (7, 5))]
     assert len(children) == 1 and children[0][0] == sys.executable
 
 

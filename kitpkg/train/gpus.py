@@ -105,21 +105,26 @@ def _ordered_like_cuda(gpus: Sequence[Gpu]) -> bool:
     return os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID" or len({(g.name, g.capability) for g in gpus}) <= 1
 
 
-_CHILD_QUERY = ("import json, torch; i = torch.cuda.current_device(); "
-                "print(json.dumps([torch.cuda.get_device_name(i), list(torch.cuda.get_device_capability(i))]))")
+_CHILD_QUERY = ("import json, torch\n"
+                "if not torch.cuda.is_available():\n    print('null')\n"
+                "else:\n    i = torch.cuda.current_device()\n"
+                "    print(json.dumps([torch.cuda.get_device_name(i), list(torch.cuda.get_device_capability(i))]))")
 
 
-def _torch_gpu(strategy: str) -> Gpu:
-    """Device 0 through torch: in a child process for fork strategies (CUDA stays untouched here), else here."""
+def _torch_gpu(strategy: str) -> Optional[Gpu]:
+    """Device 0 through torch (None without one): in a child process for fork strategies (CUDA stays untouched
+    here), else here."""
     if strategy in FORK_STRATEGIES:
         done = subprocess.run([sys.executable, "-c", _CHILD_QUERY], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise KitError(f"could not read the GPU's compute capability (nvidia-smi, pynvml and a torch child "
                            f"process all failed): {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-        name, cap = json.loads(done.stdout)
-        return Gpu(name, (cap[0], cap[1]))
+        found = json.loads(done.stdout)
+        return None if found is None else Gpu(found[0], (found[1][0], found[1][1]))
     import torch
 
+    if not torch.cuda.is_available():
+        return None
     index = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return Gpu(torch.cuda.get_device_name(index), (major, minor))
@@ -134,23 +139,19 @@ def _driver_visible() -> Optional[List[Gpu]]:
     return visible(found, cvd)
 
 
-def cuda_available() -> bool:
-    """Whether torch can train on a GPU here, asked of the driver first: torch.cuda.is_available() initialises CUDA's
-    driver in this process (PyTorch's "poison fork"), which a forked ddp_notebook worker then cannot use."""
+def training_gpus(strategy: str = "auto") -> List[Gpu]:
+    """The GPUs this process will train on, first the one a single-device run uses; [] without one. One driver
+    query; torch only as a fallback: torch.cuda.is_available() initialises CUDA's driver in this process (PyTorch's
+    "poison fork"), which a forked ddp_notebook worker then cannot use."""
     import torch
 
     if not torch.backends.cuda.is_built():
-        return False
+        return []
     shown = _driver_visible()
-    return bool(shown) if shown is not None else torch.cuda.is_available()
-
-
-def current_gpus(strategy: str = "auto") -> List[Gpu]:
-    """The GPUs this process will train on, first the one a single-device run uses; torch only as a fallback."""
-    shown = _driver_visible()
-    if shown and _ordered_like_cuda(shown):
-        return shown
-    return [_torch_gpu(strategy)]
+    if shown is None or (shown and not _ordered_like_cuda(shown)):
+        gpu = _torch_gpu(strategy)
+        return [gpu] if gpu is not None else []
+    return shown
 
 
 def arch_supported(capability: Tuple[int, int], arch_list: Sequence[str]) -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Set
 
 from ..config import AUTO, Config
 from ..env import env_flag
-from .gpus import check_gpus, cuda_available, current_gpus
+from .gpus import check_gpus, training_gpus
 from .runstate import is_rank_zero
 
 if TYPE_CHECKING:
@@ -68,16 +68,12 @@ def _recipe(precision: str, channels_last: bool) -> str:
     return precision + (" + channels_last" if channels_last else "")
 
 
-def _on_gpu(config: Config) -> bool:
-    return config.train.accelerator in ("auto", "gpu", "cuda") and cuda_available()
-
-
 def detect_device(on_gpu: bool, strategy: str = "auto") -> DeviceChoice:
     """The `auto` choice for the first visible GPU (on_gpu) or the CPU; creates no CUDA context (see gpus.py)."""
     if not on_gpu:
         return gpu_choice(None, None)
-    gpu = current_gpus(strategy)[0]
-    return gpu_choice(gpu.name, gpu.capability)
+    gpus = training_gpus(strategy)
+    return gpu_choice(gpus[0].name, gpus[0].capability) if gpus else gpu_choice(None, None)
 
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
@@ -90,7 +86,7 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
 def resolve_device(config: Config) -> DeviceChoice:
     """precision + channels_last for this config on this machine; explicit values kept, the reason says which."""
     train = config.train
-    gpus = current_gpus(str(train.strategy)) if _on_gpu(config) else []
+    gpus = training_gpus(str(train.strategy)) if train.accelerator in ("auto", "gpu", "cuda") else []
     # a GPU the installed torch cannot drive stops here with one line, not mid-fold with a CUDA error
     check_gpus(gpus, bool(train.compile))
     auto = gpu_choice(gpus[0].name, gpus[0].capability) if gpus else gpu_choice(None, None)
