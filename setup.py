@@ -46,7 +46,10 @@ extras_require = {
         "nbclient>=0.9",
         "nbformat>=5.9",
         "ipykernel>=6.25",
+        "lightgbm>=4",  # `kitpkg stack`'s default level-2 model (tests/test_stack.py)
     ],
+    # `kitpkg stack`: LightGBM (the default level-2 model; Colab and Kaggle ship it), scikit-learn (--model linear)
+    "stack": ["lightgbm>=4", "scikit-learn>=1.2"],
 }
 
 setup(
