@@ -18,6 +18,7 @@ and Kaggle; `k` is a fold):
                           fitted on all OOF, and each fold's, fitted on the other folds (the nested CV's)
   report.md + *.png       report.py;  lr_find.json + .png: `kitpkg lr-find`;  augment_preview.png (its default place)
   lr_suggestion.json      the notebook's LR cache (notebook/steps.py)
+  plan.json               `kitpkg plan`'s measured rates and projected fold/CV times (train/plan.py)
   .merge-<owner>/         a merge's staging folder, laid out like a run directory (merge.py)
 A new file of the run directory: one name and one `RunDir` member here, used where it is read and written.
 """
@@ -107,6 +108,11 @@ class RunDir:
     def lr_cache(self) -> Path:
         """lr_suggestion.json: {config hash: suggestion} of the notebook's LR finder runs."""
         return self.root / "lr_suggestion.json"
+
+    @property
+    def plan(self) -> Path:
+        """plan.json: `kitpkg plan`'s measured rates and projected times (shown by `kitpkg runs` beside the actual)."""
+        return self.root / "plan.json"
 
     def merge_stage(self, owner: str) -> Path:
         """The staging folder of the merge `owner` (<host>-<pid>-<token>)."""
