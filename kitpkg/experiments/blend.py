@@ -115,7 +115,7 @@ def check_members(members: Sequence[Member]) -> None:
                            f"use the same output.id_col/output.pred_col")
 
 
-def _aligned(members: Sequence[Member], frame_of: Callable[[Member], "pd.DataFrame"], columns: List[str]) -> np.ndarray:
+def aligned(members: Sequence[Member], frame_of: Callable[[Member], "pd.DataFrame"], columns: List[str]) -> np.ndarray:
     """(rows, runs, columns) of every member's `columns`, rows in the first member's id order."""
     ids = frame_of(members[0])["id"]
     return np.stack([frame_of(m).set_index("id").loc[ids, columns].to_numpy(np.float64) for m in members], axis=1)
@@ -306,16 +306,7 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
     if len(runs) < 2:
         raise KitError("blend: give at least two run directories")
     out = Path(out)
-    if len({Path(p).resolve() for p in runs}) < len(runs):
-        raise KitError("blend: a run is given twice; give each run directory once")
-    if is_run_dir(out):
-        raise KitError(f"--out {out}: that is a run directory; write the blend into a folder of its own")
-    sample = read_sample(sample_submission) if sample_submission else None  # a missing file: refused before work
-    members = [load_member(p) for p in runs]
-    check_members(members)
-    if sample is not None and members[0].test is None:
-        raise KitError(f"--sample-submission {sample.path}: the runs have no test predictions (test_predictions.csv) "
-                       f"to submit; run `kitpkg predict` for each run first")
+    members, sample = open_members(runs, out, sample_submission, "blend")
     task = members[0].run.task.scored()  # one class of many blends as a binary task of that class
     allowed = methods_for(task)
     method = method or allowed[0]
@@ -326,22 +317,39 @@ def run_blend(runs: Sequence[os.PathLike], out: os.PathLike, method: Optional[st
                        f"{' or '.join(allowed)}")
     first = read_predictions(members[0].oof, task)
     cols = prediction_columns(task)
-    probs = _aligned(members, lambda m: m.oof, cols)
+    probs = aligned(members, lambda m: m.oof, cols)
     target = np.ascontiguousarray(first.target)  # C order, as weighted() gives the predictions
     blends = {name: blend_oof(name, probs, target, first.fold, task) for name in allowed}
     chosen = blends[method]
-    summary = _summary(members, probs, blends, chosen, target, task)
+    summary = blend_summary(members, probs, blends, chosen, target, task)
     outputs = _outputs(members, chosen, cols, task, sample)  # built whole first: a refusal writes nothing
     if outputs.decisions is not None:
         summary["thresholds"] = outputs.decisions.record
-    _write_outputs(outputs, out)
+    write_outputs(outputs, out)
     atomic_write_text(out / "blend.json", json.dumps(summary, indent=1))
     summary["report"] = str(write_blend_report(summary, out))
     return summary
 
 
-def _summary(members: Sequence[Member], probs: np.ndarray, blends: Dict[str, Blend], chosen: Blend,
-             target: np.ndarray, task: Task) -> Dict:
+def open_members(runs: Sequence[os.PathLike], out: Path, sample_submission: Optional[os.PathLike], what: str
+                 ) -> Tuple[List[Member], Optional[Sample]]:
+    """The checked members of a blend or stack (`what`) written into `out`, and the sample submission: refused when a
+    run is given twice, `out` is a run directory, the runs differ (check_members) or a sample has no test to fill."""
+    if len({Path(p).resolve() for p in runs}) < len(runs):
+        raise KitError(f"{what}: a run is given twice; give each run directory once")
+    if is_run_dir(out):
+        raise KitError(f"--out {out}: that is a run directory; write the {what} into a folder of its own")
+    sample = read_sample(sample_submission) if sample_submission else None  # a missing file: refused before work
+    members = [load_member(p) for p in runs]
+    check_members(members)
+    if sample is not None and members[0].test is None:
+        raise KitError(f"--sample-submission {sample.path}: the runs have no test predictions (test_predictions.csv) "
+                       f"to submit; run `kitpkg predict` for each run first")
+    return members, sample
+
+
+def blend_summary(members: Sequence[Member], probs: np.ndarray, blends: Dict[str, Blend], chosen: Blend,
+                  target: np.ndarray, task: Task) -> Dict:
     """What blend.json records: members with their scores, every method's scores, the chosen one's weights."""
     folds = members[0].oof["fold"].to_numpy(int)
     runs = []
@@ -374,8 +382,17 @@ class Outputs:
 
 def _outputs(members: Sequence[Member], blend: Blend, cols: List[str], task: Task, sample: Optional[Sample]
              ) -> Outputs:
-    """The blend's files in the runs' formats; the submission through decisions.submission_of (as `kitpkg cv`'s),
-    decided by thresholds fitted nested on the blend's OOF where the metric needs them."""
+    """The blend's files in the runs' formats (prediction_outputs)."""
+    test = None if members[0].test is None else blend_test(blend, aligned(members, lambda m: m.test, cols), task)
+    return prediction_outputs(members, blend.oof, test, task, sample)
+
+
+def prediction_outputs(members: Sequence[Member], oof: np.ndarray, test: Optional[np.ndarray], task: Task,
+                       sample: Optional[Sample]) -> Outputs:
+    """Files in the runs' formats of predictions (rows × prediction columns, as scored) of the members' OOF rows (in
+    the first member's order) and test rows (its test order; None without a test split); the submission through
+    decisions.submission_of (as `kitpkg cv`'s), decided by thresholds fitted nested on `oof` where the metric needs
+    them."""
     import pandas as pd
 
     from ..tables import score_columns, target_score_columns
@@ -383,7 +400,7 @@ def _outputs(members: Sequence[Member], blend: Blend, cols: List[str], task: Tas
     from ..train import predict as P  # the OOF rows and test average of a run, in the runs' formats
 
     first = members[0].oof
-    scores = pd.DataFrame(blend.oof, columns=score_columns(blend.oof.shape[1]))
+    scores = pd.DataFrame(oof, columns=score_columns(oof.shape[1]))
     targets = first[target_columns(task)].to_numpy()
     for j, column in reversed(list(enumerate(target_score_columns(targets.shape[1])))):
         scores.insert(0, column, targets[:, j])
@@ -394,10 +411,9 @@ def _outputs(members: Sequence[Member], blend: Blend, cols: List[str], task: Tas
     columns = members[0].submission_cols  # the kit's layout is named as the first run's submission
     if columns is None and sample is not None:
         columns = (sample.id_col, sample.columns[0])  # unused: the sample's layout names every column
-    if members[0].test is None or columns is None:
+    if test is None or columns is None:
         return outputs
-    test_probs = blend_test(blend, _aligned(members, lambda m: m.test, cols), task)
-    frame = pd.DataFrame(test_probs, columns=score_columns(test_probs.shape[1]))
+    frame = pd.DataFrame(test, columns=score_columns(test.shape[1]))
     frame.insert(0, "id", members[0].test["id"].to_numpy())
     outputs.test = P.average_test([frame], task, "prob")
     outputs.decisions = D.fit_decisions(task, outputs.oof, sample)
@@ -413,7 +429,7 @@ def _output_config(columns: Tuple[str, str], sample: Optional[Sample]) -> Config
                                       sample_submission=None if sample is None else str(sample.path)))
 
 
-def _write_outputs(outputs: Outputs, out: Path) -> None:
+def write_outputs(outputs: Outputs, out: Path) -> None:
     """oof.csv, and test_predictions.csv + submission.csv when there are (each atomically)."""
     from ..tables import write_csv
 
