@@ -215,11 +215,45 @@ class TrainConfig:
                                     "devices: 2")
     checkpoint_every_n_steps: int = ranged(50, ge=1, doc="a kill mid-epoch loses at most this many steps")
     keep_checkpoints: int = ranged(2, ge=1, doc="step checkpoints kept per fold (besides best and end-of-epoch last)")
+    # Not in the config hash (NON_RESULT_KEYS): a pause resumes exactly. Parsed at load into seconds (parse_time_limit)
+    time_limit: Optional[Union[float, str, bool]] = ranged(
+        None, ge=0, doc="pause in good order (resumable, exit 0) this long after the session's start (Kaggle, "
+                        "Colab) or the run's (elsewhere): 11h30m, 90m, 45s or seconds; null/auto = the platform's "
+                        "(Kaggle 12 h, TPU 9 h, less 15 min; else none); off = never")
     mixup: Optional[MixupConfig] = keyed(None, doc="mixup/cutmix of training batches (timm Mixup); null = off")
     ema: Optional[EmaConfig] = keyed(None, doc="EMA of the weights, used for validation, the best checkpoint, OOF "
                                                "and test; null = off")
     early_stopping: Optional[EarlyStoppingConfig] = keyed(None, doc="stop a fold when train.monitor stops improving; "
                                                                     "null = train every epoch")
+
+    def __post_init__(self):
+        self.time_limit = parse_time_limit(self.time_limit)
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m(?:in)?)?(?:(\d+(?:\.\d*)?)s)?$")
+
+
+def parse_time_limit(value: Any) -> Optional[float]:
+    """train.time_limit in seconds: None (null/auto: the platform's default), 0.0 (off/false/0: no limit) or > 0."""
+    if value is None or value == AUTO:
+        return None
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+        return 0.0
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)  # its range (>= 0, finite) is checked with every number's
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        match = _DURATION_RE.match(text)
+        if _FLOAT_RE.match(text):
+            seconds = float(text)
+        elif match and text:
+            hours, minutes, secs = (float(g or 0) for g in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+    if seconds is None or not 0 <= seconds < float("inf"):
+        raise KitError(f"train.time_limit: expected a duration such as 11h30m, 90m, 45s or seconds, auto or off, "
+                       f"got {value!r}")
+    return seconds
 
 
 @dataclass
@@ -290,7 +324,8 @@ CHOICES = {
 # model.init_from is a path: the run it names is identified in state.json by its config hash instead (train/init_from.py)
 NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "data.cache_dir",
                    "model.init_from",
-                   "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "output")
+                   "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "train.time_limit",
+                   "output")
 PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "model.init_from", "output.run_dir",
              "output.sample_submission")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -597,7 +632,7 @@ def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 # before them keeps its hash (and resumes) after an upgrade; set to anything else, they count like every key.
 ADDED_KEYS = ("data.aug.preset", "data.aug.cpu", "data.aug.gpu", "data.sampling", "model.meta", "train.mixup",
               "train.ema", "train.early_stopping", "train.pos_weight", "train.score_class", "train.task",
-              "train.metric")
+              "train.metric", "train.time_limit")
 
 
 # Defaults that changed after run directories existed: {key: the old default}. The new default is null (unset); a

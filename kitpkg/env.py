@@ -147,3 +147,53 @@ def has_internet(environ: Mapping[str, str] = os.environ, timeout: float = 1.5) 
 def env_flag(name: str, environ: Mapping[str, str] = os.environ) -> bool:
     """True when the environment variable `name` is set to a truthy value (not '', 0, false, no)."""
     return environ.get(name, "").lower() not in ("", "0", "false", "no")
+
+
+# Kaggle's limits (FIELD-NOTES "Free GPUs as they are"): a GPU (or CPU) session ends about 12 h after it started, a
+# TPU session after 9 h; /kaggle/working, which becomes a version's output, holds about 20 GB.
+KAGGLE_SESSION_S = {"gpu": 12 * 3600.0, "tpu": 9 * 3600.0}
+KAGGLE_OUTPUT_BYTES = 20 * 10**9
+# What is left after the pause: the pause's own checkpoint (a B4 full state, a few hundred MB: under a minute on
+# local disk), the partial report, and slack for a validation pass not yet timed (the first epoch's) -- 15 min of 12 h
+KAGGLE_MARGIN_S = 15 * 60.0
+TPU_VARIABLES = ("TPU_ACCELERATOR_TYPE", "TPU_NAME", "COLAB_TPU_ADDR")  # set on TPU runtimes (not on GPU ones)
+
+
+def session_length_s(platform: str, environ: Mapping[str, str]) -> Optional[float]:
+    """How long a session of `platform` lasts from its start (Kaggle: 12 h, 9 h on a TPU); None: no fixed end known."""
+    if platform != "kaggle":
+        return None  # Colab's runtimes end after idle time or usage limits that are not published as one figure
+    return KAGGLE_SESSION_S["tpu" if any(environ.get(v) for v in TPU_VARIABLES) else "gpu"]
+
+
+def process_start(pid: str = "1", proc: Path = Path("/proc")) -> Optional[float]:
+    """Wall-clock start (epoch seconds) of process `pid` from /proc/<pid>/stat and /proc/stat's boot time; None
+    where unreadable (not Linux)."""
+    try:
+        stat = (proc / pid / "stat").read_text()
+        boot = next(float(line.split()[1]) for line in (proc / "stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        ticks = float(stat.rpartition(")")[2].split()[19])  # field 22, starttime; the name before may hold spaces
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def session_start(platform: str, now: float, environ: Mapping[str, str], proc: Path = Path("/proc")
+                  ) -> Optional[float]:
+    """When this platform session began (epoch seconds): on Kaggle and Colab the start of the container's first
+    process (PID 1), else of this process where PID 1's start is unreadable or implausible (in the future, or older
+    than a whole session: not the session's container); None locally (a limit counts from the run's start there)."""
+    if platform == "local":
+        return None
+    length = session_length_s(platform, environ) or 24 * 3600.0  # Colab: its longest (paid) runtimes
+    for pid in ("1", str(os.getpid())):
+        start = process_start(pid, proc)
+        if start is not None and now - length <= start <= now:
+            return start
+    return None
+
+
+def output_limit_bytes(environ: Mapping[str, str] = os.environ) -> Optional[int]:
+    """How much the run's output folder may hold: Kaggle's /kaggle/working about 20 GB; None elsewhere."""
+    return KAGGLE_OUTPUT_BYTES if detect_platform(environ) == "kaggle" else None

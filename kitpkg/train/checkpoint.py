@@ -152,6 +152,19 @@ class RunCheckpoints(pl.Callback):
             shutil.rmtree(self._local, ignore_errors=True)
             self._local = None
 
+    def save_step(self, trainer: pl.Trainer) -> Path:
+        """Write a resumable checkpoint of the current optimizer step now and return its path once it is published
+        (the session budget's pause, kitpkg/train/budget.py: after this writer's own batch-end hook, at a step no
+        validation follows). Every rank calls it (a collective save)."""
+        step = trainer.global_step
+        name = ckpt_name(step, after_validation=False)
+        # the periodic save of this very step is not written twice; decided from the step alone, the same on every
+        # rank (a look at the folder could differ between ranks while rank 0 publishes, and hang the collective)
+        if not (step > 0 and step % self.every_n_steps == 0):
+            self._save(trainer, name)
+        self._last_step = trainer.global_step
+        return self.folder / name
+
     # -- writing ------------------------------------------------------------------------------------------------------
     def _save(self, trainer: pl.Trainer, name: str, prune: bool = True) -> None:
         if self._local is None:
