@@ -24,6 +24,7 @@ from .task import KINDS
 
 AUTO = "auto"
 TTA_VIEWS = ("hflip", "vflip", "transpose", "rot90", "rot180", "rot270", "antitranspose")
+LOGGERS = ("csv", "tensorboard", "wandb")  # train.logger: Lightning's loggers (kitpkg/train/loggers.py)
 
 
 def _section(cls: type) -> Any:
@@ -220,6 +221,10 @@ class TrainConfig:
         None, ge=0, doc="pause in good order (resumable, exit 0) this long after the session's start (Kaggle, "
                         "Colab) or the run's (elsewhere): 11h30m, 90m, 45s or seconds; null/auto = the platform's "
                         "(Kaggle 12 h, TPU 9 h, less 15 min; else none); off = never")
+    # Not in the config hash (NON_RESULT_KEYS): logs change no number. metrics.csv is written either way
+    logger: List[str] = keyed(default_factory=list, doc=f"Lightning loggers per fold, any of {', '.join(LOGGERS)} "
+                                                        "(e.g. [csv, tensorboard]) under <run dir>/logs/; wandb runs "
+                                                        "offline without internet; [] = none")
     mixup: Optional[MixupConfig] = keyed(None, doc="mixup/cutmix of training batches (timm Mixup); null = off")
     ema: Optional[EmaConfig] = keyed(None, doc="EMA of the weights, used for validation, the best checkpoint, OOF "
                                                "and test; null = off")
@@ -323,7 +328,7 @@ CHOICES = {
 # the shard sets' contents are fingerprinted separately by the CV runner).
 # model.init_from is a path: the run it names is identified in state.json by its config hash instead (train/init_from.py)
 NON_RESULT_KEYS = ("name", "data.num_workers", "data.folds", "data.shards", "data.extra_train", "data.cache_dir",
-                   "model.init_from",
+                   "model.init_from", "train.logger",
                    "model.weights", "train.checkpoint_every_n_steps", "train.keep_checkpoints", "train.time_limit",
                    "output")
 PATH_KEYS = ("data.shards", "data.cache_dir", "model.weights", "model.init_from", "output.run_dir",
@@ -443,6 +448,9 @@ def validate(config: Config) -> Config:
     for i, view in enumerate(config.predict.tta):
         if view not in TTA_VIEWS:
             raise KitError(f"predict.tta[{i}]: unknown view {view!r}; use {', '.join(TTA_VIEWS)}")
+    for i, name in enumerate(config.train.logger):
+        if name not in LOGGERS:
+            raise KitError(f"train.logger[{i}]: unknown logger {name!r}; use {', '.join(LOGGERS)}")
     if not config.data.shards:
         raise KitError("data.shards: required (the output folder of `kitpkg convert`)")
     sample = config.output.sample_submission
@@ -632,7 +640,7 @@ def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 # before them keeps its hash (and resumes) after an upgrade; set to anything else, they count like every key.
 ADDED_KEYS = ("data.aug.preset", "data.aug.cpu", "data.aug.gpu", "data.sampling", "model.meta", "train.mixup",
               "train.ema", "train.early_stopping", "train.pos_weight", "train.score_class", "train.task",
-              "train.metric", "train.time_limit")
+              "train.metric", "train.time_limit", "train.logger")
 
 
 # Defaults that changed after run directories existed: {key: the old default}. The new default is null (unset); a
