@@ -95,8 +95,15 @@ def find_lr(config, fold: int = 0, **options) -> Optional[float]:
         print(f"kitpkg: the LR finder already ran for this config (plot: {plot})", flush=True)
     else:
         from ..train.lr_find import run_lr_find
+        from ..train.parallel import visible_gpus
 
-        result = run_lr_find(config, run_dir, fold=fold, **options)
+        # with a GPU, the sweep runs in a spawned child: CUDA initialised here would stop ddp_notebook later (child.py)
+        if visible_gpus(config):
+            from ..train.child import call_in_child
+
+            result = call_in_child(run_lr_find, config, run_dir, fold=fold, **options)
+        else:
+            result = run_lr_find(config, run_dir, fold=fold, **options)
         lr, plot = result["suggestion"], Path(result["plot"])
         lr = None if lr is None else float(f"{lr:.3g}")
         known[key] = {"suggestion": lr, "plot": os.path.relpath(plot, run_dir)}  # relative: the run dir moves

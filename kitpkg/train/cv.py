@@ -392,7 +392,15 @@ def _keep_run_defaults(config: Config, run_dir: Path) -> None:
 def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optional[Sequence[int]] = None,
            train_only: bool = False) -> CVResult:
     """Train the folds not yet done (all of `data.folds`, or `folds`), then merge OOF, submission and report
-    (train_only: leave that to another process, e.g. the parent of `--parallel-folds`)."""
+    (train_only: leave that to another process, e.g. the parent of `--parallel-folds`). With 2+ GPUs visible and
+    train.devices/strategy at auto, folds train side by side, one process per GPU (parallel.py), their progress
+    printed here: the notebook process never touches CUDA, and no GPU idles."""
+    if not train_only:
+        from .parallel import gpus_for_folds, run_parallel_cv
+
+        workers = gpus_for_folds(config)
+        if workers:
+            return run_parallel_cv(config, workers, run_dir, folds)
     inputs = load_inputs(config)
     D.check_sample(config, inputs.task, P.fold_ids(inputs.manifest, "test"))  # refused before anything is written
     inputs, state = open_run(config, run_dir, inputs=inputs)

@@ -154,6 +154,17 @@ def training_gpus(strategy: str = "auto") -> List[Gpu]:
     return shown
 
 
+def visible_count() -> int:
+    """How many GPUs this process sees, without a CUDA context: the driver's list through CUDA_VISIBLE_DEVICES, else
+    torch's count (NVML-based in the torch versions the kit supports: no CUDA context either)."""
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        return 0
+    shown = _driver_visible()
+    return len(shown) if shown is not None else torch.cuda.device_count()
+
+
 def arch_supported(capability: Tuple[int, int], arch_list: Sequence[str]) -> bool:
     """Whether a build with these arch flags runs on the GPU (`torch.cuda.get_arch_list()`'s spelling).
 

@@ -26,8 +26,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import AUTO, Config, to_yaml
 from ..errors import KitError
-from .cv import CVResult, finish, fold_selection, open_run
+from .cv import CVResult, finish, fold_selection, load_inputs, open_run
+from .decisions import check_sample
 from .lease import check_free
+from .predict import fold_ids
 
 POLL_S = 0.2  # how often a free worker is looked for
 STOP_GRACE_S = 10.0  # a worker stopped early gets this long to end (Lightning's KeyboardInterrupt path) before SIGKILL
@@ -38,7 +40,10 @@ def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike]
                     folds: Optional[Sequence[int]] = None) -> CVResult:
     """Train the folds not yet done in up to `workers` processes at once, then finish the run here."""
     envs = worker_environments(config, workers, visible_gpus(config))
-    inputs, state = open_run(config, run_dir)  # state.json is written here, once, before any worker starts
+    inputs = load_inputs(config)
+    check_sample(config, inputs.task, fold_ids(inputs.manifest, "test"))  # refused before anything is written
+    # state.json is written here, once, before any worker starts
+    inputs, state = open_run(config, run_dir, inputs=inputs)
     all_folds, selected = fold_selection(config, inputs, folds)
     todo = [k for k in selected if not state.is_done(k)]
     check_free(state, todo)  # a fold a live process trains (e.g. a killed run's worker elsewhere): refused now
@@ -54,14 +59,25 @@ def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike]
 
 
 def visible_gpus(config: Config) -> List[str]:
-    """The GPUs the workers may use (CUDA_VISIBLE_DEVICES entries, or indices); none with train.accelerator: cpu."""
+    """The GPUs the workers may use (CUDA_VISIBLE_DEVICES entries, or indices); none with train.accelerator: cpu.
+    Counted without a CUDA context (gpus.py), so a notebook can still fork ddp_notebook workers afterwards."""
     if config.train.accelerator not in (AUTO, "gpu", "cuda"):
         return []
-    import torch
+    from .gpus import visible_count
 
-    count = torch.cuda.device_count()
+    count = visible_count()
     listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     return (listed or [str(i) for i in range(count)])[:count]
+
+
+def gpus_for_folds(config: Config) -> int:
+    """How many folds to train side by side when nothing asks otherwise: one per visible GPU when there are 2+ and
+    train.devices/strategy are auto (a single-device run would leave the others idle; DDP only when asked); else 0."""
+    train = config.train
+    if train.devices != AUTO or train.strategy != AUTO:
+        return 0
+    count = len(visible_gpus(config))
+    return count if count >= 2 else 0
 
 
 def worker_environments(config: Config, workers: int, gpus: Sequence[str],
@@ -93,7 +109,9 @@ def worker_argv(config_path: Path, run_dir: Path, k: int) -> List[str]:
 
 def run_workers(todo: Sequence[int], envs: Sequence[Dict[str, str]], argv_of) -> Dict[int, int]:
     """Run `argv_of(k)` for every fold in `todo`, at most one per environment at a time; {fold: exit code} of the
-    folds that failed (the others go on). Interrupted: the workers are stopped (a re-run resumes them)."""
+    folds that failed (the others go on). Each worker's output is printed here line by line, `[fold k]` first: a
+    notebook cell shows what this process prints, not what its subprocesses write. Interrupted: the workers are
+    stopped (a re-run resumes them)."""
     queue, running, failed = list(todo), {}, {}
     try:
         while queue or running:
@@ -102,17 +120,51 @@ def run_workers(todo: Sequence[int], envs: Sequence[Dict[str, str]], argv_of) ->
                     k = queue.pop(0)
                     gpu = f" (GPU {env['CUDA_VISIBLE_DEVICES']})" if "CUDA_VISIBLE_DEVICES" in env else ""
                     print(f"kitpkg: fold {k} -> worker {slot}{gpu}", flush=True)
-                    running[slot] = (k, subprocess.Popen(argv_of(k), env=env, start_new_session=True,
-                                                         preexec_fn=die_with_parent()))
+                    proc = subprocess.Popen(argv_of(k), env=env, start_new_session=True, preexec_fn=die_with_parent(),
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                    running[slot] = (k, proc, WorkerOutput(k, proc.stdout))
             time.sleep(POLL_S)
-            for slot, (k, proc) in list(running.items()):
-                if proc.poll() is not None:
+            for slot, (k, proc, output) in list(running.items()):
+                done = proc.poll() is not None
+                output.relay(final=done)
+                if done:
                     del running[slot]
                     if proc.returncode:
                         failed[k] = proc.returncode
     finally:
-        stop_workers([proc for _, proc in running.values()])
+        stop_workers([proc for _, proc, _ in running.values()])
+        for _, _, output in running.values():
+            output.relay(final=True)
     return failed
+
+
+class WorkerOutput:
+    """A worker's stdout+stderr pipe, read without blocking and printed here as whole lines, `[fold k]` first."""
+
+    def __init__(self, fold: int, pipe) -> None:
+        self.prefix, self.pipe, self.partial = f"[fold {fold}] ", pipe, b""
+        os.set_blocking(pipe.fileno(), False)
+
+    def relay(self, final: bool = False) -> None:
+        """Print the complete lines read so far (final: everything, the pipe then closed)."""
+        if self.pipe.closed:
+            return
+        while True:
+            try:
+                chunk = self.pipe.read()
+            except (BlockingIOError, ValueError):
+                chunk = None
+            if not chunk:
+                break
+            self.partial += chunk
+        *lines, self.partial = self.partial.replace(b"\r", b"\n").split(b"\n")
+        if final:
+            lines, self.partial = lines + [self.partial], b""
+            self.pipe.close()
+        text = "".join(f"{self.prefix}{line.decode(errors='replace')}\n" for line in lines if line.strip())
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
 
 def die_with_parent() -> Optional[Callable[[], None]]:

@@ -158,3 +158,7 @@ def build_trainer(recipe: "Recipe", callbacks: Sequence[Any] = (), **overrides: 
         # the bar reads the logged train_loss from the device at each refresh: every step (a GPU sync) by default
         kwargs["callbacks"] = [*kwargs["callbacks"], TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
     return pl.Trainer(**kwargs)
+    else:  # no bar (a --parallel-folds worker, whose output the parent relays): a line per validation
+        from .progress import EpochLines
+
+        kwargs["callbacks"] = [*kwargs["callbacks"], EpochLines(recipe.fold)]
