@@ -38,9 +38,26 @@ def _cv(args: argparse.Namespace) -> int:
         result = run_cv(config, args.run_dir, folds=args.folds, train_only=getattr(args, "train_only", False))
     from .runstate import is_rank_zero
 
+    if result.paused:  # exit 0 all the same: a Kaggle Save Version keeps its output, the next session continues
+        from .budget import continue_hint
+
+        result.resume_hint = continue_hint(_again(args))
     if is_rank_zero():
         print(result.summary())
     return 0
+
+
+def _again(args: argparse.Namespace) -> str:
+    """The command that continues a paused `kitpkg cv`/`train`: the same config, run directory, overrides, folds."""
+    import shlex
+
+    words = ["kitpkg", "cv", "--config", args.config, *(["--run-dir", args.run_dir] if args.run_dir else [])]
+    words += [w for item in args.overrides for w in ("--set", item)]
+    if args.folds is not None:
+        words += ["--folds", ",".join(map(str, args.folds))]
+    if getattr(args, "parallel_folds", 1) != 1:
+        words += ["--parallel-folds", str(args.parallel_folds)]
+    return shlex.join(words)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -82,6 +99,14 @@ def _lr_find(args: argparse.Namespace) -> int:
     print(f"suggested lr: {result['suggestion']}\nplot: {result['plot']}")
     if args.write_config:
         print(f"optim.lr written into {args.config}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import run_plan
+
+    plan = run_plan(_load(args), args.run_dir, sizes=args.sizes, steps=args.steps)
+    print(plan.summary())
     return 0
 
 
@@ -155,6 +180,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep")
     p.add_argument("--write-config", action="store_true", help="write the suggestion into optim.lr of the YAML")
     p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("plan", help="time a few training steps here; project fold and CV time, memory, output size",
+                       description="Train the first fold for a few dozen steps after a warm-up (nothing but plan.json "
+                                   "is written into the run directory), then print train and loader images/s, the "
+                                   "loader's wait share, peak memory, the largest batch that fits (GPU), and the "
+                                   "projected time per fold and for the CV against the session budget and the output "
+                                   "limit; `kitpkg runs` shows the projection beside the actual fold time.")
+    _common(p)
+    p.add_argument("--sizes", type=_folds, default=None, metavar="384,512",
+                   help="image sizes to plan, from those the shard set has (default: data.image_size)")
+    p.add_argument("--steps", type=int, default=30, metavar="N", help="training steps timed after the warm-up")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("augment-preview", help="a PNG grid of training samples as the model sees them (CPU + GPU "
                                               "augmentation stages)")
