@@ -47,6 +47,8 @@ extras_require = {
         "nbformat>=5.9",
         "ipykernel>=6.25",
         "lightgbm>=4",  # `kitpkg stack`'s default level-2 model (tests/test_stack.py)
+        "tensorboard>=2.14",  # train.logger: tensorboard (tests/test_loggers.py)
+        "wandb>=0.16",  # train.logger: wandb, run offline in tests/test_loggers.py
     ],
     # `kitpkg stack`: LightGBM (the default level-2 model; Colab and Kaggle ship it), scikit-learn (--model linear)
     "stack": ["lightgbm>=4", "scikit-learn>=1.2"],

@@ -51,6 +51,9 @@ class Environment:
             ("data dir", str(self.data_dir)),
             ("run dir", str(self.run_dir)),
         ]
+        if not self.internet and _importable("wandb"):  # e.g. Kaggle with the internet off (train.logger: wandb)
+            rows.append(("w&b", "offline (no internet); upload later: wandb sync "
+                                f"{self.run_dir}/<run>/logs/wandb/offline-run-*"))
         if self.cache_dir is not None:
             rows.append(("shard cache", str(self.cache_dir)))
         if self.platform == "kaggle":
@@ -71,6 +74,15 @@ def kaggle_persistence(run_type: Optional[str]) -> Tuple[str, ...]:
     # Kaggle shows the Persistence setting only in the notebook's menu: nothing in the session says whether it is on
     return ("/kaggle/working survives a restart only with Settings -> Persistence: Files (best effort, not",
             "checkable from here); safer: Save Version, then attach its output as input: the run continues from it")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _manifest_size(folder: Path) -> Optional[int]:

@@ -256,7 +256,7 @@ def fit_fold(config: Config, inputs: RunInputs, state: RunState, k: int) -> None
     # updated patience count; Throughput's arrival first and Throughput last: see timing.py
     trainer = build_trainer(recipe, callbacks=[throughput.arrival, *recipe_callbacks(recipe),
                                                DivergenceGuard(k, config.optim.lr), *early_stopping(config, *monitor),
-                                               writer, throughput])
+                                               writer, throughput], run_dir=state.run_dir)
     started = time.perf_counter()
     if not trained:
         fit(trainer, module, dm, state, k, resume)

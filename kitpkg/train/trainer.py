@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..config import AUTO, Config
@@ -134,10 +135,13 @@ def safe_load_kwargs(trainer) -> Dict[str, Any]:
     return {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
 
 
-def build_trainer(recipe: "Recipe", callbacks: Sequence[Any] = (), **overrides: Any):
+def build_trainer(recipe: "Recipe", callbacks: Sequence[Any] = (), run_dir: Optional[Path] = None, **overrides: Any):
     """A Lightning Trainer for a fold's recipe (its device choice; devices/strategy and the loop's settings from
-    train.*; kitpkg does its own checkpoints). A new Trainer setting goes here."""
+    train.*; kitpkg does its own checkpoints; with `run_dir`, a fit's train.logger loggers). A new Trainer setting
+    goes here."""
     import pytorch_lightning as pl
+
+    from .loggers import trainer_logging
 
     quiet_lightning()
     config, choice = recipe.config, recipe.device
@@ -151,14 +155,16 @@ def build_trainer(recipe: "Recipe", callbacks: Sequence[Any] = (), **overrides: 
         enable_progress_bar=not env_flag("KITPKG_NO_PROGRESS"), enable_model_summary=False,
         num_sanity_val_steps=0, use_distributed_sampler=False,  # the loader partitions by rank itself
         default_root_dir=tempfile.gettempdir(), callbacks=list(callbacks))
+    logs = trainer_logging(config, run_dir, recipe.fold)  # train.logger's loggers and their callback ({}: none)
+    kwargs.update(logs, callbacks=[*kwargs["callbacks"], *logs.get("callbacks", ())])
     kwargs.update(overrides)
     if kwargs["enable_progress_bar"]:
         from pytorch_lightning.callbacks import TQDMProgressBar
 
         # the bar reads the logged train_loss from the device at each refresh: every step (a GPU sync) by default
         kwargs["callbacks"] = [*kwargs["callbacks"], TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
-    return pl.Trainer(**kwargs)
     else:  # no bar (a --parallel-folds worker, whose output the parent relays): a line per validation
         from .progress import EpochLines
 
         kwargs["callbacks"] = [*kwargs["callbacks"], EpochLines(recipe.fold)]
+    return pl.Trainer(**kwargs)
