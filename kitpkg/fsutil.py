@@ -58,12 +58,17 @@ def sha256_file(path: PathLike) -> str:
     return digest.hexdigest()
 
 
+def temp_pattern(name: str) -> str:
+    """The glob of atomic_write's temporary files beside a file named `name` (left behind only by a killed write)."""
+    return f".{name}.*.tmp"
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file beside `path`, fsync it, and rename it into place only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # matches temp_pattern
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are shared (Drive, Kaggle datasets) like any written file
     try:
         with os.fdopen(fd, mode) as f:

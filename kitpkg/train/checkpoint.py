@@ -6,6 +6,24 @@ temp name, size-checked, fsynced and `os.replace`d. Resumable checkpoints are na
 (n = 0 mid-epoch, 1 after validation) so their names sort in the order they were written; the newest intact one is
 resumed; a truncated one (Drive sync, full disk), detected by its zip CRCs, and one that `weights_only` loading
 refuses (foreign or crafted) are skipped with a warning -- neither is ever unpickled.
+
+The copy to slow storage runs off the training thread. The local save stays on it (under DDP it is a collective every
+rank joins, and it takes a point-in-time copy of the state: the next optimizer step may change the weights). Rank 0
+then hands the finished local file to one background thread of ours, which publishes the checkpoints one at a time in
+the order they were written (so two copies of one file never race, and `best.ckpt` is replaced in order), prunes the
+old resumable ones only after the newer one is complete, and deletes the local file. A save while copies are still
+pending goes on without waiting unless MAX_PENDING are (a copy slower than the checkpoint interval): then it waits for
+the oldest, which bounds the local disk used and how far the run directory lags. `flush()` waits for all of them (the
+end of the fit, before best.ckpt is read for predictions; the session budget's pause); a copy's error (a full Drive)
+is raised on the training thread at the next save or flush, with the same message; after any other exception the
+pending copies are finished, so a re-run resumes from the newest checkpoint written. A kill at any moment leaves the
+newest published checkpoint: a copy in flight has a temp name that never matches the resumable pattern (and is
+removed when the fold trains again).
+
+Lightning's AsyncCheckpointIO was considered: it runs the whole torch.save in a thread, after cloning every tensor
+of the state on its device (a second copy of B4's weights, optimizer moments and EMA in GPU memory per pending save,
+with no bound on how many), and its file is then the one kitpkg would still have to publish -- the slow part, which
+it does not cover. The local save is the fast part (benchmarks/checkpoint.py), so the thread here moves only the copy.
 """
 from __future__ import annotations
 
@@ -13,14 +31,18 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Deque, Dict, List, Optional, Set
 
 import pytorch_lightning as pl
 
 from ..errors import KitError
-from ..fsutil import atomic_copy, atomic_write_text
+from ..fsutil import atomic_copy, atomic_write_text, temp_pattern
 from ..rundir import BEST, RESUMABLE, ckpt_name, metrics_beside
+
+MAX_PENDING = 3  # checkpoints handed off and not yet published; a save beyond that waits for the oldest
 
 
 def publish(local: Path, dest: Path) -> None:
@@ -108,6 +130,9 @@ class RunCheckpoints(pl.Callback):
         self.history: List[Dict[str, Any]] = []
         self._last_step = -1
         self._local: Optional[str] = None
+        self._seq = 0  # numbers the local files: a queued best.ckpt is never overwritten by the next one
+        self._publisher: Optional[ThreadPoolExecutor] = None  # made at the first save: a spawned rank pickles None
+        self._pending: Deque[Future] = deque()
 
     # -- state carried inside the checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -147,10 +172,27 @@ class RunCheckpoints(pl.Callback):
             self._save(trainer, BEST, prune=False)
         self._save(trainer, ckpt_name(trainer.global_step, after_validation=True))
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.folder.is_dir():  # copies a kill cut short: never resumable, only space
+            for stale in self.folder.glob(temp_pattern("*.ckpt")):
+                stale.unlink(missing_ok=True)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._local:
-            shutil.rmtree(self._local, ignore_errors=True)
-            self._local = None
+        try:
+            self.flush()
+        finally:
+            self._close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # finish the pending copies (their errors are secondary to this exception): a re-run resumes from the newest
+        while self._pending:
+            self._pending.popleft().exception()
+        self._close()
+
+    def flush(self) -> None:
+        """Wait until every checkpoint handed off is published; a copy's error is raised here."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def save_step(self, trainer: pl.Trainer) -> Path:
         """Write a resumable checkpoint of the current optimizer step now and return its path once it is published
@@ -162,21 +204,47 @@ class RunCheckpoints(pl.Callback):
         # rank (a look at the folder could differ between ranks while rank 0 publishes, and hang the collective)
         if not (step > 0 and step % self.every_n_steps == 0):
             self._save(trainer, name)
+        self.flush()
         self._last_step = trainer.global_step
         return self.folder / name
 
     # -- writing ------------------------------------------------------------------------------------------------------
     def _save(self, trainer: pl.Trainer, name: str, prune: bool = True) -> None:
+        self._reap()  # a copy that failed since the last save stops the fit now, as a synchronous copy would have
         if self._local is None:
             self._local = tempfile.mkdtemp(prefix="kitpkg-ckpt-")
-        local = Path(self._local) / name
+        self._seq += 1
+        local = Path(self._local) / f"{self._seq:06d}-{name}"
         trainer.save_checkpoint(local, weights_only=False)  # every rank calls it (collective); rank 0 writes
         if trainer.is_global_zero:
+            while len(self._pending) >= MAX_PENDING:
+                self._pending.popleft().result()
+            if self._publisher is None:
+                self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kitpkg-publish")
+            self._pending.append(self._publisher.submit(self._publish, local, name, prune))
+
+    def _publish(self, local: Path, name: str, prune: bool) -> None:
+        """(the background thread) Publish one checkpoint, then prune the resumable ones it makes old."""
+        try:
             publish(local, self.folder / name)
-            local.unlink()
-            if prune:
-                for old in resumable(self.folder)[:-self.keep]:
-                    old.unlink(missing_ok=True)
+        finally:
+            local.unlink(missing_ok=True)
+        if prune:
+            for old in resumable(self.folder)[:-self.keep]:
+                old.unlink(missing_ok=True)
+
+    def _reap(self) -> None:
+        """Forget the copies that are done; raise the first one's error."""
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()
+
+    def _close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.shutdown(wait=True)
+            self._publisher = None
+        if self._local:
+            shutil.rmtree(self._local, ignore_errors=True)
+            self._local = None
 
     def _write_history(self) -> None:
         import csv
