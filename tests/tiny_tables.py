@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -12,9 +12,10 @@ SIDE = 32
 
 
 def noise_shards(folder: Path, rows: List[Dict[str, object]], label_col: str = "target", folds: int = 2,
-                 sizes: Sequence[int] = (SIDE,), seed: int = 0, test_rows: Sequence[Dict[str, object]] = ()):
+                 sizes: Sequence[int] = (SIDE,), seed: int = 0, test_rows: Sequence[Dict[str, object]] = (),
+                 group_col: Optional[str] = None):
     """Convert `rows` (each with image_name and `label_col`) and `test_rows` (a test split) with noise JPEGs into
-    `folder`/shards; {size: Manifest}."""
+    `folder`/shards, folds grouped by `group_col` (None: by image); {size: Manifest}."""
     import simplejpeg
 
     from kitpkg.shards.convert import convert
@@ -27,7 +28,7 @@ def noise_shards(folder: Path, rows: List[Dict[str, object]], label_col: str = "
         (images / f"{row['image_name']}.jpg").write_bytes(simplejpeg.encode_jpeg(pixels, quality=90))
     table, test_table = _write_csv(folder / "train.csv", rows), _write_csv(folder / "test.csv", test_rows)
     return convert(images, table, folder / "shards", sizes=tuple(sizes), folds=folds, label_col=label_col,
-                   group_col=None, shard_samples=32, workers=1, progress=False, test_csv=test_table)
+                   group_col=group_col, shard_samples=32, workers=1, progress=False, test_csv=test_table)
 
 
 def demo_csv_with(demo_source, path: Path, columns) -> Path:

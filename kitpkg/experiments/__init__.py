@@ -1,8 +1,10 @@
-"""Experiments as a whole: compare run directories (`kitpkg runs`) and blend runs on their OOF (`kitpkg blend`).
+"""Experiments as a whole: compare run directories (`kitpkg runs`) and blend runs on their OOF (`kitpkg blend`),
+stack them under a level-2 model (`kitpkg stack`).
 
 Public entry points (heavy imports happen on first use):
   show_runs(dirs=(), out=None) -> Path            kitpkg.experiments.table
   run_blend(runs, out, method=None) -> dict       kitpkg.experiments.blend
+  run_stack(runs, out, columns=()) -> dict        kitpkg.experiments.stack
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import importlib
 from typing import Any
 
 _LAZY = {"show_runs": "kitpkg.experiments.table", "find_runs": "kitpkg.experiments.runs",
-         "run_blend": "kitpkg.experiments.blend"}
+         "run_blend": "kitpkg.experiments.blend", "run_stack": "kitpkg.experiments.stack"}
 __all__ = list(_LAZY)
 
 

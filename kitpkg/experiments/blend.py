@@ -366,7 +366,8 @@ def blend_summary(members: Sequence[Member], probs: np.ndarray, blends: Dict[str
         methods["fit"]["in_sample_mean"] = float(np.mean(list(in_sample.values())))
         methods["fit"]["weights"] = [float(w) for w in fit.weights]
         methods["fit"]["fold_weights"] = {k: [float(x) for x in w] for k, w in fit.fold_weights.items()}
-    return {"metric": task.scoring.label, "method": chosen.method, "runs": runs, "methods": methods}
+    return {"metric": task.scoring.label, "higher_is_better": task.scoring.higher_is_better, "method": chosen.method,
+            "runs": runs, "methods": methods}
 
 
 @dataclass

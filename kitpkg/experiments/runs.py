@@ -21,6 +21,8 @@ from ..config import diff_keys
 from ..errors import KitError
 from ..rundir import STATE_NAME, CVSummary, FoldRecord, is_run_dir
 from ..task import Task
+from ..train.projection import duration as _duration  # h:mm:ss, as `kitpkg plan` prints it
+from ..train.projection import planned_fold_s, read_plan
 from ..train.runstate import RunState
 
 RUNS_ROOT = "runs"
@@ -129,7 +131,7 @@ class Run:
         """How many folds the run has (None when it cannot tell yet)."""
         if self.cv.folds:
             return len(self.cv.folds)
-        manifest = self._manifest()
+        manifest = self.manifest()
         return len(manifest.folds()) if manifest is not None else None
 
     @property
@@ -137,6 +139,11 @@ class Run:
         """Summed wall time of the finished folds, when every one of them recorded it."""
         times = [record.wall_s for record in self.done.values()]
         return float(sum(times)) if times and all(t is not None for t in times) else None
+
+    @cached_property
+    def planned_fold_s(self) -> Optional[float]:
+        """The fold time `kitpkg plan` projected for this run's config (its plan.json), when it planned this config."""
+        return planned_fold_s(read_plan(self.path), self.state.config_hash)
 
     def mean_of(self, figure: str) -> Optional[float]:
         """Mean of a per-fold figure (a FoldRecord field, e.g. train_img_s) over the finished folds that recorded it."""
@@ -182,10 +189,10 @@ class Run:
     @property
     def label_col(self) -> Optional[str]:
         """The label column of the run's manifest, when the manifest is where the run recorded it."""
-        manifest = self._manifest()
+        manifest = self.manifest()
         return manifest.label_col if manifest is not None else None
 
-    def _manifest(self):
+    def manifest(self):
         """The run's manifest at its recorded relative location, when it is there and is the run's (else None)."""
         from ..shards.manifest import load_manifest
         from ..train.runstate import manifest_fingerprint
@@ -222,8 +229,10 @@ def read_runs(dirs: Sequence[os.PathLike] = ()) -> Tuple[List[Run], List[str]]:
         if is_run_dir(d):
             found.append(d)
             continue
+        if ensemble_kind(d):  # a blend or stack: read_ensembles lists it
+            continue
         children = sorted(p.parent for p in d.glob(f"*/{STATE_NAME}"))
-        if not children:
+        if not children and not ensemble_dirs(d):
             raise KitError(f"{d}: no run directory here (no {STATE_NAME} in it or its subfolders); pass run "
                            f"directories of `kitpkg cv`")
         found += children
@@ -316,7 +325,9 @@ class Row:
                 "last-epoch CV": NO_VALUE if r.last_mean is None else f"{r.last_mean:.4f}",
                 "OOF": NO_VALUE if r.oof_score is None else f"{r.oof_score:.4f}",
                 "folds": _folds_cell(r),
-                "wall": _duration(r.wall_s), "img/s": _rate(r.mean_of("train_img_s")),
+                "wall": _duration(r.wall_s),
+                "fold plan/actual": f"{_duration(r.planned_fold_s)} / {_duration(r.mean_of('wall_s'))}",
+                "img/s": _rate(r.mean_of("train_img_s")),
                 "loader img/s": _rate(r.mean_of("loader_img_s")), "wait": _share(r.mean_of("loader_wait")),
                 "device": r.device or NO_VALUE, "comparable": "yes" if self.comparable else "NO",
                 "differs": "; ".join(self.notes) or NO_VALUE}
@@ -326,13 +337,6 @@ def _folds_cell(run: Run) -> str:
     """"done/total", with the finished folds that have no score (one class) said: the mean is over the others."""
     cell = f"{len(run.done)}/{run.folds_total if run.folds_total is not None else '?'}"
     return cell + (f" ({len(run.unscored)} unscored)" if run.unscored else "")
-
-
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return NO_VALUE
-    minutes, s = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
 
 
 def _rate(value: Optional[float]) -> str:
@@ -370,3 +374,62 @@ def _higher_is_better(run: Run) -> bool:
         return run.task.scoring.higher_is_better
     except (KitError, OSError, ValueError, KeyError, TypeError, AttributeError):
         return True
+
+
+ENSEMBLE_FILES = {"blend": "blend.json", "stack": "stack.json"}  # what `kitpkg blend` / `kitpkg stack` write
+
+
+def ensemble_kind(path: Path) -> Optional[str]:
+    """"blend" or "stack" when `path` is a folder `kitpkg blend` or `kitpkg stack` wrote, else None."""
+    return next((kind for kind, name in ENSEMBLE_FILES.items() if (Path(path) / name).is_file()), None)
+
+
+def ensemble_dirs(folder: Path) -> List[Path]:
+    """The blend and stack folders of `folder` (itself, or its subfolders)."""
+    if ensemble_kind(folder):
+        return [folder]
+    return sorted({p.parent for name in ENSEMBLE_FILES.values() for p in Path(folder).glob(f"*/{name}")})
+
+
+@dataclass
+class Ensemble:
+    """A blend or stack folder read back from its blend.json / stack.json: a row of the second `kitpkg runs` table."""
+
+    path: Path
+    kind: str
+    record: Dict[str, Any]
+
+    @property
+    def scores(self) -> Dict[str, Any]:
+        """{mean, std, oof} of what it wrote: the stack's nested CV, or the written blend method's."""
+        return self.record["stack"] if self.kind == "stack" else self.record["methods"][self.record["method"]]
+
+    def cells(self) -> Dict[str, str]:
+        """The row as display strings, keyed by column."""
+        r, s = self.record, self.scores
+        how = (f"{r['model']}, {r['seeds']} seed{'s' if r['seeds'] > 1 else ''}" if self.kind == "stack"
+               else r["method"])
+        return {"name": self.path.resolve().name, "kind": f"{self.kind} ({how})",
+                "CV": f"{s['mean']:.4f} ± {s['std']:.4f} {r['metric']}", "OOF": f"{s['oof']:.4f}",
+                "runs": ", ".join(m["run"] for m in r["runs"])}
+
+
+def read_ensembles(dirs: Sequence[os.PathLike] = ()) -> Tuple[List[Ensemble], List[str]]:
+    """(the blends and stacks of `dirs` (default: under runs/), best CV first; one line per one that cannot be
+    read)."""
+    import json
+
+    found, problems = [], []
+    for d in [Path(d) for d in dirs] or [Path(RUNS_ROOT)]:
+        for path in ensemble_dirs(d) if d.is_dir() else []:
+            kind = ensemble_kind(path)
+            try:
+                ensemble = Ensemble(path, kind, json.loads((path / ENSEMBLE_FILES[kind]).read_text()))
+                ensemble.cells()
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                problems.append(f"{path}: {ENSEMBLE_FILES[kind]} unreadable ({str(err).splitlines()[0][:80]})")
+                continue
+            found.append(ensemble)
+    unique = list({e.path.resolve(): e for e in found}.values())
+    return sorted(unique, key=lambda e: -e.scores["mean"] * (1 if e.record.get("higher_is_better", True) else -1)), \
+        problems

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import KitError
 from ..fsutil import atomic_write_text
 from ..rundir import is_run_dir
-from .runs import RUNS_ROOT, Row, compare, read_runs
+from .runs import RUNS_ROOT, Ensemble, Row, compare, read_ensembles, read_runs
 
 
 def markdown_table(rows: Sequence[Row]) -> List[str]:
@@ -85,12 +85,17 @@ def _label(row: Row) -> str:
     return label + ("" if row.comparable else "\n(not comparable)")
 
 
-def write_runs_report(rows: Sequence[Row], out: Path, reference: str, problems: Sequence[str] = ()) -> Path:
-    """runs.md (the table, the plot, the `problems` lines) in `out`; return its path."""
+def write_runs_report(rows: Sequence[Row], out: Path, reference: str, problems: Sequence[str] = (),
+                      ensembles: Sequence[Ensemble] = ()) -> Path:
+    """runs.md (the table, the blends and stacks `ensembles`, the plot, the `problems` lines) in `out`; return its
+    path."""
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Runs", "", f"Best mean CV first. Differences and comparability are against `{reference}`; runs marked "
              "NO split their samples into other folds, so their scores cannot be compared (nor blended).", ""]
     lines += markdown_table(rows) + [""]
+    if ensembles:  # Ensemble has the cells() the table functions read
+        lines += ["Blends and stacks (best CV first; a stack's and a fitted blend's CV are nested):", ""]
+        lines += markdown_table(ensembles) + [""]  # type: ignore[arg-type]
     if problems:
         lines += ["Run directories that cannot be read, or not used as they are:", ""]
         lines += [f"- {line}" for line in problems] + [""]
@@ -101,7 +106,8 @@ def write_runs_report(rows: Sequence[Row], out: Path, reference: str, problems: 
     lines += ["img/s: training images per second (mean over folds); loader img/s: what the training loader delivers "
               "alone, without the model; wait: share of training time spent waiting for batches. A loader rate near "
               "img/s with a high wait means the loader is the bottleneck (more workers, smaller images); a loader "
-              "rate far above it means the GPU is.", ""]
+              "rate far above it means the GPU is. fold plan/actual: the fold time `kitpkg plan` projected for the "
+              "run's config (its plan.json) beside the mean wall time of its finished folds.", ""]
     path = out / "runs.md"
     atomic_write_text(path, "\n".join(lines))
     return path
@@ -123,10 +129,13 @@ def show_runs(dirs: Sequence[os.PathLike] = (), out: Optional[os.PathLike] = Non
     the table of the others."""
     runs, unreadable = read_runs(dirs)
     rows = compare(runs) if runs else []
-    problems = unreadable + [f"{run.path}: {line}" for run in runs for line in run.problems]
+    ensembles, unread = read_ensembles(dirs)
+    problems = unreadable + unread + [f"{run.path}: {line}" for run in runs for line in run.problems]
     if not rows:
         raise KitError(problems[0] if problems else "no runs to compare")
     print_table(rows, runs[0].name)
+    if ensembles:
+        print("\nblends and stacks, best first\n" + plain_table(ensembles))  # type: ignore[arg-type]
     for line in problems:
         print(f"kitpkg runs: {line}", file=sys.stderr)
-    return write_runs_report(rows, Path(out) if out else default_out(dirs), runs[0].name, problems)
+    return write_runs_report(rows, Path(out) if out else default_out(dirs), runs[0].name, problems, ensembles)

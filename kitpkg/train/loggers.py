@@ -163,6 +163,10 @@ def trainer_logging(config: Config, run_dir: Optional[Path], fold: Optional[int]
     loggers = fold_loggers(config, Path(run_dir), fold) if run_dir is not None and config.train.logger else []
     if not loggers:
         return {}
+    import warnings
+
+    # DDP: lr and the epoch train loss are rank 0's, as metrics.csv holds them; Lightning's "use sync_dist" is no news
+    warnings.filterwarnings("ignore", message=r".*self\.log\('(lr|train_loss_epoch)', \.\.\., sync_dist=True\)")
     kwargs: Dict[str, Any] = {"logger": loggers, "callbacks": [FoldLogging(hyperparameters(config, fold))]}
     if "enable_autolog_hparams" in inspect.signature(pl.Trainer.__init__).parameters:  # Lightning 2.5.1+
         kwargs["enable_autolog_hparams"] = False

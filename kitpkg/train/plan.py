@@ -34,6 +34,7 @@ class SizePlan:
     """One image size: what was measured, the largest batch that fits, each fold's projected seconds."""
 
     image_size: int
+    config_hash: str  # of the config at this size: `kitpkg runs` matches a run by it
     measured: Optional[Measured] = None
     largest_batch: Optional[int] = None
     batch_search: str = ""  # how the largest batch was found (or why not)
@@ -54,7 +55,7 @@ class SizePlan:
 
     def to_json(self) -> Dict[str, Any]:
         """plan.json's entry of this size."""
-        return {"measured": None if self.measured is None else dataclasses.asdict(self.measured),
+        return {"config_hash": self.config_hash, "measured": None if self.measured is None else dataclasses.asdict(self.measured),
                 "largest_batch": self.largest_batch, "batch_search": self.batch_search,
                 "folds": {str(k): v for k, v in self.folds.items()}, "fold_s": self.fold_s, "cv_s": self.cv_s,
                 "output_bytes": self.output_bytes, "skipped": self.skipped}
@@ -87,7 +88,7 @@ class Plan:
 
 
 def run_plan(config: Config, run_dir: Optional[os.PathLike] = None, sizes: Optional[Sequence[int]] = None,
-             steps: int = DEFAULT_STEPS, warmup: int = WARMUP_STEPS, search: bool = True) -> Plan:
+             steps: int = DEFAULT_STEPS, warmup: int = WARMUP_STEPS) -> Plan:
     """Measure `config` at each of `sizes` (default: data.image_size), project its CV, write plan.json; the Plan."""
     from .cv import fold_selection, load_inputs
 
@@ -101,19 +102,18 @@ def run_plan(config: Config, run_dir: Optional[os.PathLike] = None, sizes: Optio
         sized = at_size(config, size)
         inputs = load_inputs(sized)
         folds = fold_selection(sized, inputs)[0]
-        plans[size] = plan_size(sized, inputs, folds, steps, warmup, search)
+        plans[size] = plan_size(sized, inputs, folds, steps, warmup)
     plan = Plan(config, plans, limit_s, limit_bytes)
     write_plan(plan, run_dir or config.output.run_dir)
     return plan
 
 
-def plan_size(config: Config, inputs: Any, folds: Sequence[int], steps: int, warmup: int, search: bool) -> SizePlan:
+def plan_size(config: Config, inputs: Any, folds: Sequence[int], steps: int, warmup: int) -> SizePlan:
     """One size: the batch-size search (GPU), the measurement on the first fold, each fold's projection."""
-    plan = SizePlan(config.data.image_size, shapes=[fold_shape(config, inputs, k) for k in folds])
-    on_gpu = uses_gpu(config)
-    if not search:
-        plan.batch_search = "not searched (--no-search)"
-    elif not on_gpu:
+    from ..config import config_hash
+
+    plan = SizePlan(config.data.image_size, config_hash(config), shapes=[fold_shape(config, inputs, k) for k in folds])
+    if not uses_gpu(config):
         plan.batch_search = ("not searched on the CPU: its limit is the machine's RAM, and a batch too large "
                              "swaps rather than failing")
     else:
@@ -210,14 +210,3 @@ def write_plan(plan: Plan, run_dir: os.PathLike) -> Path:
     path = RunDir(folder).plan
     atomic_write_text(path, json.dumps(plan.to_json(), indent=1))
     return path
-
-
-def read_plan(run_dir: os.PathLike) -> Optional[Dict[str, Any]]:
-    """plan.json of a run directory (None when absent or unreadable: it is advice, never needed)."""
-    try:
-        data = json.loads(RunDir(Path(run_dir)).plan.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-

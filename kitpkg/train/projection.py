@@ -14,9 +14,12 @@ The largest batch that fits is searched by `largest_fitting` (doubling, then bis
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,28 @@ def largest_fitting(fits: Callable[[int], bool], start: int, limit: int) -> Tupl
         mid = (good + bad) // 2
         good, bad = (mid, bad) if fits(mid) else (good, mid)
     return good, False
+
+
+def read_plan(run_dir: os.PathLike) -> Optional[Dict[str, Any]]:
+    """plan.json of a run directory (None when absent or unreadable: it is advice, never needed)."""
+    from ..rundir import RunDir
+
+    try:
+        data = json.loads(RunDir(Path(run_dir)).plan.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def planned_fold_s(plan: Optional[Mapping[str, Any]], config_hash: Optional[str]) -> Optional[float]:
+    """The fold time a plan.json projected for the config `config_hash` (each planned size has its own hash; None:
+    no plan, or none made for this config)."""
+    sizes = plan.get("sizes") if isinstance(plan, Mapping) else None
+    for entry in sizes.values() if isinstance(sizes, Mapping) else ():
+        value = entry.get("fold_s") if isinstance(entry, Mapping) else None
+        if entry.get("config_hash") == config_hash and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
 
 
 def duration(seconds: Optional[float]) -> str:

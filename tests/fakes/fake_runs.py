@@ -92,12 +92,15 @@ def write_best_checkpoint(run_dir: Path, k: int, best: Optional[float] = 0.75) -
 
 def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
              test: Optional[np.ndarray] = None, config: Optional[Dict] = None, done: Optional[Sequence[int]] = None,
-             shards_dir: Optional[Path] = None, task: Optional[Task] = None) -> Path:
+             shards_dir: Optional[Path] = None, task: Optional[Task] = None, manifest: Optional[Manifest] = None
+             ) -> Path:
     """Write a run directory: OOF probabilities `oof` (rows × classes, in `fake.ids` order) and per-fold test
     probabilities `test` (folds × rows × classes); only the folds in `done` finish (default: all, then `finish`).
     `task` (recorded in state.json): a multilabel, regression or soft task of `fake`'s (N, K) targets; None: the
-    binary or multiclass task the columns of `oof` imply."""
-    manifest, targets = fake.manifest, fake.targets
+    binary or multiclass task the columns of `oof` imply. `manifest`: a converted shard set (its ids, folds and labels
+    `fake`'s) the run records as its shards, instead of `fake`'s manifest."""
+    given = manifest is not None
+    manifest, targets = manifest if given else fake.manifest, fake.targets
     oof = oof.reshape(len(fake.ids), -1)
     cfg = fake_config(run_dir, fake, config, shards_dir)
     num_classes = oof.shape[1] if oof.shape[1] > 1 else 1
@@ -106,6 +109,8 @@ def make_run(run_dir: Path, fake: FakeData, oof: np.ndarray,
     if shards_dir is not None:
         manifest.save(str(shards_dir))
         state.set("shards", relpath(shards_dir, run_dir))
+    elif given:
+        state.set("shards", relpath(Path(manifest.root), run_dir))
     row = {i: n for n, i in enumerate(fake.ids)}
     all_folds = manifest.folds()
     for k in (all_folds if done is None else done):

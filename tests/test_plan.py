@@ -1,0 +1,162 @@
+"""`kitpkg plan`: real training steps of the tiny test model on the CPU, their figures printed and stored in plan.json
+(the projection following projection.py's formula from them), nothing else written into the run directory, sizes
+the shard set lacks refused, `kitpkg runs` showing the projection beside a finished run's fold time; the batch-size
+search as a pure function and once through its child process."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import write_train_config
+from kitpkg.cli import main
+from kitpkg.train.projection import FoldShape, Measured, fold_seconds, largest_fitting
+
+STEPS = ["--steps", "3"]  # a few steps keep each plan at seconds on the tiny model
+
+
+# -- the batch-size search, on a fake "does it fit" --------------------------------------------------------------------
+@pytest.mark.parametrize("start", [1, 8, 64, 300])
+def test_largest_batch_found_within_an_eighth_by_doubling_then_bisecting(start):
+    for largest in [1, 2, 3, 7, 8, 9, 20, 63, 64, 65, 100, 255, 700]:
+        tried = []
+
+        def fits(batch, largest=largest):
+            tried.append(batch)
+            return batch <= largest
+
+        found, at_limit = largest_fitting(fits, start, 1024)
+        assert not at_limit and found is not None and found <= largest
+        assert largest - found <= max(1, found // 8), (start, largest, found)
+        assert len(tried) <= 2 * 11 and len(set(tried)) == len(tried)  # logarithmic, never the same size twice
+
+
+def test_batch_search_stops_at_its_limit_or_when_nothing_fits():
+    assert largest_fitting(lambda b: True, 8, 100) == (100, True)
+    assert largest_fitting(lambda b: False, 8, 100) == (None, False)
+
+
+def test_fold_time_is_epochs_times_the_oversampled_epoch_plus_validation_checkpoints_and_tta():
+    m = Measured(image_size=64, batch_size=8, steps=3, train_img_s=10.0, loader_wait=0.1, loader_img_s=100.0,
+                 eval_img_s=40.0, peak_bytes=1, peak_of="GPU", device="T4 (sm 7.5)", precision="16-mixed",
+                 ckpt_bytes=1000, ckpt_s=0.5)
+    shape = FoldShape(fold=0, epoch_images=120, shard_images=100, batches=15, val_images=40, test_images=20)
+    parts = fold_seconds(m, shape, epochs=3, views=2, accumulate=1, every_n_steps=10, world=1)
+    assert parts["train"] == pytest.approx(3 * 120 / 10.0)
+    assert parts["validation"] == pytest.approx(3 * 40 / 40.0)
+    assert parts["checkpoints"] == pytest.approx((45 // 10 + 2 * 3) * 0.5)  # every 10 steps + end of epoch + best
+    assert parts["predictions"] == pytest.approx((40 + 20) * 2 / 40.0)  # OOF and test, each TTA view
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+    ddp = fold_seconds(m, shape, epochs=3, views=2, accumulate=1, every_n_steps=10, world=2)
+    assert ddp["train"] == pytest.approx(parts["train"] / 2)
+
+
+# -- real steps on the CPU --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def oversampled_plan(tmp_path_factory, tfrecord_manifest):
+    """(printed text, plan.json, run dir, config path) of `kitpkg plan` with positives repeated 3 times."""
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("plan")
+    config = write_train_config(folder, tfrecord_manifest)
+    run_dir = folder / "run"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["plan", "--config", str(config), "--run-dir", str(run_dir), *STEPS,
+                     "--set", "data.sampling.class_weights={1: 3}"]) == 0
+    return out.getvalue(), json.loads((run_dir / "plan.json").read_text()), run_dir, config
+
+
+def test_plan_prints_rates_memory_and_the_projection(oversampled_plan):
+    text, plan, _, _ = oversampled_plan
+    entry = plan["sizes"]["64"]
+    m = entry["measured"]
+    assert 0 < m["train_img_s"] < 1e5 and 0 < m["eval_img_s"] < 1e6 and 0 <= m["loader_wait"] <= 1
+    assert m["loader_img_s"] > 0 and m["steps"] == 3 and m["batch_size"] == 8 and m["device"] == "CPU"
+    assert 50e6 < m["peak_bytes"] < 64e9 and m["peak_of"] == "CPU process RSS"  # the process's RSS, said so
+    assert m["ckpt_bytes"] > 10_000 and m["ckpt_s"] >= 0
+    for figure in (f"train: {m['train_img_s']:.1f} img/s", f"the loader alone: {m['loader_img_s']:.1f} img/s",
+                   f"waiting for batches: {100 * m['loader_wait']:.0f}% of training time", "(CPU process RSS)",
+                   "largest batch that fits: not searched on the CPU", "CV (3 folds, one after the other)",
+                   "no session limit here", "3 folds × 3 checkpoints"):
+        assert figure in text, (figure, text)
+
+
+def test_projection_is_epochs_times_the_loaders_oversampled_epoch(oversampled_plan, fold_datamodule):
+    from kitpkg.config import load_config
+
+    text, plan, _, config_path = oversampled_plan
+    entry = plan["sizes"]["64"]
+    m = entry["measured"]
+    config = load_config(config_path, overrides=["data.sampling.class_weights={1: 3}"])
+    epochs = {k: fold_datamodule(config, k).train_dataloader().dataset.epoch_samples for k in (0, 1, 2)}
+    for k, epoch in epochs.items():  # the loader's own epoch length, oversampled
+        parts = entry["folds"][str(k)]
+        assert parts["train"] == pytest.approx(config.train.epochs * epoch / m["train_img_s"])
+        assert parts["total"] == pytest.approx(sum(v for key, v in parts.items() if key != "total"))
+    assert f"fold 0: {config.train.epochs} epochs × {epochs[0]} images (oversampled from" in text
+    assert entry["cv_s"] == pytest.approx(sum(f["total"] for f in entry["folds"].values()))
+    assert entry["output_bytes"] == 3 * 3 * m["ckpt_bytes"]  # 3 folds × (2 kept + best.ckpt)
+
+
+def test_plan_writes_plan_json_and_nothing_else_into_the_run_directory(oversampled_plan):
+    _, plan, run_dir, _ = oversampled_plan
+    assert sorted(p.name for p in run_dir.rglob("*")) == ["plan.json"]  # no state.json, no checkpoints, no folds
+    assert plan["image_size"] == 64 and len(plan["config_hash"]) == 64
+
+
+def test_sizes_the_shard_set_lacks_are_refused_in_one_line(tfrecord_manifest, tmp_path, capsys):
+    config = write_train_config(tmp_path, tfrecord_manifest)
+    assert main(["plan", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--sizes", "64,128"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--sizes: 128 px not in the shard set" in err and "has 64" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_runs_shows_the_projected_fold_time_beside_the_actual(finished_run, tmp_path, capsys):
+    from kitpkg.experiments.runs import compare, load_run
+    from kitpkg.train.projection import duration
+
+    config, run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)  # the session's run stays as other tests read it
+    assert main(["plan", "--config", str(config), "--run-dir", str(copy), *STEPS]) == 0
+    planned = json.loads((copy / "plan.json").read_text())["sizes"]["64"]["fold_s"]
+    run = load_run(copy)
+    actual = sum(r.wall_s for r in run.done.values()) / len(run.done)
+    cell = compare([run])[0].cells()["fold plan/actual"]
+    assert cell == f"{duration(planned)} / {duration(actual)}"
+    capsys.readouterr()
+    assert main(["runs", str(copy)]) == 0
+    assert "fold plan/actual" in capsys.readouterr().out
+    plan = json.loads((copy / "plan.json").read_text())
+    plan["sizes"]["64"]["config_hash"] = "another config"
+    (copy / "plan.json").write_text(json.dumps(plan))
+    assert compare([load_run(copy)])[0].cells()["fold plan/actual"].startswith("– / ")  # planned for another config
+
+
+# -- the GPU's paths, on the CPU --------------------------------------------------------------------------------------
+def test_batch_search_runs_in_a_child_process(tfrecord_manifest, tmp_path):
+    from kitpkg.config import load_config
+    from kitpkg.train.child import call_in_child
+    from kitpkg.train.plan_measure import search_batch
+
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest))
+    assert call_in_child(search_batch, config, 0, 8) == (8, True)  # data.batch_size 8 trains: the limit is reached
+
+
+def test_a_batch_size_that_does_not_fit_the_gpu_is_said_and_not_measured(tfrecord_manifest, tmp_path, monkeypatch,
+                                                                        capsys):
+    from kitpkg.train import child, plan_measure
+    from kitpkg.train import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "uses_gpu", lambda config: True)
+    monkeypatch.setattr(child, "call_in_child", lambda func, config, fold, limit: (4, False))
+    monkeypatch.setattr(plan_measure, "measure", lambda *a, **k: pytest.fail("measured a batch that does not fit"))
+    config = write_train_config(tmp_path, tfrecord_manifest)
+    assert main(["plan", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "data.batch_size 8 does not fit at 64 px (largest: 4)" in out
+    assert json.loads((tmp_path / "run" / "plan.json").read_text())["sizes"]["64"]["largest_batch"] == 4
