@@ -21,7 +21,7 @@ import importlib
 import inspect
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 import pytorch_lightning as pl
 
@@ -32,7 +32,7 @@ from .runstate import is_rank_zero
 LOGS_DIR = "logs"  # under the run directory
 WANDB_PROJECT = "kitpkg"  # W&B project unless $WANDB_PROJECT names one
 _PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}  # importable modules, first = pip
-_OFFLINE_TOLD: set = set()  # W&B folders whose offline notice this process printed
+_OFFLINE_TOLD: Set[str] = set()  # W&B folders whose offline notice this process printed
 
 
 def fold_name(fold: Optional[int]) -> str:
