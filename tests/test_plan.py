@@ -160,3 +160,23 @@ def test_a_batch_size_that_does_not_fit_the_gpu_is_said_and_not_measured(tfrecor
     out = capsys.readouterr().out
     assert "data.batch_size 8 does not fit at 64 px (largest: 4)" in out
     assert json.loads((tmp_path / "run" / "plan.json").read_text())["sizes"]["64"]["largest_batch"] == 4
+
+
+@pytest.mark.parametrize("gpus", [[], ["0"]])
+def test_nb_plan_keeps_cuda_out_of_the_notebook_process(tfrecord_manifest, tmp_path, monkeypatch, capsys, gpus):
+    from types import SimpleNamespace
+
+    from kitpkg import notebook as nb
+    from kitpkg.config import load_config
+    from kitpkg.train import child, parallel
+    from kitpkg.train import plan as plan_module
+
+    calls = []
+    fake = SimpleNamespace(summary=lambda: "the planned figures")
+    monkeypatch.setattr(parallel, "visible_gpus", lambda config: gpus)
+    monkeypatch.setattr(plan_module, "run_plan", lambda *a, **k: calls.append(("here", a, k)) or fake)
+    monkeypatch.setattr(child, "call_in_child", lambda f, *a, **k: calls.append(("child", a, k)) or fake)
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest))
+    assert nb.plan(config, sizes=[64], steps=5) is fake
+    assert [(where, k) for where, _, k in calls] == [("child" if gpus else "here", {"sizes": [64], "steps": 5})]
+    assert "the planned figures" in capsys.readouterr().out

@@ -2,6 +2,6 @@
 
 `from kitpkg import notebook as nb` is cheap: the steps import torch, Lightning and the converter only when called.
 """
-from .steps import demo_shards, experiment, find_lr, find_shards, submit
+from .steps import demo_shards, experiment, find_lr, find_shards, plan, submit
 
-__all__ = ["demo_shards", "experiment", "find_lr", "find_shards", "submit"]
+__all__ = ["demo_shards", "experiment", "find_lr", "find_shards", "plan", "submit"]

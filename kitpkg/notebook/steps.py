@@ -116,6 +116,23 @@ def find_lr(config, fold: int = 0, **options) -> Optional[float]:
     return lr
 
 
+def plan(config, sizes: Optional[Sequence[int]] = None, steps: int = 30):
+    """`kitpkg plan` in a cell: time a few training steps here, print the projected fold and CV time against the
+    session budget (stored as plan.json in the run directory); with a GPU in a spawned child, as find_lr."""
+    from ..train.parallel import visible_gpus
+    from ..train.plan import run_plan
+
+    run_dir = config.output.run_dir
+    if visible_gpus(config):
+        from ..train.child import call_in_child
+
+        result = call_in_child(run_plan, config, run_dir, sizes=sizes, steps=steps)
+    else:
+        result = run_plan(config, run_dir, sizes=sizes, steps=steps)
+    print(result.summary(), flush=True)
+    return result
+
+
 def _lr_cache(run_dir: Path) -> dict:
     cache = RunDir(run_dir).lr_cache
     return json.loads(cache.read_text()) if cache.is_file() else {}
