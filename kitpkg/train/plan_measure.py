@@ -126,7 +126,7 @@ def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, 
         window = _Window(throughput, warmup, steps, Path(tmp), on_gpu)
         trainer = build_trainer(recipe, callbacks=[throughput.arrival, window.sync, *recipe_callbacks(recipe),
                                                    throughput, window],
-                                default_root_dir=tmp, max_epochs=-1, limit_val_batches=0)
+                                default_root_dir=tmp, max_epochs=-1, max_steps=warmup + steps, limit_val_batches=0)
         trainer.fit(module, datamodule=dm)
         peak = torch.cuda.max_memory_allocated() if on_gpu else _peak_rss()
         clock = _EvalClock(on_gpu)
