@@ -59,11 +59,11 @@ def clinic(tmp_path_factory):
         oof = _sigmoid(z + u + rng.normal(0, 0.7, n))
         runs.append(make_run(root / f"img{r}", data, oof, rng.random((5, N_TEST, 1)), manifest=manifest,
                              config={"output.id_col": "image_name", "output.pred_col": "target"}))
-    return root, data, manifest, runs, dict(z=z, u=u, rng=rng)
+    return root, data, manifest, runs
 
 
 def test_stack_beats_the_best_blend_when_the_label_needs_the_table(clinic):
-    root, data, _, runs, _ = clinic
+    root, data, _, runs = clinic
     summary = run_stack(runs, root / "stack", columns=["age", "sex", "site"], seeds=2, params=SMALL)
     best_blend = max(s["mean"] for s in summary["blends"].values())
     assert max(r["mean"] for r in summary["runs"]) < 0.75
@@ -91,7 +91,7 @@ def test_stack_beats_the_best_blend_when_the_label_needs_the_table(clinic):
 def test_the_group_features_take_out_the_patient_shift(clinic):
     """Without columns, comparing each lesion with the patient's others removes the skin shift u: the stack on the
     group features beats the one without them."""
-    root, _, _, runs, _ = clinic
+    root, _, _, runs = clinic
     grouped = run_stack(runs, root / "grouped", seeds=1, params=SMALL)
     alone = run_stack(runs, root / "alone", group_col="none", seeds=1, params=SMALL)
     assert grouped["stack"]["mean"] > alone["stack"]["mean"] + 0.03
@@ -115,7 +115,7 @@ def test_a_noise_run_gains_nothing(tmp_path):
 
 
 def test_shuffling_fold_k_targets_leaves_fold_k_untouched(clinic, tmp_path):
-    root, data, manifest, runs, signal = clinic
+    _, data, manifest, runs = clinic
     before = run_stack(runs, tmp_path / "before", columns=["age", "sex"], seeds=1, params=SMALL)
     held = data.folds == 0
     shuffled = data.targets.copy()
@@ -140,7 +140,7 @@ def test_shuffling_fold_k_targets_leaves_fold_k_untouched(clinic, tmp_path):
     ("patient_id", "is the group column"), ("diagnosis", "is a relabelling of the label 'target'"),
     ("biopsy", "has no value in the test split"), ("colour", "is not in the shards")])
 def test_refuses_leaking_or_missing_columns(clinic, tmp_path, column, why):
-    _, _, _, runs, _ = clinic
+    _, _, _, runs = clinic
     with pytest.raises(KitError, match=f"--columns column '{column}' {why}"):
         run_stack(runs, tmp_path / "out", columns=[column])
     assert not (tmp_path / "out").exists()
@@ -175,7 +175,7 @@ def test_missing_lightgbm_is_one_line_naming_the_install(tmp_path, monkeypatch):
         run_stack([tmp_path / "a"], tmp_path / "out")
 
 
-def test_linear_stacks_a_regression_and_lgbm_a_multilabel(tmp_path):
+def test_linear_stacks_a_regression_and_multiclass_lgbm_a_multilabel(tmp_path):
     from kitpkg.task import make_task
 
     rng = np.random.default_rng(5)
@@ -199,12 +199,24 @@ def test_linear_stacks_a_regression_and_lgbm_a_multilabel(tmp_path):
     summary = run_stack(runs, tmp_path / "ml", group_col=None, seeds=1, params=SMALL)
     assert summary["metric"] == "mean AUC" and summary["stack"]["mean"] > 0.75
     assert list(pd.read_csv(tmp_path / "ml" / "submission.csv").columns)[1:] == ["cat", "dog"]
+    classes = rng.integers(0, 3, n)
+    data = FakeData([f"s{i:03d}" for i in range(n)], folds, classes, 5)
+    runs = [make_run(tmp_path / f"c{i}", data, 0.3 * np.eye(3)[classes] + 0.7 * rng.dirichlet(np.ones(3), n),
+                     rng.dirichlet(np.ones(3), (3, 5))) for i in range(2)]
+    summary = run_stack(runs, tmp_path / "mc", group_col=None, model="linear")
+    assert summary["metric"] == "accuracy" and summary["stack"]["mean"] > max(r["mean"] for r in summary["runs"])
+    oof = pd.read_csv(tmp_path / "mc" / "oof.csv")
+    assert list(oof.columns) == ["id", "fold", "target", "prediction", "prob_0", "prob_1", "prob_2"]
+    np.testing.assert_allclose(oof[["prob_0", "prob_1", "prob_2"]].sum(axis=1), 1, atol=1e-6)
 
 
 def test_cli_writes_the_stack_and_runs_lists_it(clinic, tmp_path, capsys):
-    root, _, _, runs, _ = clinic
+    root, _, _, runs = clinic
     out = tmp_path / "cli_stack"
-    assert main(["stack", *map(str, runs), "--out", str(out), "--columns", "age,sex", "--seeds", "1"]) == 0
+    (tmp_path / "columns.yaml").write_text("columns: [age, sex]\n")  # --columns as a small YAML file
+    assert main(["stack", *map(str, runs), "--out", str(out), "--columns", str(tmp_path / "columns.yaml"),
+                 "--seeds", "1"]) == 0
+    assert json.loads((out / "stack.json").read_text())["columns"] == ["age", "sex"]
     printed = capsys.readouterr().out
     assert "best blend (" in printed and "stack (lgbm, " in printed and f"wrote stack: {out}" in printed
     for name in ("oof.csv", "test_predictions.csv", "submission.csv", "stack.json", "report.md", "importance.png"):

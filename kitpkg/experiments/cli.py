@@ -31,10 +31,10 @@ def _blend(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from .stack import best_blend, run_stack
+    from .stack import best_blend, columns_option, run_stack
 
-    columns = [c for c in (args.columns or "").split(",") if c.strip()]
-    summary = run_stack(args.runs, args.out, columns, args.group_col, args.model, args.seeds, args.sample_submission)
+    summary = run_stack(args.runs, args.out, columns_option(args.columns), args.group_col, args.model, args.seeds,
+                        args.sample_submission)
     metric, stack = summary["metric"], summary["stack"]
     for r in summary["runs"]:
         print(f"run {r['run']}: CV {metric} {r['mean']:.4f} ± {r['std']:.4f} (pooled OOF {r['oof']:.4f})")
@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories (same folds, same test ids)")
     p.add_argument("--out", required=True, help="folder for the stack's oof.csv, submission.csv and report.md")
     p.add_argument("--columns", default=None, metavar="A,B",
-                   help="manifest columns to add as features (e.g. age_approx,sex; text becomes a category)")
+                   help="manifest columns to add as features (e.g. age_approx,sex, or a YAML file listing them; "
+                        "text becomes a category)")
     p.add_argument("--group-col", default="auto", metavar="COL",
                    help="column of the group features (each prediction against its group's: minus the mean, rank, "
                         "z-score; the group's size); default auto: the convert's group column; none: off")

@@ -244,6 +244,24 @@ def run_stack(runs: Sequence[os.PathLike], out: os.PathLike, columns: Sequence[s
     return summary
 
 
+def columns_option(value: Optional[str]) -> List[str]:
+    """--columns: "a,b,c", or a YAML file holding a list of names or {columns: [names]}."""
+    if not value:
+        return []
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        if not path.is_file():
+            raise KitError(f"--columns {value}: no such file; give a YAML list of manifest columns, or a,b,c")
+        data = yaml.safe_load(path.read_text())
+        names = data.get("columns") if isinstance(data, dict) else data
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise KitError(f"--columns {value}: expected a YAML list of column names (or columns: [a, b])")
+        return names
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
 def _linear_name(task: Task) -> str:
     """The linear level-2 model of a task's heads."""
     return "logistic regression (C=1)" if heads_of(task)[0].classify else "ridge (alpha=1)"
