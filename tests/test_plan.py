@@ -149,12 +149,12 @@ def test_batch_search_runs_in_a_child_process(tfrecord_manifest, tmp_path):
 
 def test_a_batch_size_that_does_not_fit_the_gpu_is_said_and_not_measured(tfrecord_manifest, tmp_path, monkeypatch,
                                                                         capsys):
-    from kitpkg.train import child, plan_measure
+    from kitpkg.train import child
     from kitpkg.train import plan as plan_module
 
     monkeypatch.setattr(plan_module, "uses_gpu", lambda config: True)
     monkeypatch.setattr(child, "call_in_child", lambda func, config, fold, limit: (4, False))
-    monkeypatch.setattr(plan_measure, "measure", lambda *a, **k: pytest.fail("measured a batch that does not fit"))
+    monkeypatch.setattr(plan_module, "measure", lambda *a, **k: pytest.fail("measured a batch that does not fit"))
     config = write_train_config(tmp_path, tfrecord_manifest)
     assert main(["plan", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
