@@ -194,6 +194,18 @@ def session_start(platform: str, now: float, environ: Mapping[str, str], proc: P
     return None
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes held by the files under `path` (0 when it does not exist); links are not followed."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed while walking
+    return total
+
+
 def output_limit_bytes(environ: Mapping[str, str] = os.environ) -> Optional[int]:
     """How much the run's output folder may hold: Kaggle's /kaggle/working about 20 GB; None elsewhere."""
     return KAGGLE_OUTPUT_BYTES if detect_platform(environ) == "kaggle" else None

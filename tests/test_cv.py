@@ -132,7 +132,8 @@ def test_fresh_fit_clears_damaged_checkpoints_of_an_earlier_attempt(finished_run
         result = cv.run_cv(config, run_dir)
     assert not result.pending
     names = [p.name for p in resumable(ckpt_dir)]
-    assert "ckpt-99999999-0.ckpt" not in names and len(names) == 2  # the new fit's newest two, not the stale file
+    # the stale file is gone, and the finished fold keeps only the weights it predicts with (best.ckpt)
+    assert names == [] and (ckpt_dir / "best.ckpt").is_file()
 
 
 def test_folds_outside_the_manifest_name_the_key(finished_run, tmp_path):

@@ -28,6 +28,7 @@ class Environment:
     disk_free_gib: float = 0.0
     internet: bool = False
     kaggle_run_type: Optional[str] = None  # KAGGLE_KERNEL_RUN_TYPE: "Interactive" (a session) or "Batch" (Save Version)
+    budget: Tuple[Tuple[str, str], ...] = ()  # summary rows: the session's default time limit, the output's size
 
     def find_manifest(self, image_size: Optional[int] = None) -> Optional[Path]:
         """The folder of an attached or already converted shard set (of `image_size` if given), else None."""
@@ -56,6 +57,7 @@ class Environment:
                                 f"{self.run_dir}/<run>/logs/wandb/offline-run-*"))
         if self.cache_dir is not None:
             rows.append(("shard cache", str(self.cache_dir)))
+        rows += list(self.budget)
         if self.platform == "kaggle":
             rows += [("persistence", line) for line in kaggle_persistence(self.kaggle_run_type)]
         rows += [("attached runs", str(p)) for p in self.attached.runs]
@@ -83,6 +85,31 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def budget_rows(platform: str, run_dir: Path, output_dir: Path, environ: Mapping[str, str],
+                now: Optional[float] = None) -> Tuple[Tuple[str, str], ...]:
+    """Summary rows: when runs pause by default (train.time_limit, kitpkg/train/budget.py) and how much the run
+    directory holds, against the platform's output limit (Kaggle: /kaggle/working, `output_dir`)."""
+    import time
+
+    now = time.time() if now is None else now
+    length = env.session_length_s(platform, environ)
+    if length is None:
+        session = ("no known end: set train.time_limit (e.g. 11h30m) to pause before the runtime ends"
+                   if platform == "colab" else "no limit (train.time_limit sets one)")
+    else:
+        start = env.session_start(platform, now, environ)
+        clock = lambda t: time.strftime("%H:%M UTC", time.gmtime(t))  # noqa: E731
+        began = f"from {clock(start)}" if start is not None else "from each run's start (the session's is unknown)"
+        pause = f" by {clock(start + length - env.KAGGLE_MARGIN_S)}" if start is not None else ""
+        session = (f"{length / 3600:g} h {began}: runs pause{pause}, {env.KAGGLE_MARGIN_S / 60:g} min before the end "
+                   f"(train.time_limit sets another)")
+    size = f"{env.folder_bytes(run_dir) / 1e9:.1f} GB"
+    limit = env.KAGGLE_OUTPUT_BYTES if platform == "kaggle" else None
+    if limit is not None:
+        size += f"; {output_dir} holds {env.folder_bytes(output_dir) / 1e9:.1f} GB of its {limit / 1e9:g} GB limit"
+    return (("session", session), ("run dir size", size))
 
 
 def _manifest_size(folder: Path) -> Optional[int]:
@@ -120,7 +147,8 @@ def setup(project: str = "kitpkg", *, platform: Optional[str] = None, mount_time
                               drive_mount=paths.drive_mount,
                               attached=find_attached(paths.kaggle_input), gpu=env.gpu_summary(), ram_gib=env.ram_gib(),
                               disk_free_gib=env.free_disk_gib(paths.scratch_dir), internet=env.has_internet(environ),
-                              kaggle_run_type=run_type)
+                              kaggle_run_type=run_type,
+                              budget=budget_rows(platform, paths.run_dir, paths.submit_dir, environ))
     if not quiet:
         print(environment.summary(), flush=True)
     return environment

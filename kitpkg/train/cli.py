@@ -38,9 +38,26 @@ def _cv(args: argparse.Namespace) -> int:
         result = run_cv(config, args.run_dir, folds=args.folds, train_only=getattr(args, "train_only", False))
     from .runstate import is_rank_zero
 
+    if result.paused:  # exit 0 all the same: a Kaggle Save Version keeps its output, the next session continues
+        from .budget import continue_hint
+
+        result.resume_hint = continue_hint(_again(args))
     if is_rank_zero():
         print(result.summary())
     return 0
+
+
+def _again(args: argparse.Namespace) -> str:
+    """The command that continues a paused `kitpkg cv`/`train`: the same config, run directory, overrides, folds."""
+    import shlex
+
+    words = ["kitpkg", "cv", "--config", args.config, *(["--run-dir", args.run_dir] if args.run_dir else [])]
+    words += [w for item in args.overrides for w in ("--set", item)]
+    if args.folds is not None:
+        words += ["--folds", ",".join(map(str, args.folds))]
+    if getattr(args, "parallel_folds", 1) != 1:
+        words += ["--parallel-folds", str(args.parallel_folds)]
+    return shlex.join(words)
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
 from ..task import AUTO, Task, choose_task, infer_kind, kind_of_outputs, task_of_outputs
 from . import decisions as D
 from . import predict as P
+from .budget import SessionBudget, continue_hint, keep_prediction_weights, run_deadline, time_is_up
 from .checkpoint import BEST, RunCheckpoints, latest_intact, load_checkpoint, resumable
 from .divergence import DivergenceGuard
 from .ema import prediction_state
@@ -58,6 +59,8 @@ class CVResult:
     last_mean: Optional[float] = None
     best_val_mean: Optional[float] = None  # the same validation metric at the picked epochs (no TTA either)
     decisions: Optional[str] = None  # how the CV's label decisions were made when fitted on OOF (decisions.py)
+    paused: bool = False  # stopped at the session budget (budget.py): `pending` continues from its checkpoints
+    resume_hint: str = ""  # how to continue a paused run (budget.continue_hint: the notebook's cell, the CLI's command)
 
     @property
     def left_out(self) -> List[int]:
@@ -82,6 +85,8 @@ class CVResult:
                             if self.best_val_mean is not None else ""))
         if self.pending:
             lines.append(f"folds still to run: {', '.join(map(str, self.pending))}")
+        if self.paused:
+            lines.append(f"paused before the session's end (train.time_limit); to continue: {self.resume_hint}")
         for label, path in (("OOF", self.oof_path), ("submission", self.submission_path), ("report", self.report_path)):
             if path is not None:
                 lines.append(f"{label}: {path}")
@@ -230,9 +235,10 @@ def fold_parts(recipe: Recipe, inputs: RunInputs, run_dir: Path, is_writer: bool
     return dm, fold_meta(recipe.config, inputs, run_dir, recipe.fold, is_writer, fit=dm.fitted_meta)
 
 
-def fit_fold(config: Config, inputs: RunInputs, state: RunState, k: int) -> None:
+def fit_fold(config: Config, inputs: RunInputs, state: RunState, k: int, deadline: Optional[float] = None) -> bool:
     """Train fold k (resuming from its newest intact checkpoint), then write its OOF and test predictions and its
-    record with where the time went: resume_point -> fit -> reload_best -> predict_fold -> record_fold."""
+    record with where the time went: resume_point -> fit -> reload_best -> predict_fold -> record_fold. False: it
+    paused before `deadline` (budget.run_deadline) with a resumable checkpoint, still "running"."""
     import pytorch_lightning as pl
     import torch
 
@@ -250,16 +256,18 @@ def fit_fold(config: Config, inputs: RunInputs, state: RunState, k: int) -> None
     throughput = Throughput()
     monitor = recipe.monitor
     writer = RunCheckpoints(ckpt_dir, config.train.checkpoint_every_n_steps, config.train.keep_checkpoints, *monitor)
+    pause = [] if deadline is None else [SessionBudget(deadline, writer)]  # right after the writer it saves with
     # the recipe's batch stages first (seeding, augmentation, mixing, then the EMA: before the writer, so a
     # checkpoint holds its step's average); the divergence guard before early stopping, metrics.csv or a checkpoint
     # see a non-finite fit; early stopping before the writer: the checkpoint written after a validation holds its
     # updated patience count; Throughput's arrival first and Throughput last: see timing.py
     trainer = build_trainer(recipe, callbacks=[throughput.arrival, *recipe_callbacks(recipe),
                                                DivergenceGuard(k, config.optim.lr), *early_stopping(config, *monitor),
-                                               writer, throughput], run_dir=state.run_dir)
+                                               writer, *pause, throughput], run_dir=state.run_dir)
     started = time.perf_counter()
-    if not trained:
-        fit(trainer, module, dm, state, k, resume)
+    if not trained and not fit(trainer, module, dm, state, k, resume, *pause):
+        trainer.strategy.barrier("kitpkg-fit-done")
+        return False
     trainer.strategy.barrier("kitpkg-fit-done")  # rank 0 publishes the last checkpoint after the others return
     best_epoch = reload_best(module, state.run_dir, k)
     frame, test_frame = predict_fold(trainer, module, dm, inputs, k, state.paths.parts(k))
@@ -267,9 +275,11 @@ def fit_fold(config: Config, inputs: RunInputs, state: RunState, k: int) -> None
         figures = {"wall_s": round(time.perf_counter() - started, 2), **throughput.figures(trainer.world_size)}
         record_fold(state, k, frame, test_frame, inputs, config.predict.average, best_epoch=best_epoch,
                     **figures, **loader_figures(dm, trained), **device_fields(recipe.device, trainer.world_size))
+        keep_prediction_weights(ckpt_dir)  # a done fold needs its best weights only: the run directory stays small
     trainer.strategy.barrier("kitpkg-fold-done")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return True
 
 
 def resume_point(state: RunState, k: int) -> Tuple[Optional[Path], bool]:
@@ -289,11 +299,16 @@ def resume_point(state: RunState, k: int) -> Tuple[Optional[Path], bool]:
     return resume, trained
 
 
-def fit(trainer: Any, module: Any, dm: Any, state: RunState, k: int, resume: Optional[Path]) -> None:
-    """Train fold k (from `resume` when given), its status "running" while it trains and "trained" after."""
+def fit(trainer: Any, module: Any, dm: Any, state: RunState, k: int, resume: Optional[Path],
+        budget: Optional[SessionBudget] = None) -> bool:
+    """Train fold k (from `resume` when given), its status "running" while it trains and "trained" after; False
+    when `budget` paused it: it stays "running", resumed from the pause's checkpoint by the next run."""
     state.update_fold(k, status="running")
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, **safe_load_kwargs(trainer))
+    if budget is not None and budget.paused:
+        return False
     state.update_fold(k, status="trained")
+    return True
 
 
 def reload_best(module: Any, run_dir: Path, k: int) -> Optional[int]:
@@ -406,10 +421,14 @@ def run_cv(config: Config, run_dir: Optional[os.PathLike] = None, folds: Optiona
     inputs, state = open_run(config, run_dir, inputs=inputs)
     all_folds, selected = fold_selection(config, inputs, folds)
     check_free(state, [k for k in selected if not state.is_done(k)])  # a fold a live process trains: refused now
+    deadline = run_deadline(config)  # the session budget: read once, as the run starts
     for k in selected:
         if not state.is_done(k):
+            if time_is_up(deadline):
+                return paused(inputs, state, all_folds, report=not train_only)  # not begun: the next session's
             with hold_fold(state, k):
-                fit_fold(config, inputs, state, k)
+                if not fit_fold(config, inputs, state, k, deadline):
+                    return paused(inputs, state, all_folds, report=not train_only)
     if train_only:
         return fold_result(inputs, state, selected)
     return finish(config, inputs, state, all_folds)
@@ -455,6 +474,18 @@ def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
 
     kept = np.array([v for v in values if v is not None and v == v], dtype=float)
     return (float(kept.mean()), float(kept.std())) if len(kept) else (None, None)
+
+
+def paused(inputs: RunInputs, state: RunState, all_folds: Sequence[int], report: bool = True) -> CVResult:
+    """What a run paused at its session budget leaves: the finished folds' scores (their OOF and test files are
+    written) and a report marked partial (`report`); how to continue is in the result's summary."""
+    result = fold_result(inputs, state, all_folds)
+    result.paused, result.resume_hint = True, continue_hint()
+    if report and is_rank_zero():
+        from .report import write_report
+
+        result.report_path = write_report(state.run_dir, pending=result.pending)
+    return result
 
 
 def finish(config: Config, inputs: RunInputs, state: RunState, all_folds: Sequence[int]) -> CVResult:

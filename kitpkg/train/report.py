@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -178,8 +178,9 @@ def _prediction_plots(oof: Predictions, task: Task, files: RunDir) -> List[str]:
     return []
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write report.md and its PNGs into the run directory; return the report path."""
+def write_report(run_dir: Path, pending: Sequence[int] = ()) -> Path:
+    """Write report.md and its PNGs into the run directory; return the report path. `pending`: folds still to run
+    (a run paused at its session budget): the report says it is partial."""
     run_dir = Path(run_dir)
     from .runstate import RunState
 
@@ -188,6 +189,9 @@ def write_report(run_dir: Path) -> Path:
     folds = {k: v for k, v in run.folds().items() if v.is_done}
     metric = task.scoring.label
     lines: List[str] = [f"# CV report: {run_dir.name}", ""]
+    if pending:
+        lines += [f"**Partial**: paused at the session budget (train.time_limit) with folds "
+                  f"{', '.join(map(str, pending))} still to run; the scores are of the finished folds only.", ""]
     config = run.config
     lines += [f"Model `{config.get('model.name')}` at {config.get('data.image_size')} px, "
               f"{config.get('train.epochs')} epochs, optimizer `{config.get('optim.name')}` lr {config.get('optim.lr')}, "
