@@ -180,3 +180,17 @@ def test_nb_plan_keeps_cuda_out_of_the_notebook_process(tfrecord_manifest, tmp_p
     assert nb.plan(config, sizes=[64], steps=5) is fake
     assert [(where, k) for where, _, k in calls] == [("child" if gpus else "here", {"sizes": [64], "steps": 5})]
     assert "the planned figures" in capsys.readouterr().out
+
+
+def test_the_cv_is_held_against_the_session_budget_train_time_limit_sets(tfrecord_manifest, tmp_path):
+    from kitpkg.config import load_config
+    from kitpkg.train.plan import budget_limits
+    from kitpkg.train.plan_text import session_verdict
+    from kitpkg.train.projection import duration
+
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest), overrides=["train.time_limit=1h"])
+    limit_s, _ = budget_limits(config)
+    assert 3590 < limit_s <= 3600
+    assert session_verdict(3000, 600, limit_s) == f"fits the {duration(limit_s)} left in this session"
+    verdict = session_verdict(5 * 1000, 1000, 3600)
+    assert "does NOT fit the 1:00:00 left" in verdict and "about 3 folds per session, 2 sessions" in verdict
