@@ -38,7 +38,7 @@ def _cv(args: argparse.Namespace) -> int:
         result = run_cv(config, args.run_dir, folds=args.folds, train_only=getattr(args, "train_only", False))
     from .runstate import is_rank_zero
 
-    if result.paused:  # exit 0 all the same: a Kaggle Save Version keeps its output, the next session continues
+    if result.paused and result.resume_hint:  # exit 0 all the same: a Kaggle Save Version keeps its output
         from .budget import continue_hint
 
         result.resume_hint = continue_hint(_again(args))

@@ -86,7 +86,8 @@ class CVResult:
         if self.pending:
             lines.append(f"folds still to run: {', '.join(map(str, self.pending))}")
         if self.paused:
-            lines.append(f"paused before the session's end (train.time_limit); to continue: {self.resume_hint}")
+            lines.append("paused before the session's end (train.time_limit)"
+                         + (f"; to continue: {self.resume_hint}" if self.resume_hint else ""))
         for label, path in (("OOF", self.oof_path), ("submission", self.submission_path), ("report", self.report_path)):
             if path is not None:
                 lines.append(f"{label}: {path}")
@@ -480,7 +481,7 @@ def paused(inputs: RunInputs, state: RunState, all_folds: Sequence[int], report:
     """What a run paused at its session budget leaves: the finished folds' scores (their OOF and test files are
     written) and a report marked partial (`report`); how to continue is in the result's summary."""
     result = fold_result(inputs, state, all_folds)
-    result.paused, result.resume_hint = True, continue_hint()
+    result.paused, result.resume_hint = True, continue_hint() if report else ""  # a worker's parent says it
     if report and is_rank_zero():
         from .report import write_report
 
