@@ -146,6 +146,14 @@ def test_refuses_leaking_or_missing_columns(clinic, tmp_path, column, why):
     assert not (tmp_path / "out").exists()
 
 
+def test_refuses_a_group_column_the_test_split_lacks(clinic, tmp_path):
+    _, _, _, runs = clinic
+    with pytest.raises(KitError, match="--group-col biopsy has no value in the test split"):
+        run_stack(runs, tmp_path / "out", group_col="biopsy")
+    with pytest.raises(KitError, match="--group-col clinic: not a column of the shards"):
+        run_stack(runs, tmp_path / "out", group_col="clinic")
+
+
 def test_refuses_runs_on_other_folds_ids_or_test_ids(tmp_path):
     data = fake_data(100, seed=4, n_test=6)
     rng = np.random.default_rng(4)

@@ -195,8 +195,11 @@ def build_features(members: Sequence["Member"], columns: Sequence[str] = (), gro
                            f"{', '.join(sorted(manifest.schema))}); name one, or --group-col none")
         parts["oof"].append(group_features(outputs["oof"], read_columns(manifest, [group], "train", oof_ids)[group]))
         if has_test:
-            parts["test"].append(group_features(outputs["test"],
-                                                read_columns(manifest, [group], "test", test_ids)[group]))
+            groups = read_columns(manifest, [group], "test", test_ids)[group]
+            if groups.isna().all():  # every test row its own group: features the level-2 model never saw in training
+                raise KitError(f"--group-col {group} has no value in the test split of {manifest.root}; name a "
+                               f"column the test CSV holds, or --group-col none")
+            parts["test"].append(group_features(outputs["test"], groups))
     oof = pd.concat([p.reset_index(drop=True) for p in parts["oof"]], axis=1)
     test = pd.concat([p.reset_index(drop=True) for p in parts["test"]], axis=1) if has_test else None
     return Features(oof, test, categorical, list(columns), group)
