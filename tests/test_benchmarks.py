@@ -71,3 +71,17 @@ def test_tasks_benchmark_prints_kit_and_reference_cv_and_reports_a_failing_kit_r
     out = _run("tasks.py", "--work", str(tmp_path / "bad"), "--kinds", "multiclass", "--model", "no_such_net", *small,
                cwd=tmp_path)
     assert re.search(rf"multiclass +accuracy ↑ +not available yet: kitpkg cv: error: .*no_such_net.* {score}", out), out
+
+
+def test_checkpoint_benchmark_prints_blocked_seconds_and_shares_before_and_after(tmp_path):
+    out = _run("checkpoint.py", "--model", "test_efficientnet", "--rounds", "1", "--drive-mbps", "50",
+               "--kit-patients", "30", "--kit-size", "32", "--kit-epochs", "1", "--kit-every", "2", "--kit-mbps", "0",
+               "--work", str(tmp_path / "work"), cwd=tmp_path)
+    assert re.search(r"\(a\) local torch.save: [\d.]+ s", out), out
+    assert re.search(r"\(b\) copy to slow storage at 50 MB/s \(assumed Drive\): [\d.]+ s", out), out
+    assert re.search(r"blocked per checkpoint: synchronous [\d.]+ s \| asynchronous [\d.]+ s", out), out
+    share = r"synchronous [\d.]+ % \| asynchronous [\d.]+ % \(goal <= 2 %: (met|NOT met)\)"
+    assert re.search(rf"isic_b4_384: every 200 steps .* share of training time blocked: {share}", out), out
+    assert re.search(r"\(c\) tiny CPU run through the kit .* \d+ checkpoints; blocked per checkpoint: synchronous "
+                     r"[\d.]+ s \| asynchronous [\d.]+ s; share of fit time: synchronous [\d.]+ % \| asynchronous "
+                     r"[\d.]+ %", out), out
