@@ -177,6 +177,8 @@ def test_kitpkg_cv_command_restores_before_it_trains(tmp_path, monkeypatch):
     monkeypatch.setattr(restore, "restore_on_kaggle", lambda config, run_dir: calls.append(("restore", run_dir)))
 
     class _Result:
+        paused = False  # CVResult's: a run that did not stop at its session budget
+
         def summary(self):
             return "CV auc: 0.5"
 
