@@ -40,9 +40,10 @@ def test_batch_search_stops_at_its_limit_or_when_nothing_fits():
 def test_fold_time_is_epochs_times_the_oversampled_epoch_plus_validation_checkpoints_and_tta():
     m = Measured(image_size=64, batch_size=8, steps=3, train_img_s=10.0, loader_wait=0.1, loader_img_s=100.0,
                  eval_img_s=40.0, peak_bytes=1, peak_of="GPU", device="T4 (sm 7.5)", precision="16-mixed",
-                 ckpt_bytes=1000, ckpt_s=0.5)
+                 ckpt_bytes=1000, ckpt_s=0.5, startup_s=2.0)
     shape = FoldShape(fold=0, epoch_images=120, shard_images=100, batches=15, val_images=40, test_images=20)
     parts = fold_seconds(m, shape, epochs=3, views=2, accumulate=1, every_n_steps=10, world=1)
+    assert parts["start-up"] == 2.0  # once per fold
     assert parts["train"] == pytest.approx(3 * 120 / 10.0)
     assert parts["validation"] == pytest.approx(3 * 40 / 40.0)
     assert parts["checkpoints"] == pytest.approx((45 // 10 + 2 * 3) * 0.5)  # every 10 steps + end of epoch + best
@@ -76,7 +77,7 @@ def test_plan_prints_rates_memory_and_the_projection(oversampled_plan):
     assert 0 < m["train_img_s"] < 1e5 and 0 < m["eval_img_s"] < 1e6 and 0 <= m["loader_wait"] <= 1
     assert m["loader_img_s"] > 0 and m["steps"] == 3 and m["batch_size"] == 8 and m["device"] == "CPU"
     assert 50e6 < m["peak_bytes"] < 64e9 and m["peak_of"] == "CPU process RSS"  # the process's RSS, said so
-    assert m["ckpt_bytes"] > 10_000 and m["ckpt_s"] >= 0
+    assert m["ckpt_bytes"] > 10_000 and m["ckpt_s"] >= 0 and 0 < m["startup_s"] < 60
     for figure in (f"train: {m['train_img_s']:.1f} img/s", f"the loader alone: {m['loader_img_s']:.1f} img/s",
                    f"waiting for batches: {100 * m['loader_wait']:.0f}% of training time", "(CPU process RSS)",
                    "largest batch that fits: not searched on the CPU", "CV (3 folds, one after the other)",

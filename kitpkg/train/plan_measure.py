@@ -19,11 +19,11 @@ from .projection import Measured, largest_fitting
 
 DEFAULT_STEPS = 30  # training batches timed, after the warm-up
 WARMUP_STEPS = 5  # batches not timed: cuDNN autotuning, allocator growth, worker start-up
-EVAL_BATCHES = 8  # validation batches timed (after the first)
+EVAL_BATCHES = 8  # validation batches per pass (one untimed warm-up pass, one timed)
 SEARCH_LIMIT = 1024  # the batch-size search stops here
 
 
-# -- measuring ----------------------------------------------------------------------------------------------------------
+# -- measuring ---------------------------------------------------------------------------------------------------------
 def uses_gpu(config: Config) -> bool:
     """Whether the config trains on a GPU here (read without a CUDA context: gpus.training_gpus)."""
     from .gpus import training_gpus
@@ -44,6 +44,11 @@ class _Window(pl.Callback):
         self.throughput, self.warmup, self.steps, self.folder = throughput, warmup, steps, folder
         self.seen, self.ckpt_bytes, self.ckpt_s = 0, 0, 0.0
         self.sync = _Sync(self, on_gpu)
+        self.called, self.first_batch = 0.0, 0.0  # trainer.fit's call (set by measure), the first batch's start
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.first_batch = self.first_batch or time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -75,30 +80,31 @@ class _Sync(pl.Callback):
 
 
 class _EvalClock(pl.Callback):
-    """Validation images per second, timed after the first batch (all of it when there is one)."""
+    """Validation images per second over a pass, from its first batch's start to its last batch's end (loading
+    included); each pass starts the count afresh, so a first pass warms every batch shape up untimed."""
 
     def __init__(self, on_gpu: bool):
-        self.on_gpu, self.times, self.images = on_gpu, [], []
+        self.on_gpu, self.start, self.end, self.images = on_gpu, 0.0, 0.0, 0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.start, self.end, self.images = 0.0, 0.0, 0
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        self.times.append(time.perf_counter())
+        self.start = self.start or time.perf_counter()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.on_gpu:
             import torch
 
             torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
-        self.images.append(len(batch["id"]))
+        self.end = time.perf_counter()
+        self.images += len(batch["id"])
 
     def rate(self) -> float:
-        """Images per second over the timed batches."""
-        first = 2 if len(self.images) > 1 else 0  # times[0:2] bracket the first batch
-        images = sum(self.images[1:]) if first else sum(self.images)
-        elapsed = self.times[-1] - self.times[first] if self.times else 0.0
-        if not images or elapsed <= 0:
+        """Images per second of the last pass."""
+        if not self.images or self.end <= self.start:
             raise KitError("kitpkg plan: no validation batch ran; check data.folds and the shards' folds")
-        return images / elapsed
+        return self.images / (self.end - self.start)
 
 
 def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, warmup: int = WARMUP_STEPS
@@ -127,11 +133,13 @@ def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, 
         trainer = build_trainer(recipe, callbacks=[throughput.arrival, window.sync, *recipe_callbacks(recipe),
                                                    throughput, window],
                                 default_root_dir=tmp, max_epochs=-1, max_steps=warmup + steps, limit_val_batches=0)
+        window.called = time.perf_counter()
         trainer.fit(module, datamodule=dm)
         peak = torch.cuda.max_memory_allocated() if on_gpu else _peak_rss()
         clock = _EvalClock(on_gpu)
-        build_trainer(recipe, callbacks=[clock], default_root_dir=tmp, limit_val_batches=EVAL_BATCHES + 1
-                      ).validate(module, datamodule=dm, verbose=False)
+        evaluator = build_trainer(recipe, callbacks=[clock], default_root_dir=tmp, limit_val_batches=EVAL_BATCHES)
+        for _ in range(2):  # the first pass warms up (cuDNN/oneDNN per batch shape, the metric), the second is timed
+            evaluator.validate(module, datamodule=dm, verbose=False)
     figures = throughput.figures()
     if window.seen < warmup + steps or not figures:
         raise KitError(f"kitpkg plan: training stopped after {window.seen} batches, before {warmup} + {steps}")
@@ -141,7 +149,8 @@ def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, 
                     loader_img_s=loader_rate(dm.train_dataloader()), eval_img_s=round(clock.rate(), 2),
                     peak_bytes=int(peak), peak_of="GPU" if on_gpu else "CPU process RSS", device=where["device"],
                     precision=where["precision"], ckpt_bytes=window.ckpt_bytes, ckpt_s=round(window.ckpt_s, 3),
-                    device_bytes=torch.cuda.get_device_properties(0).total_memory if on_gpu else None)
+                    device_bytes=torch.cuda.get_device_properties(0).total_memory if on_gpu else None,
+                    startup_s=round(window.first_batch - window.called, 3))
 
 
 def _peak_rss() -> int:
@@ -153,7 +162,7 @@ def _peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-# -- the batch-size search (run in a child process) ---------------------------------------------------------------------
+# -- the batch-size search (run in a child process) --------------------------------------------------------------------
 def search_batch(config: Config, fold: int, limit: int = SEARCH_LIMIT) -> Tuple[Optional[int], bool]:
     """largest_fitting over training steps at each batch size (one real batch of fold `fold` tiled to the size);
     meant for a fresh process (plan_size runs it through child.call_in_child)."""

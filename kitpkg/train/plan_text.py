@@ -43,7 +43,7 @@ def size_lines(plan: Any, sp: Any) -> List[str]:
                    if first.epoch_images != first.shard_images else "")
     views = 1 + len(config.predict.tta)
     lines.append(f"  fold {first.fold}: {config.train.epochs} epochs × {first.epoch_images} images{oversampled} = "
-                 f"train {duration(parts['train'])} + validation {duration(parts['validation'])} "
+                 f"start-up {duration(parts['start-up'])} + train {duration(parts['train'])} + validation {duration(parts['validation'])} "
                  f"({first.val_images} images/epoch) + checkpoints {duration(parts['checkpoints'])} "
                  f"({size_text(m.ckpt_bytes)}, {m.ckpt_s:.2f} s each) + OOF/test predictions "
                  f"{duration(parts['predictions'])} ({views} view{'s' if views > 1 else ''}) = "

@@ -1,6 +1,8 @@
 """`kitpkg plan`'s arithmetic, pure: from rates measured on a few steps (plan.py) to the time of a fold and a CV.
 
 A fold's projected time (seconds; every rate measured on this machine at the config's batch size):
+  start-up     startup_s                                     from the fit's call to its first batch (Lightning's
+                                                            set-up, the loader's workers), once per fold
   train        epochs × epoch_images / train_img_s          epoch_images: what the training loader yields per
                                                             epoch, oversampled by data.sampling.class_weights
   validation   epochs × val_images / eval_img_s              one view, once per epoch
@@ -40,6 +42,7 @@ class Measured:
     ckpt_bytes: int  # one full-state checkpoint (weights, optimizer, EMA, loader position)
     ckpt_s: float  # seconds to write it to local disk
     device_bytes: Optional[int] = None  # the GPU's total memory (None on the CPU)
+    startup_s: float = 0.0  # from trainer.fit's call to the first training batch
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def fold_seconds(m: Measured, shape: FoldShape, epochs: int, views: int, accumul
     """{train, validation, checkpoints, predictions, total} seconds of one fold (the module docstring's formula)."""
     steps = epochs * math.ceil(shape.batches / max(1, world) / max(1, accumulate))
     saves = steps // max(1, every_n_steps) + 2 * epochs
-    parts = {"train": epochs * shape.epoch_images / m.train_img_s / world,
+    parts = {"start-up": m.startup_s, "train": epochs * shape.epoch_images / m.train_img_s / world,
              "validation": epochs * shape.val_images / m.eval_img_s / world,
              "checkpoints": saves * m.ckpt_s,
              "predictions": (shape.val_images + shape.test_images) * views / m.eval_img_s / world}
