@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
@@ -165,8 +166,6 @@ def test_a_batch_size_that_does_not_fit_the_gpu_is_said_and_not_measured(tfrecor
 
 @pytest.mark.parametrize("gpus", [[], ["0"]])
 def test_nb_plan_keeps_cuda_out_of_the_notebook_process(tfrecord_manifest, tmp_path, monkeypatch, capsys, gpus):
-    from types import SimpleNamespace
-
     from kitpkg import notebook as nb
     from kitpkg.config import load_config
     from kitpkg.train import child, parallel
@@ -195,3 +194,22 @@ def test_the_cv_is_held_against_the_session_budget_train_time_limit_sets(tfrecor
     assert session_verdict(3000, 600, limit_s) == f"fits the {duration(limit_s)} left in this session"
     verdict = session_verdict(5 * 1000, 1000, 3600)
     assert "does NOT fit the 1:00:00 left" in verdict and "about 3 folds per session, 2 sessions" in verdict
+
+
+def test_each_size_of_the_shard_set_is_planned_with_its_own_config_hash(demo_source, tmp_path, capsys):
+    from kitpkg.shards.convert import convert
+
+    convert(demo_source.images, demo_source.train_csv, tmp_path / "shards", fmt="tfrecord", sizes=(48, 64), folds=3,
+            test_csv=demo_source.test_csv, shard_samples=8, workers=1, progress=False)
+    config = tmp_path / "exp.yaml"
+    config.write_text(write_train_config(tmp_path, SimpleNamespace(root=tmp_path / "shards")).read_text()
+                      .replace("image_size: 64", "image_size: 48"))
+    assert main(["plan", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--sizes", "48,64",
+                 "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["image_size"] == 48 and plan["config_hash"] == plan["sizes"]["48"]["config_hash"]
+    assert plan["sizes"]["64"]["config_hash"] != plan["sizes"]["48"]["config_hash"]  # a run at 64 px finds its own
+    assert [plan["sizes"][s]["measured"]["image_size"] for s in ("48", "64")] == [48, 64]
+    rows = out[out.index("CV (session)"):].splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["48", "64"]
