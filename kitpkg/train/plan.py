@@ -55,7 +55,8 @@ class SizePlan:
 
     def to_json(self) -> Dict[str, Any]:
         """plan.json's entry of this size."""
-        return {"config_hash": self.config_hash, "measured": None if self.measured is None else dataclasses.asdict(self.measured),
+        measured = None if self.measured is None else dataclasses.asdict(self.measured)
+        return {"config_hash": self.config_hash, "measured": measured,
                 "largest_batch": self.largest_batch, "batch_search": self.batch_search,
                 "folds": {str(k): v for k, v in self.folds.items()}, "fold_s": self.fold_s, "cv_s": self.cv_s,
                 "output_bytes": self.output_bytes, "skipped": self.skipped}
