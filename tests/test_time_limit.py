@@ -218,3 +218,25 @@ def test_setup_rows_show_the_default_limit_and_the_output_size(tmp_path):
     assert dict(budget_rows("colab", run_dir, run_dir, COLAB))["session"].startswith("no known end: set train.time")
     assert dict(budget_rows("local", run_dir, run_dir, LOCAL)) == {"session": "no limit (train.time_limit sets one)",
                                                                   "run dir size": "0.3 GB"}
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_pause_together_and_continue(finished_run, tmp_path):
+    """2 gloo processes (the Kaggle 2xT4 path): rank 0's decision is every rank's, so the collective save and the
+    stop happen on both (a rank left training would hang the run: the timeout fails it), and the run continues."""
+    from conftest import run_ddp_cv
+    from kitpkg.train.checkpoint import latest_intact
+    from kitpkg.train.runstate import RunState
+
+    config_path, reference_dir, _ = finished_run
+    run_dir = tmp_path / "ddp"
+    # the processes start and join their group within the fit, after the budget is read: 1 s is gone by then
+    paused = run_ddp_cv(config_path, run_dir, "train.epochs=1", "train.time_limit=1s", timeout=300)
+    assert paused.returncode == 0, paused.stderr[-3000:]
+    assert paused.stdout.count("paused before the session's end") == 1  # rank 0 reports
+    state = RunState.read(run_dir)
+    assert state.fold(0).status == "running" and latest_intact(run_dir / "fold0" / "ckpt") is not None
+    continued = run_ddp_cv(config_path, run_dir, "train.epochs=1", timeout=300)
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    oof = pd.read_csv(run_dir / "oof.csv", dtype={"id": str})
+    assert list(oof["id"]) == list(pd.read_csv(reference_dir / "oof.csv", dtype={"id": str})["id"])
