@@ -213,3 +213,28 @@ def test_each_size_of_the_shard_set_is_planned_with_its_own_config_hash(demo_sou
     assert [plan["sizes"][s]["measured"]["image_size"] for s in ("48", "64")] == [48, 64]
     rows = out[out.index("CV (session)"):].splitlines()[1:]
     assert [row.split()[0] for row in rows] == ["48", "64"]
+
+
+def test_out_of_memory_answers_a_smaller_batch_and_other_errors_are_raised(tfrecord_manifest, tmp_path, monkeypatch):
+    import torch
+
+    from kitpkg.config import load_config
+    from kitpkg.train import plan_measure
+
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest))
+    tried = []
+
+    def fake_steps(recipe, meta, batch):
+        tried.append(len(batch["id"]))
+        assert batch["image"].shape[0] == len(batch["id"]) == len(batch["target"])  # one real batch, tiled
+        if len(batch["id"]) > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if len(batch["id"]) > 12:
+            raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(plan_measure, "train_steps", fake_steps)
+    found, at_limit = plan_measure.search_batch(config, 0, 64)
+    assert (found, at_limit) == (12, False) and tried[:3] == [8, 16, 12]
+    monkeypatch.setattr(plan_measure, "train_steps", lambda *a: (_ for _ in ()).throw(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        plan_measure.search_batch(config, 0, 64)
