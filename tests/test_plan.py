@@ -84,6 +84,7 @@ def test_plan_prints_rates_memory_and_the_projection(oversampled_plan):
                    "largest batch that fits: not searched on the CPU", "CV (3 folds, one after the other)",
                    "no session limit here", "3 folds × 3 checkpoints"):
         assert figure in text, (figure, text)
+    assert " epoch 1/" not in text  # the timing passes of validation print no training-epoch line
 
 
 def test_projection_is_epochs_times_the_loaders_oversampled_epoch(oversampled_plan, fold_datamodule):
