@@ -99,6 +99,21 @@ def test_changed_config_is_refused_with_the_keys_and_others_are_ignored(tmp_path
     assert restore.restore_run(other, changed, (source,)) is None and not Path(other).exists()
 
 
+def test_a_plan_made_before_the_run_does_not_stop_the_attached_run_from_continuing(tmp_path, unlock):
+    config = _config(tmp_path)
+    source = _attached_run(tmp_path, config)
+    dest = Path(config.output.run_dir)
+    dest.mkdir(parents=True)
+    (dest / "plan.json").write_text('{"made": "this session"}')  # `kitpkg plan` before `kitpkg cv`
+    assert restore.restore_run(dest, config, (source,)) == source
+    assert RunState.open(dest, config, {}).done_folds() == [0]
+    assert json.loads((dest / "plan.json").read_text()) == {"made": "this session"}  # this session's plan kept
+    (dest / "stray.txt").write_text("x")  # anything else still blocks a copy over it
+    shutil.rmtree(dest / "folds")
+    (dest / "state.json").unlink()
+    assert restore.restore_run(dest, config, (source,)) is None
+
+
 def test_a_bad_copy_leaves_no_run_directory(tmp_path, unlock, monkeypatch):
     config = _config(tmp_path)
     source = _attached_run(tmp_path, config)

@@ -53,11 +53,12 @@ def restore_run(run_dir: os.PathLike, config, attached_runs: Sequence[Path],
         return None
     # several versions attached: the one furthest on, then the newest
     best = max(same, key=lambda s: (len(s.done_folds()), s.path.stat().st_mtime))
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    before = _before_run_files(run_dir)
+    if run_dir.is_dir() and set(run_dir.iterdir()) - set(before):
         print(f"kitpkg: {run_dir} already holds files but no run state; not copying the attached run {best.run_dir} "
               f"over them (move them away and re-run to continue it)", flush=True)
         return None
-    copy_tree_verified(best.run_dir, run_dir)
+    copy_tree_verified(best.run_dir, run_dir, keep=before)
     print(f"kitpkg: continuing the attached run {best.run_dir} (finished folds: {best.done_folds() or 'none'}) "
           f"in {run_dir}", flush=True)
     return best.run_dir
@@ -76,9 +77,17 @@ def restore_on_kaggle(config, run_dir: Optional[os.PathLike] = None,
     return restore_run(Path(run_dir or config.output.run_dir), config, runs)
 
 
-def copy_tree_verified(src: Path, dest: Path) -> None:
+def _before_run_files(run_dir: Path) -> List[Path]:
+    """Files the kit writes into a run directory before its run starts (`kitpkg plan`'s plan.json): they do not make it
+    a run, and they go along into a restored copy."""
+    plan = RunDir(run_dir).plan
+    return [plan] if plan.is_file() else []
+
+
+def copy_tree_verified(src: Path, dest: Path, keep: Sequence[Path] = ()) -> None:
     """Copy folder `src` to the new folder `dest`: under a temporary name beside it, each file checked by size and
-    sha256, then renamed, so `dest` appears complete or not at all. Modes are not copied (the source is read-only)."""
+    sha256, then renamed, so `dest` appears complete or not at all. Modes are not copied (the source is read-only).
+    `keep`: files directly in `dest` (which holds nothing else) moved into the copy, replacing the source's."""
     files = _files(src)
     need = sum(size for _, size in files)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +101,10 @@ def copy_tree_verified(src: Path, dest: Path) -> None:
     try:
         for rel, size in files:
             _copy_file(src / rel, tmp / rel, size)
+        for path in keep:
+            os.replace(path, tmp / path.name)
         if dest.is_dir():
-            dest.rmdir()  # empty (checked by the caller): a folder made by an earlier step
+            dest.rmdir()  # empty now (checked by the caller): a folder made by an earlier step
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
