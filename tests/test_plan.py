@@ -5,6 +5,7 @@ search as a pure function and once through its child process."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -78,6 +79,7 @@ def test_plan_prints_rates_memory_and_the_projection(oversampled_plan):
     assert 0 < m["train_img_s"] < 1e5 and 0 < m["eval_img_s"] < 1e6 and 0 <= m["loader_wait"] <= 1
     assert m["loader_img_s"] > 0 and m["steps"] == 3 and m["batch_size"] == 8 and m["device"] == "CPU"
     assert 50e6 < m["peak_bytes"] < 64e9 and m["peak_of"] == "CPU process RSS"  # the process's RSS, said so
+    assert not re.search(r"epoch \d+/\d+:", text)  # its timed validation passes print no training-epoch lines
     assert m["ckpt_bytes"] > 10_000 and m["ckpt_s"] >= 0 and 0 < m["startup_s"] < 60
     for figure in (f"train: {m['train_img_s']:.1f} img/s", f"the loader alone: {m['loader_img_s']:.1f} img/s",
                    f"waiting for batches: {100 * m['loader_wait']:.0f}% of training time", "(CPU process RSS)",

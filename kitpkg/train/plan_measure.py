@@ -111,8 +111,6 @@ def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, 
             ) -> Measured:
     """Train fold `fold` for `warmup` + `steps` batches (Lightning in a temporary folder), validate a few batches,
     time the loader alone and one checkpoint: the rates projection.py needs."""
-    import contextlib
-    import io
     import tempfile
 
     import torch
@@ -140,11 +138,9 @@ def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, 
         peak = torch.cuda.max_memory_allocated() if on_gpu else _peak_rss()
         clock = _EvalClock(on_gpu)
         evaluator = build_trainer(recipe, callbacks=[clock], default_root_dir=tmp, limit_val_batches=EVAL_BATCHES)
-        # the first pass warms up (cuDNN/oneDNN per batch shape, the metric), the second is timed; their "epoch"
-        # lines (progress.EpochLines, without a progress bar) would read as training epochs: not shown
-        with contextlib.redirect_stdout(io.StringIO()):
-            for _ in range(2):
-                evaluator.validate(module, datamodule=dm, verbose=False)
+        # the first pass warms up (cuDNN/oneDNN per batch shape, the metric), the second is timed
+        for _ in range(2):
+            evaluator.validate(module, datamodule=dm, verbose=False)
     figures = throughput.figures()
     if window.seen < warmup + steps or not figures:
         raise KitError(f"kitpkg plan: training stopped after {window.seen} batches, before {warmup} + {steps}")

@@ -19,8 +19,8 @@ class EpochLines(pl.Callback):
         self._started = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return  # trainer.validate() (kitpkg plan's timing) is no epoch
         figures = [f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val_")]
         loss = pl_module.train_loss_epoch() if hasattr(pl_module, "train_loss_epoch") else None
         if loss is not None:
