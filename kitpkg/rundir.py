@@ -19,6 +19,7 @@ and Kaggle; `k` is a fold):
   report.md + *.png       report.py;  lr_find.json + .png: `kitpkg lr-find`;  augment_preview.png (its default place)
   lr_suggestion.json      the notebook's LR cache (notebook/steps.py)
   plan.json               `kitpkg plan`'s measured rates and projected fold/CV times (train/plan.py)
+  logs/                   train.logger's logs: csv/fold{k}/, tensorboard/fold{k}/, wandb/ (train/loggers.py)
   .merge-<owner>/         a merge's staging folder, laid out like a run directory (merge.py)
 A new file of the run directory: one name and one `RunDir` member here, used where it is read and written.
 """
@@ -113,6 +114,11 @@ class RunDir:
     def plan(self) -> Path:
         """plan.json: `kitpkg plan`'s measured rates and projected times (shown by `kitpkg runs` beside the actual)."""
         return self.root / "plan.json"
+
+    @property
+    def logs(self) -> Path:
+        """logs/: train.logger's CSV, TensorBoard and W&B logs, a folder per kind (train/loggers.py)."""
+        return self.root / "logs"
 
     def merge_stage(self, owner: str) -> Path:
         """The staging folder of the merge `owner` (<host>-<pid>-<token>)."""

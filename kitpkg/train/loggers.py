@@ -27,9 +27,9 @@ import pytorch_lightning as pl
 
 from ..config import LOGGERS, Config, _flatten, config_hash
 from ..errors import KitError
+from ..rundir import RunDir
 from .runstate import is_rank_zero
 
-LOGS_DIR = "logs"  # under the run directory
 WANDB_PROJECT = "kitpkg"  # W&B project unless $WANDB_PROJECT names one
 _PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}  # importable modules, first = pip
 _OFFLINE_TOLD: Set[str] = set()  # W&B folders whose offline notice this process printed
@@ -81,7 +81,7 @@ def fold_loggers(config: Config, run_dir: Path, fold: Optional[int], environ: Ma
     (default: env.has_internet) decides whether W&B runs offline."""
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    logs = Path(run_dir) / LOGS_DIR
+    logs = RunDir(Path(run_dir)).logs
     name = fold_name(fold)
     loggers: List[Any] = []
     for kind in dict.fromkeys(config.train.logger):  # a name given twice: one logger
@@ -103,7 +103,7 @@ def _wandb_logger(config: Config, run_dir: Path, fold: Optional[int], environ: M
 
     from ..env import has_internet
 
-    save_dir = Path(environ.get("WANDB_DIR") or Path(run_dir) / LOGS_DIR)
+    save_dir = Path(environ.get("WANDB_DIR") or RunDir(Path(run_dir)).logs)
     mode = wandb_mode(environ, online or (lambda: has_internet(environ)))
     if mode == "offline" and str(save_dir) not in _OFFLINE_TOLD and is_rank_zero():
         _OFFLINE_TOLD.add(str(save_dir))
