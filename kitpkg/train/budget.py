@@ -48,7 +48,9 @@ def run_deadline(config: Config, environ: Mapping[str, str] = os.environ) -> Opt
 def time_is_up(deadline: Optional[float]) -> bool:
     """True when `deadline` (run_deadline's) has passed, as rank 0 sees it once processes train together: a fold
     not yet started is then not begun."""
-    up = deadline is not None and time.monotonic() >= deadline
+    if deadline is None:  # no budget: the same on every rank (one config, one machine), nothing to agree on
+        return False
+    up = time.monotonic() >= deadline
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():  # DDP: every rank skips the fold, or none does
