@@ -239,3 +239,21 @@ def test_two_ddp_processes_pause_together_and_continue(finished_run, tmp_path):
     assert continued.returncode == 0, continued.stderr[-3000:]
     oof = pd.read_csv(run_dir / "oof.csv", dtype={"id": str})
     assert list(oof["id"]) == list(pd.read_csv(reference_dir / "oof.csv", dtype={"id": str})["id"])
+
+
+def test_a_run_whose_budget_is_spent_begins_no_fold(tfrecord_manifest, tmp_path, monkeypatch):
+    """Re-run in a session whose budget is gone (the cell run again after a pause): nothing starts, the run says
+    how to continue."""
+    import time
+
+    from conftest import write_train_config
+    from kitpkg.config import load_config
+    from kitpkg.train import cv
+
+    assert not budget.time_is_up(None) and not budget.time_is_up(time.monotonic() + 60)
+    monkeypatch.setattr(cv, "run_deadline", lambda config: time.monotonic() - 1)
+    monkeypatch.setattr("kitpkg.train.report.write_report", lambda run_dir, pending=(): run_dir / "report.md")
+    result = cv.run_cv(load_config(write_train_config(tmp_path, tfrecord_manifest)), tmp_path / "run")
+    assert result.paused and result.pending == tfrecord_manifest.folds() and not result.scores
+    assert not list((tmp_path / "run").glob("fold*"))
+    assert "to continue: run the notebook's cells again" in result.summary()
