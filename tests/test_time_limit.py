@@ -257,3 +257,25 @@ def test_a_run_whose_budget_is_spent_begins_no_fold(tfrecord_manifest, tmp_path,
     assert result.paused and result.pending == tfrecord_manifest.folds() and not result.scores
     assert not list((tmp_path / "run").glob("fold*"))
     assert "to continue: run the notebook's cells again" in result.summary()
+
+
+def test_parallel_workers_that_paused_leave_a_paused_run_and_the_notebook_cell_ends_cleanly(tfrecord_manifest,
+                                                                                            tmp_path, monkeypatch):
+    """One fold per GPU (the default on Kaggle's 2xT4): workers that paused exit 0 with their folds unfinished; the
+    parent reports a paused run (partial report, how to continue), and nb.submit ends the Save Version without an
+    error."""
+    from conftest import write_train_config
+    from kitpkg import notebook as nb
+    from kitpkg.config import load_config
+    from kitpkg.notebook.bootstrap import Environment
+    from kitpkg.train import parallel
+
+    monkeypatch.setattr(parallel, "run_workers", lambda todo, envs, argv_of: {})  # every worker paused at once
+    config = load_config(write_train_config(tmp_path, tfrecord_manifest))
+    result = parallel.run_parallel_cv(config, 2, tmp_path / "run")
+    assert result.paused and result.pending == tfrecord_manifest.folds()
+    assert "**Partial**" in (tmp_path / "run" / "report.md").read_text()
+    assert "to continue:" in result.summary()
+    env = Environment(platform="kaggle", project="p", run_dir=tmp_path, data_dir=tmp_path, scratch_dir=tmp_path,
+                      cache_dir=None, submit_dir=tmp_path / "working")
+    assert nb.submit(env, result) is None and not (tmp_path / "working").exists()

@@ -153,9 +153,12 @@ def _as_after_find_lr(config, run_dir: Path):
     return found
 
 
-def submit(env: Environment, result) -> Path:
-    """Print the CV summary and put submission.csv where the platform expects it (/kaggle/working on Kaggle)."""
+def submit(env: Environment, result) -> Optional[Path]:
+    """Print the CV summary and put submission.csv where the platform expects it (/kaggle/working on Kaggle); a run
+    paused at the session budget has none yet: the summary says how to continue, and nothing fails (None)."""
     print(result.summary(), flush=True)
+    if getattr(result, "paused", False):
+        return None  # a Kaggle Save Version ends without an error and keeps its output for the next session
     if result.submission_path is None:
         raise KitError(f"{result.run_dir}: no submission yet (folds still to run: {result.pending}); re-run the CV "
                        "cell")

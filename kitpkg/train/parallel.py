@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import AUTO, Config, to_yaml
 from ..errors import KitError
-from .cv import CVResult, finish, fold_selection, load_inputs, open_run
+from .cv import CVResult, finish, fold_selection, load_inputs, open_run, paused
 from .decisions import check_sample
 from .lease import check_free
 from .predict import fold_ids
@@ -55,6 +55,8 @@ def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike]
         listed = ", ".join(f"{k} (exit {rc})" for k, rc in sorted(failed.items()))
         raise KitError(f"--parallel-folds: folds {listed} failed in their workers (their messages are above); re-run "
                        f"the same command to resume them")
+    if any(not state.is_done(k) for k in todo):  # workers that paused at the session budget (budget.py), exit 0
+        return paused(inputs, state, all_folds)
     return finish(config, inputs, state, all_folds)
 
 
