@@ -183,9 +183,10 @@ def session_start(platform: str, now: float, environ: Mapping[str, str], proc: P
                   ) -> Optional[float]:
     """When this platform session began (epoch seconds): on Kaggle and Colab the start of the container's first
     process (PID 1), else of this process where PID 1's start is unreadable or implausible (in the future, or older
-    than a whole session: not the session's container); None locally (a limit counts from the run's start there)."""
+    than a whole session: not the session's container); locally, the start of the run whose worker this is
+    (KITPKG_RUN_START, set by `--parallel-folds`), else None (a limit counts from the run's start there)."""
     if platform == "local":
-        return None
+        return float(environ["KITPKG_RUN_START"]) if environ.get("KITPKG_RUN_START") else None
     length = session_length_s(platform, environ) or 24 * 3600.0  # Colab: its longest (paid) runtimes
     for pid in ("1", str(os.getpid())):
         start = process_start(pid, proc)

@@ -88,6 +88,9 @@ def test_colab_and_local_have_no_default_and_count_a_set_limit_from_their_start(
     assert _limit(None, COLAB, now, proc) is None and _limit(None, LOCAL, now, proc) is None
     assert _limit(3 * HOUR, COLAB, now, proc) == pytest.approx(2 * HOUR)  # the runtime started an hour ago
     assert _limit(3 * HOUR, LOCAL, now, proc) == pytest.approx(3 * HOUR)  # locally: from the run's start
+    # a --parallel-folds worker counts from its parent's start, not its own (the parent sets KITPKG_RUN_START)
+    worker = {**LOCAL, "KITPKG_RUN_START": repr(now - 0.5 * HOUR)}
+    assert _limit(3 * HOUR, worker, now, proc) == pytest.approx(2.5 * HOUR)
     assert tick > 0
 
 
@@ -270,10 +273,12 @@ def test_parallel_workers_that_paused_leave_a_paused_run_and_the_notebook_cell_e
     from kitpkg.notebook.bootstrap import Environment
     from kitpkg.train import parallel
 
-    monkeypatch.setattr(parallel, "run_workers", lambda todo, envs, argv_of: {})  # every worker paused at once
+    handed = []
+    monkeypatch.setattr(parallel, "run_workers", lambda todo, envs, argv_of: handed.extend(envs) or {})  # all paused
     config = load_config(write_train_config(tmp_path, tfrecord_manifest))
     result = parallel.run_parallel_cv(config, 2, tmp_path / "run")
     assert result.paused and result.pending == tfrecord_manifest.folds()
+    assert len({e["KITPKG_RUN_START"] for e in handed}) == 1  # one start for every worker's budget
     assert "**Partial**" in (tmp_path / "run" / "report.md").read_text()
     assert "to continue:" in result.summary()
     env = Environment(platform="kaggle", project="p", run_dir=tmp_path, data_dir=tmp_path, scratch_dir=tmp_path,

@@ -39,7 +39,10 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def run_parallel_cv(config: Config, workers: int, run_dir: Optional[os.PathLike] = None,
                     folds: Optional[Sequence[int]] = None) -> CVResult:
     """Train the folds not yet done in up to `workers` processes at once, then finish the run here."""
+    started = time.time()
     envs = worker_environments(config, workers, visible_gpus(config))
+    for environ in envs:  # a train.time_limit counts from the parent's start in every worker (budget.py)
+        environ["KITPKG_RUN_START"] = repr(started)
     inputs = load_inputs(config)
     check_sample(config, inputs.task, fold_ids(inputs.manifest, "test"))  # refused before anything is written
     # state.json is written here, once, before any worker starts
