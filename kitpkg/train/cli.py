@@ -42,7 +42,7 @@ def _cv(args: argparse.Namespace) -> int:
         from .budget import continue_hint
 
         result.resume_hint = continue_hint(_again(args))
-    if is_rank_zero():
+    if is_rank_zero() and not getattr(args, "train_only", False):  # a worker's parent prints the run's summary
         print(result.summary())
     return 0
 
