@@ -122,8 +122,9 @@ class SessionBudget(pl.Callback):
         self._val_s = now - self._val_start  # the writer's hook ran before: its checkpoints are included
         if self._last_t is not None:
             self._last_t += self._val_s  # a step's time leaves the validation out
-        # the writer just published this step's after-validation checkpoint: a pause here needs no save; a fit that
-        # ends anyway (its last epoch, early stopping) is not paused
+        # the writer just saved this step's after-validation checkpoint (published in the background, waited for
+        # by the fit's end): a pause here needs no save; a fit that ends anyway (its last epoch, early stopping) is
+        # not paused
         ending = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
         if not ending and self._decide(trainer, now + 2 * self._step_s()):
             self._stop(trainer)

@@ -37,18 +37,25 @@ class KillAt(pl.Callback):
             spec = rest if int(head) == fold else ""
         self.point, self.crash = spec, crash
         self._predictions = 0
+        self._writers: List[RunCheckpoints] = []
 
     def _at(self, point: str) -> None:
         if point == self.point:
             self.crash()
 
     def watch(self, writer: RunCheckpoints) -> None:
-        """Be told of each checkpoint once `writer` has put it into the run directory (and pruned the old ones)."""
+        """Be told of each checkpoint once `writer` has put it into the run directory (and pruned the old ones).
+
+        The writer copies into the run directory in a background thread (checkpoint.py): a test's kill point means
+        "with what was saved up to here published", so the kill waits for the copies (a real kill may come before
+        them; the newest published checkpoint is then an older one, tests/test_checkpoint_async.py)."""
         save = writer._save
+        self._writers.append(writer)
 
         def saved(trainer: pl.Trainer, name: str, prune: bool = True) -> None:
             save(trainer, name, prune)
             if trainer.is_global_zero:
+                writer.flush()
                 self.published(name, trainer)
 
         writer._save = saved
@@ -64,6 +71,8 @@ class KillAt(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.point.isdigit() and trainer.global_step >= int(self.point):
+            for writer in self._writers:
+                writer.flush()
             self.crash()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
