@@ -21,9 +21,13 @@ def test_off_by_default_and_on_the_monitor():
 
 
 @pytest.mark.slow
-def test_fold_stops_after_patience_epochs_without_improvement(tfrecord_manifest, tmp_path):
+def test_fold_stops_after_patience_epochs_without_improvement(tfrecord_manifest, tmp_path, monkeypatch):
+    from kitpkg.train import cv
     from kitpkg.train.checkpoint import latest_intact, load_checkpoint
     from kitpkg.train.cv import run_cv
+
+    # a finished fold keeps only best.ckpt (budget.keep_prediction_weights); the last one holds the stopping state
+    monkeypatch.setattr(cv, "keep_prediction_weights", lambda folder: None)
 
     # min_delta 10: no epoch after the first can improve val_loss enough -> epoch 0 best, epochs 1-2 count, stop
     config = load_config(write_train_config(tmp_path, tfrecord_manifest), overrides=[
