@@ -99,7 +99,8 @@ def finished_run(tmp_path_factory, tfrecord_manifest):
 def fold_datamodule():
     """Build the ShardDataModule `kitpkg cv` trains fold k of a config on (cv.make_datamodule of the fold's recipe)."""
     def build(config, fold):
-        from kitpkg.train.cv import load_inputs, make_datamodule
+        from kitpkg.train.cv import make_datamodule
+        from kitpkg.train.inputs import load_inputs
         from kitpkg.train.recipe import build_recipe
 
         data = load_inputs(config)

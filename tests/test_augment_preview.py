@@ -81,7 +81,8 @@ def test_preview_shows_the_draws_training_makes_in_that_fold(tfrecord_manifest, 
     from kitpkg.config import load_config
     from types import SimpleNamespace
 
-    from kitpkg.train.cv import load_inputs, make_datamodule
+    from kitpkg.train.cv import make_datamodule
+    from kitpkg.train.inputs import load_inputs
     from kitpkg.train.preview import preview_images
     from kitpkg.train.recipe import build_recipe
 

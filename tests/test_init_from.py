@@ -8,6 +8,7 @@ import torch
 from kitpkg.config import load_config
 from kitpkg.errors import KitError
 from kitpkg.train import cv
+from kitpkg.train.inputs import load_inputs
 from kitpkg.train.checkpoint import load_checkpoint
 from kitpkg.train.init_from import init_fold, load_fitting
 from kitpkg.train.recipe import build_recipe
@@ -48,14 +49,14 @@ def test_fold_k_starts_from_the_source_fold_k_weights(source_run, monkeypatch):
     config = _large(folder, shards, source, folds=[0])
     cv.run_cv(config, folder / "large")
     assert torch.equal(seen["start"], best[name])
-    fresh = cv.make_module(build_recipe(config, cv.load_inputs(config), None), load_pretrained=False)
+    fresh = cv.make_module(build_recipe(config, load_inputs(config), None), load_pretrained=False)
     assert not torch.equal(fresh.state_dict()[name], best[name])
 
 
 def test_source_without_fold_k_is_refused(source_run):
     folder, shards, source = source_run
     config = _large(folder, shards, source)
-    data = cv.load_inputs(config)
+    data = load_inputs(config)
     with pytest.raises(KitError, match=r"model.init_from: .* has no finished fold 1 \(finished: \[0\]\)"):
         init_fold(cv.make_module(build_recipe(config, data, None), False), str(source), data, 1)
 
@@ -64,7 +65,7 @@ def test_other_folds_are_refused(source_run, tmp_path):
     folder, _, source = source_run
     noise_shards(tmp_path, ROWS, seed=0, folds=4)  # the same samples, other folds
     config = _large(tmp_path, tmp_path / "shards", source, image_size=32)
-    data = cv.load_inputs(config)
+    data = load_inputs(config)
     with pytest.raises(KitError, match=r"fold 0 of .* validated on other samples than fold 0 here"):
         init_fold(cv.make_module(build_recipe(config, data, None), False), str(source), data, 0)
 
@@ -73,7 +74,7 @@ def test_a_parameter_of_another_shape_is_named(source_run):
     folder, shards, source = source_run
     config = _large(folder, shards, source, folds=[0])
     config.model.num_classes = 3
-    module = cv.make_module(build_recipe(config, cv.load_inputs(config), None), False)
+    module = cv.make_module(build_recipe(config, load_inputs(config), None), False)
     weights = load_checkpoint(source / "fold0" / "ckpt" / "best.ckpt")["state_dict"]
     with pytest.raises(KitError, match=r"model.init_from: model\.fc\.weight is \(1, \d+\) in src but \(3, \d+\) here"):
         load_fitting(module, weights, "src")

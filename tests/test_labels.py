@@ -10,6 +10,7 @@ from kitpkg.data.dataset import ShardDataset
 from kitpkg.shards.convert import convert
 from kitpkg.shards.manifest import Manifest
 from kitpkg.train import cv
+from kitpkg.train.inputs import infer_classes, load_inputs
 
 
 def _convert(demo_source, out, fmt="tfrecord", csv=None, label_col="target"):
@@ -36,13 +37,13 @@ def test_text_labels_become_class_indices_in_sorted_order(demo_source, tmp_path,
     truth = _csv_labels(demo_source, "diagnosis")
     got = _targets(manifest)
     assert got and all(names[t] == truth[i] for i, t in got.items()), "each target is the index of its class"
-    assert cv._infer_classes(manifest) == len(names) > 2
+    assert infer_classes(manifest) == len(names) > 2
 
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "wds"])
 def test_benign_malignant_is_binary_with_malignant_positive(demo_source, tmp_path, fmt):
     manifest = _convert(demo_source, tmp_path / fmt, fmt, label_col="benign_malignant")
-    assert manifest.classes() == ["benign", "malignant"] and cv._infer_classes(manifest) == 1
+    assert manifest.classes() == ["benign", "malignant"] and infer_classes(manifest) == 1
     truth = _csv_labels(demo_source, "benign_malignant")
     got = _targets(manifest)
     assert got and got == {i: int(truth[i] == "malignant") for i in got}
@@ -65,9 +66,9 @@ def test_float_zero_one_labels_are_binary_scored_by_auc(demo_source, tmp_path):
     assert "0.0" in csv.read_text()
     manifest = _convert(demo_source, tmp_path / "out", csv=csv)
     assert manifest.schema["target"] == "float" and manifest.classes() is None
-    assert cv._infer_classes(manifest) == 1
+    assert infer_classes(manifest) == 1
     config = load_config(write_train_config(tmp_path, manifest))
-    assert cv.load_inputs(config).task.monitor(config.train.monitor)[0] == "val_auc"
+    assert load_inputs(config).task.monitor(config.train.monitor)[0] == "val_auc"
     truth = _csv_labels(demo_source, "target")
     got = _targets(manifest)
     assert got and got == {i: float(truth[i]) for i in got}
@@ -77,7 +78,7 @@ def test_float_zero_one_labels_are_binary_scored_by_auc(demo_source, tmp_path):
 def test_cv_trains_benign_malignant_as_binary_with_auc_and_a_competition_submission(demo_source, tmp_path):
     manifest = _convert(demo_source, tmp_path / "shards", label_col="benign_malignant")
     config = load_config(write_train_config(tmp_path, manifest), overrides=["data.folds=[0]", "train.epochs=1"])
-    data = cv.load_inputs(config)
+    data = load_inputs(config)
     assert data.task.kind == "binary" and data.task.metric == "auc"
     result = cv.run_cv(config, tmp_path / "run")  # died with "IndexError: Target -1 is out of bounds"
     assert result.metric == "auc" and 0.0 <= result.scores[0] <= 1.0

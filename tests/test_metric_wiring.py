@@ -22,6 +22,8 @@ from tiny_tables import tiny_config  # noqa: E402
 from kitpkg.config import load_config  # noqa: E402
 from kitpkg.errors import KitError  # noqa: E402
 from kitpkg.train import cv  # noqa: E402
+from kitpkg.train.inputs import load_inputs  # noqa: E402
+from kitpkg.train.results import fold_result  # noqa: E402
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -111,7 +113,7 @@ def test_a_user_metric_file_scores_the_folds_in_its_own_direction(tmp_path):
         assert record["score"] == pytest.approx(np.mean(np.abs(rows["target"] - rows["prediction"])), rel=1e-9)
         val = _val(histories[k], "val_my_metric")
         assert record["best_epoch"] == int(val.idxmin())  # higher_is_better = False
-    assert "CV my_metric.py:score" in cv.fold_result(cv.load_inputs(load_config(tmp_path / "exp" / "exp.yaml")),
+    assert "CV my_metric.py:score" in fold_result(load_inputs(load_config(tmp_path / "exp" / "exp.yaml")),
                                                      cv.open_run(load_config(tmp_path / "exp" / "exp.yaml"),
                                                                  run_dir)[1], [0, 1]).summary()
 
@@ -153,7 +155,8 @@ def _fake_run(run_dir: Path, fake, oof: np.ndarray, task) -> Path:
 
     from fakes.fake_runs import fake_config, write_best_checkpoint
     from kitpkg.train import predict as P
-    from kitpkg.train.cv import RunInputs, finish, record_fold
+    from kitpkg.train.cv import finish, record_fold
+    from kitpkg.train.inputs import RunInputs
     from kitpkg.train.runstate import RunState
 
     cfg = fake_config(run_dir, fake, {"train.metric": task.metric}, None)

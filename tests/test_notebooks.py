@@ -207,7 +207,7 @@ def test_find_lr_runs_once_per_config(tmp_path, monkeypatch):
 
 
 def test_submit_puts_the_file_where_kaggle_scores_it(tmp_path, capsys):
-    from kitpkg.train.cv import CVResult
+    from kitpkg.train.results import CVResult
 
     run = tmp_path / "runs" / "exp"
     run.mkdir(parents=True)

@@ -65,7 +65,7 @@ def _run_with_folds(tmp_path, records):
 
 
 def test_a_nan_fold_is_left_out_of_the_cv_mean_with_a_note_and_last_epoch_scores_are_shown(tmp_path):
-    from kitpkg.train.cv import fold_result
+    from kitpkg.train.results import fold_result
 
     state = _run_with_folds(tmp_path, {0: {"score": 0.80, "last_score": 0.78, "best_val_score": 0.79},
                                        1: {"score": 0.90, "last_score": 0.84, "best_val_score": 0.89},

@@ -54,7 +54,7 @@ def test_confident_predictions_become_training_only_shards(any_manifest, tmp_pat
 def test_pseudo_set_is_refused_as_validation_data(tfrecord_manifest, tmp_path):
     preds, _ = _predictions(tfrecord_manifest, tmp_path)
     make_pseudo_labels(str(tmp_path / "pseudo"), predictions=str(preds), shards=tfrecord_manifest.root)
-    from kitpkg.train.cv import load_inputs
+    from kitpkg.train.inputs import load_inputs
 
     config = config_from_dict({"data": {"shards": str(tmp_path / "pseudo"), "image_size": 64}})
     with pytest.raises(KitError, match="pseudo-label set; add it under data.extra_train"):
@@ -198,7 +198,7 @@ def test_predictions_matching_no_test_id_are_refused(tfrecord_manifest, tmp_path
 
 def _run_on(run_dir, manifest, done=()):
     """A run directory of `kitpkg cv` on `manifest` (its manifest saved at run_dir/../shards) with folds `done`."""
-    from kitpkg.train.cv import RunInputs
+    from kitpkg.train.inputs import RunInputs
     from kitpkg.train.runstate import RunState, relpath
 
     shards = run_dir.parent / "shards"

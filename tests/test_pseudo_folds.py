@@ -50,7 +50,7 @@ def _pseudo_targets(config, data, k, test_ids):
 
 
 def test_student_fold_k_trains_only_on_the_set_its_teacher_fold_k_labelled(finished_run, tmp_path):
-    from kitpkg.train.cv import load_inputs
+    from kitpkg.train.inputs import load_inputs
 
     config_path, run_dir, _ = finished_run
     scores = _fold_scores(run_dir)
@@ -89,7 +89,8 @@ def _legacy(folder):
 
 def test_sets_that_could_carry_fold_labels_are_refused(finished_run, tmp_path):
     from kitpkg.train import extras
-    from kitpkg.train.cv import load_inputs, make_datamodule
+    from kitpkg.train.cv import make_datamodule
+    from kitpkg.train.inputs import load_inputs
     from kitpkg.train.recipe import build_recipe
 
     config_path, run_dir, _ = finished_run
@@ -141,7 +142,7 @@ def _teacher_with_score_class(run_dir, manifest, probs):
     """A finished 3-class teacher run scored on class 2 (train.score_class) over `manifest`: every fold's test
     probabilities are `probs` (rows in test id order), written as `kitpkg cv` writes them."""
     from kitpkg.train import predict as P
-    from kitpkg.train.cv import RunInputs
+    from kitpkg.train.inputs import RunInputs
     from kitpkg.train.runstate import relpath
 
     config = config_from_dict({"data": {"shards": manifest.root, "image_size": 64},

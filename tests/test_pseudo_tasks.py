@@ -114,7 +114,8 @@ def _close(got, expected, atol=1e-6):
 
 @pytest.mark.parametrize("kind", ["multilabel", "regression"])
 def test_a_student_trains_fold_k_on_teacher_fold_k_soft_values(kind, teacher, tmp_path, monkeypatch):
-    from kitpkg.train.cv import load_inputs, run_cv
+    from kitpkg.train.cv import run_cv
+    from kitpkg.train.inputs import load_inputs
 
     shards, run_dir = teacher(kind)
     assert RunState.read(run_dir).task.kind == kind
@@ -149,7 +150,7 @@ def _synthetic_teacher(run_dir, manifest, task, values):
     """A finished run of `task` over `manifest` whose fold k test file holds `values[k]` (rows in test id order,
     as `kitpkg cv` writes them in predict.average prob space)."""
     from kitpkg.train import predict as P
-    from kitpkg.train.cv import RunInputs
+    from kitpkg.train.inputs import RunInputs
     from kitpkg.train.runstate import relpath
 
     config = config_from_dict({"data": {"shards": manifest.root, "image_size": manifest.image_size},
@@ -168,7 +169,8 @@ def _synthetic_teacher(run_dir, manifest, task, values):
 
 
 def test_an_ordinal_teacher_gives_its_values_on_the_class_scale(tfrecord_manifest, tmp_path, monkeypatch):
-    from kitpkg.train.cv import load_inputs, run_cv
+    from kitpkg.train.cv import run_cv
+    from kitpkg.train.inputs import load_inputs
 
     rng = np.random.default_rng(0)
     n = tfrecord_manifest.num_samples("test")

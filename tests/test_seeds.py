@@ -8,6 +8,7 @@ import torch
 
 from kitpkg.config import load_config
 from kitpkg.train import cv
+from kitpkg.train.inputs import load_inputs
 from kitpkg.train.recipe import build_recipe
 from kitpkg.train.seeds import StepSeed, fold_seed, seeding_fold
 
@@ -22,7 +23,7 @@ def _draws(recipe, batch_idx=0):
 
 def test_folds_draw_differently_at_the_same_step(tmp_path, tfrecord_manifest):
     config = load_config(write_train_config(tmp_path, tfrecord_manifest))
-    data = cv.load_inputs(config)
+    data = load_inputs(config)
     recipes = [build_recipe(config, data, k) for k in (0, 1, 1)]
     draws = [_draws(r) for r in recipes]
     assert not torch.equal(draws[0], draws[1])  # fold 0 and fold 1: other dropout/augmentation draws

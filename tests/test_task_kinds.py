@@ -23,6 +23,7 @@ from conftest import run_ddp_cv  # noqa: E402
 from killhook.kill_at import kill_callbacks  # noqa: E402
 from kitpkg.config import load_config  # noqa: E402
 from kitpkg.train import cv  # noqa: E402
+from kitpkg.train.inputs import load_inputs  # noqa: E402
 from kitpkg.train.runstate import RunState  # noqa: E402
 from task_data import COLOURS, ID, LABEL_COLUMNS, KindData, make_kind_data, sample_submission  # noqa: E402
 from tiny_tables import tiny_config  # noqa: E402
@@ -206,9 +207,9 @@ def test_auto_infers_the_kind_from_the_label_columns(kind_data, kind, capsys):
     """train.task auto resolves to the same Task as the kind set explicitly; a kind beyond binary/multiclass is said
     in one printed line naming the label columns (ordinal and soft are explicit only)."""
     data = kind_data(kind)
-    explicit = cv.load_inputs(load_config(_config_path(data, kind, name="explicit"))).task
+    explicit = load_inputs(load_config(_config_path(data, kind, name="explicit"))).task
     capsys.readouterr()
-    auto = cv.load_inputs(load_config(_config_path(data, "auto", name="auto"))).task
+    auto = load_inputs(load_config(_config_path(data, "auto", name="auto"))).task
     printed = capsys.readouterr().out
     assert auto == explicit and auto.kind == kind
     said = [line for line in printed.splitlines() if "train.task auto" in line]

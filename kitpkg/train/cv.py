@@ -4,21 +4,19 @@ The run directory's layout and records are kitpkg/rundir.py's (fold k: its check
 predictions, and its record with its score and where its time went; the run: state.json, oof.csv, submission.csv).
 Re-running the same command after a crash skips finished folds and resumes the running one mid-epoch. Folds can
 train side by side (parallel.py: `--parallel-folds N`) or on other machines and be put together (merge.py).
-One fold: resume_point -> fit -> reload_best -> predict_fold -> record_fold.
+One fold: resume_point -> fit -> reload_best -> predict_fold -> record_fold. What a run trains on is inputs.py's
+(RunInputs, load_inputs), what it returns results.py's (CVResult, fold_result).
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, class_weight_targets
 from ..errors import KitError
 from ..rundir import FOLD_OOF, CVSummary, RunDir
-from ..shards.manifest import Manifest, load_manifest, resolve_manifest_path
-from ..task import AUTO, Task, choose_task, infer_kind, kind_of_outputs, task_of_outputs
 from . import decisions as D
 from . import predict as P
 from .budget import SessionBudget, continue_hint, keep_prediction_weights, run_deadline, time_is_up
@@ -27,183 +25,15 @@ from .divergence import DivergenceGuard
 from .ema import prediction_state
 from .foldcheck import LOST, fold_weights, reopen_lost_folds, retrain_advice, weights_problem
 from .init_from import init_fold
+from .inputs import RunInputs, load_inputs
 from .lease import check_free, hold_fold
 from .meta_head import fold_meta, stored_meta
 from .recipe import Recipe, build_recipe, recipe_callbacks
-from .runstate import RunState, is_rank_zero, manifest_fingerprint, relpath, run_directory
+from .results import CVResult, fold_result, mean_std
+from .runstate import RunState, is_rank_zero, relpath, run_directory
 from .stopping import early_stopping
 from .timing import device_fields
 from .trainer import build_trainer, safe_load_kwargs
-
-
-@dataclass
-class CVResult:
-    """Scores and output paths of a CV run.
-
-    `scores` holds NaN for a fold without a score (an AUC of a validation split of one class); `mean`/`std` are over
-    the others. `last_scores`/`last_mean`: each fold's validation metric at its last epoch (as monitored during the
-    fit: no TTA, EMA weights when on), beside the best epoch's CV score: the gap is what picking the epoch on the
-    fold that is then reported adds."""
-
-    run_dir: Path
-    metric: str
-    scores: Dict[int, float] = field(default_factory=dict)
-    mean: Optional[float] = None
-    std: Optional[float] = None
-    oof_score: Optional[float] = None
-    oof_path: Optional[Path] = None
-    submission_path: Optional[Path] = None
-    report_path: Optional[Path] = None
-    pending: List[int] = field(default_factory=list)
-    last_scores: Dict[int, Optional[float]] = field(default_factory=dict)
-    last_mean: Optional[float] = None
-    best_val_mean: Optional[float] = None  # the same validation metric at the picked epochs (no TTA either)
-    decisions: Optional[str] = None  # how the CV's label decisions were made when fitted on OOF (decisions.py)
-    paused: bool = False  # stopped at the session budget (budget.py): `pending` continues from its checkpoints
-    resume_hint: str = ""  # how to continue a paused run (budget.continue_hint: the notebook's cell, the CLI's command)
-
-    @property
-    def left_out(self) -> List[int]:
-        """Finished folds without a score (NaN), left out of the mean."""
-        return [k for k, v in sorted(self.scores.items()) if v != v]
-
-    def summary(self) -> str:
-        """Human-readable lines: per-fold scores (and last-epoch ones), mean ± std, where the outputs are."""
-        lines = [_fold_line(k, self.metric, v, self.last_scores.get(k)) for k, v in sorted(self.scores.items())]
-        scored = len(self.scores) - len(self.left_out)
-        if self.mean is not None:
-            lines.append(f"CV {self.metric}: {self.mean:.4f} ± {self.std:.4f} over "
-                         + (f"{scored} of {len(self.scores)} folds" if self.left_out else f"{scored} folds")
-                         + (f" (pooled OOF {self.oof_score:.4f})" if self.oof_score is not None else "")
-                         + (f"; decisions: {self.decisions}" if self.decisions else ""))
-        elif self.scores:
-            lines.append(f"CV {self.metric}: none of the {len(self.scores)} finished folds has a score")
-        if self.last_mean is not None:
-            lines.append(f"  last epochs: {self.last_mean:.4f}, the validation metric at each fold's last epoch (no "
-                         f"TTA); the CV above uses the epoch picked on these same folds"
-                         + (f" (there {self.best_val_mean:.4f}: picking adds {self.best_val_mean - self.last_mean:+.4f})"
-                            if self.best_val_mean is not None else ""))
-        if self.pending:
-            lines.append(f"folds still to run: {', '.join(map(str, self.pending))}")
-        if self.paused:
-            lines.append("paused before the session's end (train.time_limit)"
-                         + (f"; to continue: {self.resume_hint}" if self.resume_hint else ""))
-        for label, path in (("OOF", self.oof_path), ("submission", self.submission_path), ("report", self.report_path)):
-            if path is not None:
-                lines.append(f"{label}: {path}")
-        return "\n".join(lines)
-
-
-def _fold_line(k: int, metric: str, score: float, last: Optional[float]) -> str:
-    if score != score:
-        return f"fold {k}: {metric} n/a: its validation split holds one class; left out of the mean"
-    return f"fold {k}: {metric} {score:.4f}" + (f" (last epoch {last:.4f})" if last is not None else "")
-
-
-@dataclass
-class RunInputs:
-    """What a run trains on: its shard sets and what they imply (the `data.*` keys say where they are; state.json
-    records their fingerprints)."""
-
-    manifest: Manifest
-    extras: List[Manifest]
-    num_classes: int
-    score_index: Optional[int] = None  # train.score_class as a target index (scoring.py)
-    init_source: Optional[str] = None  # config hash of the model.init_from run (init_from.py)
-    fold_sets: List[Any] = field(default_factory=list)  # per-fold pseudo-label sets (extras.py: FoldSets)
-    task: Optional[Task] = None  # what the run predicts (None: the one num_classes and score_index imply)
-
-    def __post_init__(self) -> None:
-        if self.task is None:
-            self.task = task_of_outputs(self.num_classes, self.score_index, self.score_index)
-
-    def fingerprints(self) -> Dict[str, Any]:
-        """What state.json records to recognise these shard sets (and the model.init_from run) wherever they are
-        mounted."""
-        prints = {"manifest": manifest_fingerprint(self.manifest), "num_classes": self.num_classes,
-                  "extra_train": [manifest_fingerprint(m) for m in self.extras]
-                  + [sets.fingerprint() for sets in self.fold_sets]}
-        return {**prints, "init_from": self.init_source} if self.init_source else prints
-
-    def extras_for(self, fold: Optional[int]) -> List[Manifest]:
-        """The extra training sets of `fold`: every-fold sets, plus its own set of each per-fold pseudo-label set
-        (None, no fold: the every-fold sets only)."""
-        return self.extras + ([] if fold is None else [sets.for_fold(fold) for sets in self.fold_sets])
-
-
-def load_inputs(config: Config) -> RunInputs:
-    """Load the config's manifest (for data.image_size) and extra training sets; infer num_classes."""
-    from .extras import check_soft_sets, is_fold_sets, load_extras
-    from .init_from import source_identity
-
-    pseudo = is_fold_sets(config.data.shards, config.data.image_size)  # per-fold sets: no manifest at the top
-    manifest = None if pseudo else load_manifest(resolve_manifest_path(config.data.shards, config.data.image_size))
-    if manifest is None or manifest.options.get("pseudo"):
-        raise KitError(f"data.shards: {config.data.shards} is a pseudo-label set; add it under data.extra_train "
-                       "(training only), never as the validation data")
-    if not manifest.label_columns():
-        raise KitError(f"data.shards: {manifest.root} has no label column; convert with --label-col")
-    extras, fold_sets = load_extras(config.data.extra_train, config.data.image_size, manifest)
-    task = _run_task(config, manifest)
-    check_soft_sets(task.kind, extras, fold_sets)
-    num_classes, score_index = task.outputs, task.score_index
-    return RunInputs(manifest, extras, num_classes, score_index, source_identity(config.model.init_from), fold_sets,
-                     task)
-
-
-def _run_task(config: Config, manifest: Manifest) -> Task:
-    """The run's Task: train.task (auto: inferred from the manifest's label columns, said in one line unless the
-    kind is binary or multiclass as always) with train.metric, train.score_class and model.num_classes."""
-    from .scoring import score_class_index
-
-    labels = manifest.label_columns()
-    kind, why = (config.train.task, None) if config.train.task != AUTO else \
-        infer_kind(labels, bool(manifest.class_counts))
-    if kind in ("classes", "binary", "multiclass"):
-        num_classes = config.model.num_classes or _infer_classes(manifest)
-        kind = kind_of_outputs(num_classes) if kind == "classes" else kind
-        score_index = score_class_index(config.train.score_class, manifest.classes(), num_classes, manifest.root)
-        return choose_task(kind, config.train.metric, num_classes, labels, manifest.classes(),
-                           config.train.score_class, score_index, metric_dir(config))
-    if why is not None and is_rank_zero():
-        print(f"kitpkg: train.task auto -> {kind}: {why} (set train.task to choose)", flush=True)
-    if kind == "ordinal":
-        return choose_task(kind, config.train.metric, 1, labels, _ordinal_classes(manifest), None, None,
-                           metric_dir(config))
-    return choose_task(kind, config.train.metric, config.model.num_classes or len(labels), labels, None,
-                       config.train.score_class, None, metric_dir(config))
-
-
-def metric_dir(config: Config) -> Path:
-    """The folder a train.metric file is relative to: the config's (the working directory for a config not read
-    from a file)."""
-    return Path(config.source).parent if config.source else Path(".")
-
-
-def _ordinal_classes(manifest: Manifest) -> List[str]:
-    """The classes of an ordinal label column in order: text classes sorted, or the integers 0..max."""
-    if manifest.class_column() is None:
-        raise KitError(f"train.task: ordinal needs one label column of classes; {manifest.root} has "
-                       f"{', '.join(manifest.label_columns())}")
-    names = manifest.classes()
-    if names is not None:
-        return names
-    values = [float(v) for v in manifest.class_counts]
-    if any(v < 0 or v != int(v) for v in values):
-        raise KitError(f"train.task: ordinal needs class indices 0, 1, 2, ... or text classes; {manifest.root}'s "
-                       f"labels are {', '.join(sorted(map(str, manifest.class_counts)))}")
-    return [str(i) for i in range(int(max(values)) + 1)]
-
-
-def _infer_classes(manifest: Manifest) -> int:
-    """1 (binary: one logit) for two text classes or labels valued 0/1 (ints, floats, bools); else the class count."""
-    names = manifest.classes()  # text labels, e.g. benign/malignant: see Manifest.classes for which is positive
-    labels = set(manifest.class_counts) if names is None else set(names)
-    if not labels:
-        raise KitError("model.num_classes: the manifest has no class counts; set model.num_classes (1 = binary)")
-    if (names is not None and len(names) == 2) or labels <= {"0", "1", "0.0", "1.0", "False", "True"}:
-        return 1
-    return len(labels)
 
 
 def make_module(recipe: Recipe, load_pretrained: bool, meta: Any = None):
@@ -448,35 +278,6 @@ def fold_selection(config: Config, inputs: RunInputs, folds: Optional[Sequence[i
     return all_folds, list(folds) if folds is not None else all_folds
 
 
-def fold_result(inputs: RunInputs, state: RunState, all_folds: Sequence[int]) -> CVResult:
-    """The scores of the finished folds among `all_folds` (mean ± std over those with a score, NaN for one without;
-    last-epoch scores beside them), the others pending; nothing written."""
-    result = CVResult(state.run_dir, inputs.task.scorer().name)  # the name: auc, pauc, my_metric.py:score
-    records = {k: state.fold(k) for k in all_folds if state.is_done(k)}
-    result.scores = {k: _number(r.score) for k, r in records.items()}
-    result.last_scores = {k: r.last_score for k, r in records.items()}
-    result.pending = [k for k in all_folds if not state.is_done(k)]
-    result.mean, result.std = _mean_std(result.scores.values())
-    result.last_mean, _ = _mean_std(result.last_scores.values())
-    if result.last_mean is not None:  # over the same folds as last_mean
-        pairs = [(r.best_val_score, result.last_scores[k]) for k, r in records.items()]
-        if all(best is not None for best, last in pairs if last is not None):
-            result.best_val_mean, _ = _mean_std(best for best, last in pairs if last is not None)
-    return result
-
-
-def _number(value: Optional[float]) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def _mean_std(values: Any) -> Tuple[Optional[float], Optional[float]]:
-    """(mean, std) of the finite values among `values` (None, NaN left out); (None, None) when there is none."""
-    import numpy as np
-
-    kept = np.array([v for v in values if v is not None and v == v], dtype=float)
-    return (float(kept.mean()), float(kept.std())) if len(kept) else (None, None)
-
-
 def paused(inputs: RunInputs, state: RunState, all_folds: Sequence[int], report: bool = True) -> CVResult:
     """What a run paused at its session budget leaves: the finished folds' scores (their OOF and test files are
     written) and a report marked partial (`report`); how to continue is in the result's summary."""
@@ -509,7 +310,7 @@ def finish(config: Config, inputs: RunInputs, state: RunState, all_folds: Sequen
     decisions = D.fit_decisions(inputs.task, oof, D.sample_of(config))  # thresholds fitted nested over the folds
     if decisions is not None and decisions.scores is not None:  # the CV of the nested decisions
         result.scores, pooled, result.decisions = decisions.scores, decisions.pooled, decisions.describe()
-        result.mean, result.std = _mean_std(result.scores.values())
+        result.mean, result.std = mean_std(result.scores.values())
     result.oof_score = pooled if pooled == pooled else None  # NaN (one class in every fold run) is no JSON
     D.write_decisions(state.paths, decisions)
     tests = [state.paths.fold_test(k) for k in all_folds]

@@ -25,7 +25,8 @@ def run_lr_find(config: Config, run_dir: Optional[os.PathLike] = None, fold: int
 
     from pytorch_lightning.tuner import Tuner
 
-    from .cv import fold_parts, load_inputs, make_module
+    from .cv import fold_parts, make_module
+    from .inputs import load_inputs
     from .model import check_components
     from .recipe import build_recipe, recipe_callbacks
     from .report import plot_lr_find

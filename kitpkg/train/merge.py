@@ -31,7 +31,9 @@ from ..fsutil import atomic_copy
 from ..predictions import probability_columns
 from ..rundir import FoldRecord, RunDir
 from . import predict as P
-from .cv import CVResult, RunInputs, finish, fold_selection, load_inputs, open_run
+from .cv import finish, fold_selection, open_run
+from .inputs import RunInputs, load_inputs
+from .results import CVResult
 from .foldcheck import predictions_problem, weights_problem
 from .lease import check_free
 from .runstate import RunState

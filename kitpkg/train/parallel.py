@@ -26,10 +26,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import AUTO, Config, to_yaml
 from ..errors import KitError
-from .cv import CVResult, finish, fold_selection, load_inputs, open_run, paused
+from .cv import finish, fold_selection, open_run, paused
 from .decisions import check_sample
+from .inputs import load_inputs
 from .lease import check_free
 from .predict import fold_ids
+from .results import CVResult
 
 POLL_S = 0.2  # how often a free worker is looked for
 STOP_GRACE_S = 10.0  # a worker stopped early gets this long to end (Lightning's KeyboardInterrupt path) before SIGKILL

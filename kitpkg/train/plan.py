@@ -91,7 +91,8 @@ class Plan:
 def run_plan(config: Config, run_dir: Optional[os.PathLike] = None, sizes: Optional[Sequence[int]] = None,
              steps: int = DEFAULT_STEPS, warmup: int = WARMUP_STEPS) -> Plan:
     """Measure `config` at each of `sizes` (default: data.image_size), project its CV, write plan.json; the Plan."""
-    from .cv import fold_selection, load_inputs
+    from .cv import fold_selection
+    from .inputs import load_inputs
 
     if steps < 2:
         raise KitError(f"--steps: must be >= 2, got {steps}")

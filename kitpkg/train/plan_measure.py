@@ -171,7 +171,8 @@ def search_batch(config: Config, fold: int, limit: int = SEARCH_LIMIT) -> Tuple[
 
     import torch
 
-    from .cv import load_inputs, make_datamodule
+    from .cv import make_datamodule
+    from .inputs import load_inputs
     from .recipe import build_recipe
 
     config = one_device(config)

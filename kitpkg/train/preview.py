@@ -20,7 +20,8 @@ from ..fsutil import atomic_write
 
 def preview_images(config: Config, n: int = 16, fold: Optional[int] = None) -> torch.Tensor:
     """n×3×H×W float 0..1: the first `n` training samples of `fold` (default: the first) after both stages."""
-    from .cv import load_inputs, make_datamodule
+    from .cv import make_datamodule
+    from .inputs import load_inputs
     from .gpu_augment import GpuAugment
     from .recipe import build_recipe
     from .seeds import step_seed
