@@ -547,7 +547,7 @@ def check_metric(train: TrainConfig, base_dir: Union[str, Path]) -> None:
     """Refuse a train.metric that is unknown, has wrong parameters, or (train.task set) cannot score the task, and a
     metric file that is missing or unusable (loading it runs it): one line naming train.metric. With train.task auto
     the kind is known only from the manifest: the run checks it then (kitpkg/task.py make_task)."""
-    from .metrics import METRICS, is_metric_file, metric_from_spec
+    from .metrics import METRICS, metric_from_spec
 
     spec = train.metric
     if spec == AUTO:

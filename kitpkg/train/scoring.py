@@ -21,7 +21,7 @@ def score_class_index(score_class: Union[None, int, str], classes: Optional[List
         return None
     if num_classes < 2:
         raise KitError(f"train.score_class: needs a multi-class target (here one logit: a binary task already scores "
-                       f"its positive class); set it to null, or train on a multi-class label column")
+                       "its positive class); set it to null, or train on a multi-class label column")
     if classes is not None and str(score_class) in classes:
         return classes.index(str(score_class))
     try:
