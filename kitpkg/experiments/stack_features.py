@@ -183,23 +183,28 @@ def build_features(members: Sequence["Member"], columns: Sequence[str] = (), gro
     categorical: List[str] = []
     if columns:
         check_columns(columns, manifest)
-        oof_cols = read_columns(manifest, columns, "train", oof_ids)
-        test_cols = read_columns(manifest, columns, "test", test_ids) if has_test else None
-        oof_cols, test_cols, categorical = encode_columns(oof_cols, test_cols)
-        parts["oof"].append(oof_cols)
-        parts["test"].append(test_cols)
     if group:
         manifest = manifest or run_manifest(members[0], "--group-col")
         if group not in manifest.schema:
             raise KitError(f"--group-col {group}: not a column of the shards {manifest.root} (columns: "
                            f"{', '.join(sorted(manifest.schema))}); name one, or --group-col none")
-        parts["oof"].append(group_features(outputs["oof"], read_columns(manifest, [group], "train", oof_ids)[group]))
+    wanted = list(dict.fromkeys([*columns, *([group] if group else [])]))  # one pass over the shards per split
+    oof_read = test_read = None
+    if wanted:
+        oof_read = read_columns(manifest, wanted, "train", oof_ids)
+        test_read = read_columns(manifest, wanted, "test", test_ids) if has_test else None
+    if group and has_test and test_read[group].isna().all():  # every test row its own group: never seen in training
+        raise KitError(f"--group-col {group} has no value in the test split of {manifest.root}; name a column the "
+                       f"test CSV holds, or --group-col none")
+    if columns:
+        oof_cols, test_cols, categorical = encode_columns(oof_read[list(columns)].copy(),
+                                                          None if test_read is None else test_read[list(columns)].copy())
+        parts["oof"].append(oof_cols)
+        parts["test"].append(test_cols)
+    if group:
+        parts["oof"].append(group_features(outputs["oof"], oof_read[group]))
         if has_test:
-            groups = read_columns(manifest, [group], "test", test_ids)[group]
-            if groups.isna().all():  # every test row its own group: features the level-2 model never saw in training
-                raise KitError(f"--group-col {group} has no value in the test split of {manifest.root}; name a "
-                               f"column the test CSV holds, or --group-col none")
-            parts["test"].append(group_features(outputs["test"], groups))
+            parts["test"].append(group_features(outputs["test"], test_read[group]))
     oof = pd.concat([p.reset_index(drop=True) for p in parts["oof"]], axis=1)
     test = pd.concat([p.reset_index(drop=True) for p in parts["test"]], axis=1) if has_test else None
     return Features(oof, test, categorical, list(columns), group)
