@@ -84,7 +84,7 @@ def test_plan_prints_rates_memory_and_the_projection(oversampled_plan):
     for figure in (f"train: {m['train_img_s']:.1f} img/s", f"the loader alone: {m['loader_img_s']:.1f} img/s",
                    f"waiting for batches: {100 * m['loader_wait']:.0f}% of training time", "(CPU process RSS)",
                    "largest batch that fits: not searched on the CPU", "CV (3 folds, one after the other)",
-                   "no session limit here", "3 folds × 3 checkpoints"):
+                   "no session limit here", "5 checkpoints × "):
         assert figure in text, (figure, text)
     assert " epoch 1/" not in text  # the timing passes of validation print no training-epoch line
 
@@ -103,7 +103,7 @@ def test_projection_is_epochs_times_the_loaders_oversampled_epoch(oversampled_pl
         assert parts["total"] == pytest.approx(sum(v for key, v in parts.items() if key != "total"))
     assert f"fold 0: {config.train.epochs} epochs × {epochs[0]} images (oversampled from" in text
     assert entry["cv_s"] == pytest.approx(sum(f["total"] for f in entry["folds"].values()))
-    assert entry["output_bytes"] == 3 * 3 * m["ckpt_bytes"]  # 3 folds × (2 kept + best.ckpt)
+    assert entry["output_bytes"] == (3 + 2) * m["ckpt_bytes"]  # a best.ckpt per fold + the training fold's 2
 
 
 def test_plan_writes_plan_json_and_nothing_else_into_the_run_directory(oversampled_plan):
@@ -197,6 +197,18 @@ def test_the_cv_is_held_against_the_session_budget_train_time_limit_sets(tfrecor
     assert session_verdict(3000, 600, limit_s) == f"fits the {duration(limit_s)} left in this session"
     verdict = session_verdict(5 * 1000, 1000, 3600)
     assert "does NOT fit the 1:00:00 left" in verdict and "about 3 folds per session, 2 sessions" in verdict
+
+
+def test_with_a_fold_per_gpu_the_cv_is_the_busiest_gpus_folds():
+    """Kaggle's 2xT4: run_cv hands folds to two processes (parallel.gpus_for_folds), so the CV takes about half."""
+    from kitpkg.train.plan import SizePlan
+    from kitpkg.train.plan_text import session_verdict
+
+    folds = {k: {"total": t} for k, t in enumerate([100.0, 100.0, 100.0, 100.0, 100.0])}
+    assert SizePlan(384, "h", folds=folds).cv_s == 500
+    two = SizePlan(384, "h", folds=folds, workers=2)
+    assert two.cv_s == 300 and two.fold_s == 100  # folds 0, 2, 4 on one GPU, 1 and 3 on the other
+    assert "about 4 folds per session" in session_verdict(two.cv_s, two.fold_s, 250, workers=2)
 
 
 def test_each_size_of_the_shard_set_is_planned_with_its_own_config_hash(demo_source, tmp_path, capsys):

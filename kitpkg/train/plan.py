@@ -42,16 +42,23 @@ class SizePlan:
     folds: Dict[int, Dict[str, float]] = field(default_factory=dict)  # {fold: fold_seconds(...)}
     output_bytes: Optional[int] = None
     skipped: Optional[str] = None  # why nothing was measured (the config's batch does not fit)
+    workers: int = 1  # folds trained at once: one per GPU where run_cv does that (parallel.gpus_for_folds)
 
     @property
     def cv_s(self) -> Optional[float]:
-        """Projected seconds of every fold of the CV, one after the other."""
-        return sum(f["total"] for f in self.folds.values()) if self.folds else None
+        """Projected seconds of the CV: its folds one after the other, or handed in order to `workers` processes
+        (each fold to the first one free, as parallel.run_workers does)."""
+        if not self.folds:
+            return None
+        free = [0.0] * max(1, self.workers)
+        for k in sorted(self.folds):
+            free[free.index(min(free))] += self.folds[k]["total"]
+        return max(free)
 
     @property
     def fold_s(self) -> Optional[float]:
         """Projected seconds of a fold (mean over the folds)."""
-        return self.cv_s / len(self.folds) if self.folds else None
+        return sum(f["total"] for f in self.folds.values()) / len(self.folds) if self.folds else None
 
     def to_json(self) -> Dict[str, Any]:
         """plan.json's entry of this size."""
@@ -59,7 +66,7 @@ class SizePlan:
         return {"config_hash": self.config_hash, "measured": measured,
                 "largest_batch": self.largest_batch, "batch_search": self.batch_search,
                 "folds": {str(k): v for k, v in self.folds.items()}, "fold_s": self.fold_s, "cv_s": self.cv_s,
-                "output_bytes": self.output_bytes, "skipped": self.skipped}
+                "output_bytes": self.output_bytes, "skipped": self.skipped, "workers": self.workers}
 
 
 @dataclass
@@ -114,7 +121,10 @@ def plan_size(config: Config, inputs: Any, folds: Sequence[int], steps: int, war
     """One size: the batch-size search (GPU), the measurement on the first fold, each fold's projection."""
     from ..config import config_hash
 
-    plan = SizePlan(config.data.image_size, config_hash(config), shapes=[fold_shape(config, inputs, k) for k in folds])
+    from .parallel import gpus_for_folds
+
+    plan = SizePlan(config.data.image_size, config_hash(config), shapes=[fold_shape(config, inputs, k) for k in folds],
+                    workers=max(1, gpus_for_folds(config)))
     if not uses_gpu(config):
         plan.batch_search = ("not searched on the CPU: its limit is the machine's RAM, and a batch too large "
                              "swaps rather than failing")
@@ -169,11 +179,9 @@ def at_size(config: Config, size: int) -> Config:
 
 
 def budget_limits(config: Config) -> Tuple[Optional[float], Optional[int]]:
-    """(seconds left in this session, the run directory's byte limit) from budget.py; (None, None) without it."""
-    try:
-        from . import budget
-    except ImportError:
-        return None, None
+    """(seconds left in this session, the run directory's byte limit) from budget.py (None: no such limit)."""
+    from . import budget
+
     return budget.session_limit_s(config), budget.output_limit_bytes()
 
 

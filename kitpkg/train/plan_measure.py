@@ -132,12 +132,14 @@ def measure(config: Config, inputs: Any, fold: int, steps: int = DEFAULT_STEPS, 
         window = _Window(throughput, warmup, steps, Path(tmp), on_gpu)
         trainer = build_trainer(recipe, callbacks=[throughput.arrival, window.sync, *recipe_callbacks(recipe),
                                                    throughput, window],
-                                default_root_dir=tmp, max_epochs=-1, max_steps=warmup + steps, limit_val_batches=0)
+                                default_root_dir=tmp, max_epochs=-1, max_steps=warmup + steps, limit_val_batches=0,
+                                enable_progress_bar=False)  # timed: no bar redrawn between steps
         window.called = time.perf_counter()
         trainer.fit(module, datamodule=dm)
         peak = torch.cuda.max_memory_allocated() if on_gpu else _peak_rss()
         clock = _EvalClock(on_gpu)
-        evaluator = build_trainer(recipe, callbacks=[clock], default_root_dir=tmp, limit_val_batches=EVAL_BATCHES)
+        evaluator = build_trainer(recipe, callbacks=[clock], default_root_dir=tmp, limit_val_batches=EVAL_BATCHES,
+                                  enable_progress_bar=False)
         # the first pass warms up (cuDNN/oneDNN per batch shape, the metric), the second is timed
         for _ in range(2):
             evaluator.validate(module, datamodule=dm, verbose=False)

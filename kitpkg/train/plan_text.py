@@ -48,21 +48,24 @@ def size_lines(plan: Any, sp: Any) -> List[str]:
                  f"({size_text(m.ckpt_bytes)}, {m.ckpt_s:.2f} s each) + OOF/test predictions "
                  f"{duration(parts['predictions'])} ({views} view{'s' if views > 1 else ''}) = "
                  f"{duration(parts['total'])}")
-    lines.append(f"  CV ({len(sp.folds)} folds, one after the other): {duration(sp.cv_s)}; "
-                 + session_verdict(sp.cv_s, sp.fold_s, plan.session_limit_s))
-    keep = round(sp.output_bytes / max(1, m.ckpt_bytes) / max(1, len(sp.folds))) if m.ckpt_bytes else 0
-    lines.append(f"  output: {len(sp.folds)} folds × {keep} checkpoints × {size_text(m.ckpt_bytes)} = "
-                 f"{size_text(sp.output_bytes)}; " + output_verdict(sp.output_bytes, plan.output_limit_bytes))
+    at_once = "one after the other" if sp.workers == 1 else f"{sp.workers} at a time, one per GPU"
+    lines.append(f"  CV ({len(sp.folds)} folds, {at_once}): {duration(sp.cv_s)}; "
+                 + session_verdict(sp.cv_s, sp.fold_s, plan.session_limit_s, sp.workers))
+    count = round(sp.output_bytes / m.ckpt_bytes) if m.ckpt_bytes else 0
+    lines.append(f"  output: {count} checkpoints × {size_text(m.ckpt_bytes)} = {size_text(sp.output_bytes)} (a "
+                 f"best.ckpt per fold + the training fold's last {count - len(sp.folds)}); "
+                 + output_verdict(sp.output_bytes, plan.output_limit_bytes))
     return lines
 
 
-def session_verdict(cv_s: Optional[float], fold_s: Optional[float], limit_s: Optional[float]) -> str:
-    """Whether the CV fits the session's time left, and if not how many folds one session holds."""
+def session_verdict(cv_s: Optional[float], fold_s: Optional[float], limit_s: Optional[float], workers: int = 1
+                    ) -> str:
+    """Whether the CV fits the session's time left, and if not how many folds one session holds (`workers` at once)."""
     if limit_s is None:
         return "no session limit here (train.time_limit sets one)"
     if cv_s is not None and cv_s <= limit_s:
         return f"fits the {duration(limit_s)} left in this session"
-    per_session = int(limit_s // fold_s) if fold_s else 0
+    per_session = int(limit_s // fold_s) * workers if fold_s else 0
     sessions = math.ceil(cv_s / limit_s) if cv_s and limit_s > 0 else "?"
     return (f"does NOT fit the {duration(limit_s)} left in this session: about {per_session} folds per session, "
             f"{sessions} sessions (the run pauses at the limit and continues in the next)")

@@ -70,8 +70,9 @@ def fold_seconds(m: Measured, shape: FoldShape, epochs: int, views: int, accumul
 
 
 def output_bytes(m: Measured, folds: int, keep: int) -> int:
-    """Bytes of checkpoints a finished run directory holds: folds × (keep resumable + best.ckpt) × one checkpoint."""
-    return folds * (keep + 1) * m.ckpt_bytes
+    """The most checkpoint bytes the run directory holds at once: each fold's best.ckpt (a finished fold keeps only
+    that: budget.keep_prediction_weights) and the training fold's `keep` resumable ones, × one checkpoint."""
+    return (folds + keep) * m.ckpt_bytes
 
 
 def largest_fitting(fits: Callable[[int], bool], start: int, limit: int) -> Tuple[Optional[int], bool]:
