@@ -626,11 +626,12 @@ def to_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{dotted key: value} of a nested mapping (a config's sections: {"train.epochs": 10, ...})."""
     out: Dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out
@@ -665,8 +666,8 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
 def result_dict(config: Config) -> Dict[str, Any]:
     """{dotted key: value} of every key that changes results (NON_RESULT_KEYS left out; no paths; ADDED_KEYS left
     out while at their default)."""
-    flat = _flatten(to_dict(config))
-    defaults = _flatten(to_dict(Config()))
+    flat = flatten(to_dict(config))
+    defaults = flatten(to_dict(Config()))
     result = {k: v for k, v in flat.items() if not _under(k, NON_RESULT_KEYS)
               and not (_under(k, ADDED_KEYS) and k in defaults and v == defaults[k])}
     digest = metric_file_digest(config)

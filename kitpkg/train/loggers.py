@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 import pytorch_lightning as pl
 
-from ..config import LOGGERS, Config, _flatten, config_hash
+from ..config import LOGGERS, Config, config_hash, flatten
 from ..errors import KitError
 from ..rundir import RunDir
 from .runstate import is_rank_zero
@@ -51,7 +51,7 @@ def hyperparameters(config: Config, fold: Optional[int]) -> Dict[str, Any]:
     """What each logger run records as hyperparameters: the flat config without paths, the fold and the config hash."""
     from .model import portable_config
 
-    return {**_flatten(portable_config(config)), "fold": fold, "config_hash": config_hash(config)}
+    return {**flatten(portable_config(config)), "fold": fold, "config_hash": config_hash(config)}
 
 
 def require(kind: str) -> None:

@@ -20,7 +20,7 @@ def score_class_index(score_class: Union[None, int, str], classes: Optional[List
     if score_class is None:
         return None
     if num_classes < 2:
-        raise KitError(f"train.score_class: needs a multi-class target (here one logit: a binary task already scores "
+        raise KitError("train.score_class: needs a multi-class target (here one logit: a binary task already scores "
                        "its positive class); set it to null, or train on a multi-class label column")
     if classes is not None and str(score_class) in classes:
         return classes.index(str(score_class))
