@@ -24,7 +24,7 @@ DEFAULT_DRIVE_ROOT = "/content/drive"  # Colab's mountpoint; MyDrive appears ins
 DEFAULT_COLAB_LOCAL = "/content"  # Colab's local disk: fast, wiped when the runtime dies
 
 
-def _importable(name: str) -> bool:
+def importable(name: str) -> bool:
     """True if `name` can be imported (a module faked in sys.modules counts)."""
     if name in sys.modules:
         return True
@@ -34,7 +34,7 @@ def _importable(name: str) -> bool:
         return False
 
 
-def detect_platform(environ: Mapping[str, str], importable: Callable[[str], bool] = _importable) -> str:
+def detect_platform(environ: Mapping[str, str], importable: Callable[[str], bool] = importable) -> str:
     """'kaggle', 'colab' or 'local': the KITPKG_PLATFORM override, else Kaggle's variables, else Colab's, else local."""
     override = environ.get("KITPKG_PLATFORM", "").strip().lower()
     if override:
@@ -207,6 +207,7 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
-def output_limit_bytes(environ: Mapping[str, str] = os.environ) -> Optional[int]:
-    """How much the run's output folder may hold: Kaggle's /kaggle/working about 20 GB; None elsewhere."""
-    return KAGGLE_OUTPUT_BYTES if detect_platform(environ) == "kaggle" else None
+def output_limit_bytes(environ: Mapping[str, str] = os.environ, platform: Optional[str] = None) -> Optional[int]:
+    """How much the run's output folder may hold on `platform` (default: this one): Kaggle's /kaggle/working about
+    20 GB; None elsewhere."""
+    return KAGGLE_OUTPUT_BYTES if (platform or detect_platform(environ)) == "kaggle" else None

@@ -90,7 +90,7 @@ def test_setup_on_colab_mounts_drive_once(tmp_path, monkeypatch, capsys):
 
 def test_setup_local_default(tmp_path, monkeypatch, capsys):
     clean_platform_env(monkeypatch)
-    monkeypatch.setattr(kenv, "_importable", NOTHING)
+    monkeypatch.setattr(kenv, "importable", NOTHING)
     monkeypatch.setattr(kenv.detect_platform, "__defaults__", (NOTHING,))
     monkeypatch.chdir(tmp_path)
     env = bootstrap.setup(project="demo")

@@ -120,7 +120,7 @@ def test_csv_tensorboard_and_wandb_log_each_fold_as_metrics_csv_does(tmp_path, t
 def test_setup_says_wandb_runs_offline_without_internet_and_how_to_sync(tmp_path, monkeypatch):
     from kitpkg.notebook import bootstrap
 
-    monkeypatch.setattr(bootstrap, "_importable", lambda module: module == "wandb")  # as on Kaggle's image
+    monkeypatch.setattr(bootstrap.env, "importable", lambda module: module == "wandb")  # as on Kaggle's image
     for internet in ("0", "1"):
         environ = {"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KITPKG_KAGGLE_ROOT": str(tmp_path), "KITPKG_INTERNET": internet}
         env = bootstrap.setup("mel", environ=environ, quiet=True)

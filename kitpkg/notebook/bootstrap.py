@@ -52,7 +52,7 @@ class Environment:
             ("data dir", str(self.data_dir)),
             ("run dir", str(self.run_dir)),
         ]
-        if not self.internet and _importable("wandb"):  # e.g. Kaggle with the internet off (train.logger: wandb)
+        if not self.internet and env.importable("wandb"):  # e.g. Kaggle with the internet off (train.logger: wandb)
             rows.append(("w&b", "offline (no internet); upload later: wandb sync "
                                 f"{self.run_dir}/<run>/logs/wandb/offline-run-*"))
         if self.cache_dir is not None:
@@ -78,15 +78,6 @@ def kaggle_persistence(run_type: Optional[str]) -> Tuple[str, ...]:
             "checkable from here); safer: Save Version, then attach its output as input: the run continues from it")
 
 
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def budget_rows(platform: str, run_dir: Path, output_dir: Path, environ: Mapping[str, str],
                 now: Optional[float] = None) -> Tuple[Tuple[str, str], ...]:
     """Summary rows: when runs pause by default (train.time_limit, kitpkg/train/budget.py) and how much the run
@@ -106,7 +97,7 @@ def budget_rows(platform: str, run_dir: Path, output_dir: Path, environ: Mapping
         session = (f"{length / 3600:g} h {began}: runs pause{pause}, {env.KAGGLE_MARGIN_S / 60:g} min before the end "
                    f"(train.time_limit sets another)")
     size = f"{env.folder_bytes(run_dir) / 1e9:.1f} GB"
-    limit = env.KAGGLE_OUTPUT_BYTES if platform == "kaggle" else None
+    limit = env.output_limit_bytes(environ, platform)
     if limit is not None:
         size += f"; {output_dir} holds {env.folder_bytes(output_dir) / 1e9:.1f} GB of its {limit / 1e9:g} GB limit"
     return (("session", session), ("run dir size", size))
