@@ -348,16 +348,21 @@ def open_members(runs: Sequence[os.PathLike], out: Path, sample_submission: Opti
     return members, sample
 
 
+def scored(target: np.ndarray, pred: np.ndarray, folds: np.ndarray, task: Task) -> Dict[str, Any]:
+    """{mean, std, oof, folds} of predictions: their fold scores' mean ± std, the pooled OOF score, the fold scores
+    (what blend.json and stack.json record for each run, blend and stack)."""
+    scores = fold_scores(target, pred, folds, task)
+    values = list(scores.values())
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "oof": pooled_score(target, pred, task),
+            "folds": scores}
+
+
 def blend_summary(members: Sequence[Member], probs: np.ndarray, blends: Dict[str, Blend], chosen: Blend,
                   target: np.ndarray, task: Task) -> Dict:
     """What blend.json records: members with their scores, every method's scores, the chosen one's weights."""
     folds = members[0].oof["fold"].to_numpy(int)
-    runs = []
-    for i, m in enumerate(members):
-        scores = fold_scores(target, probs[:, i], folds, task)
-        runs.append({"run": m.run.name, "path": str(m.run.path), "mean": float(np.mean(list(scores.values()))),
-                     "std": float(np.std(list(scores.values()))), "oof": pooled_score(target, probs[:, i], task),
-                     "folds": scores})
+    runs = [{"run": m.run.name, "path": str(m.run.path), **scored(target, probs[:, i], folds, task)}
+            for i, m in enumerate(members)]
     methods = {name: {"mean": b.mean, "std": b.std, "oof": pooled_score(target, b.oof, task), "folds": b.scores}
                for name, b in blends.items()}
     fit = blends.get("fit")

@@ -33,8 +33,8 @@ from ..errors import KitError
 from ..fsutil import atomic_write_text
 from ..predictions import prediction_columns, read_predictions
 from ..task import Task
-from .blend import (aligned, blend_oof, blend_summary, fold_scores, methods_for, open_members, pooled_score,
-                    prediction_outputs, write_outputs)
+from .blend import (aligned, blend_oof, blend_summary, methods_for, open_members, prediction_outputs, scored,
+                    write_outputs)
 from .stack_features import AUTO, Features, build_features
 
 MODELS = ("lgbm", "linear")
@@ -219,7 +219,6 @@ def run_stack(runs: Sequence[os.PathLike], out: os.PathLike, columns: Sequence[s
         raise KitError(f"{members[0].run.path}: the OOF holds one fold; stacking needs the runs' K folds")
     level2 = Level2(model, int(seeds) if model == "lgbm" else 1, {**LGBM_PARAMS, **(params or {})})
     oof, test, importance = _stack_heads(level2, features, task, target, folds)
-    scores = fold_scores(target, oof, folds, task)
     cols = prediction_columns(task)
     probs = aligned(members, lambda m: m.oof, cols)
     blends = {name: blend_oof(name, probs, target, folds, task) for name in methods_for(task)}
@@ -229,8 +228,7 @@ def run_stack(runs: Sequence[os.PathLike], out: os.PathLike, columns: Sequence[s
     summary.update(kind="stack", model=model, seeds=level2.seeds, features=features.names,
                    columns=features.columns, categorical=features.categorical, group_col=features.group_col,
                    params=level2.params if model == "lgbm" else {"linear": _linear_name(task)},
-                   stack={"mean": float(np.mean(list(scores.values()))), "std": float(np.std(list(scores.values()))),
-                          "oof": pooled_score(target, oof, task), "folds": scores},
+                   stack=scored(target, oof, folds, task),
                    test=TEST_NOTE if test is not None else None,
                    importance=dict(sorted(importance.items(), key=lambda kv: -kv[1])))
     outputs = prediction_outputs(members, oof, test, task, sample)  # built whole first: a refusal writes nothing
